@@ -1,0 +1,83 @@
+"""nbworker: write, test and ship RunPod serverless workers from a Jupyter notebook.
+
+In a notebook: `%load_ext nbworker`, then `%%handler` and `%rp_test`. From Python:
+`register_handler(fn)` and `run_job({"input": ...})`. Importing nbworker is light: IPython,
+papermill and runpod are imported only where they are used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nbworker.errors import HandlerError, HandlerNotFound, JobError, NbworkerError
+
+if TYPE_CHECKING:
+    from nbworker.jobs import Run
+    from nbworker.registry import HandlerSpec
+    from nbworker.session import Session, default_session, register_handler, run_job
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HandlerError",
+    "HandlerNotFound",
+    "HandlerSpec",
+    "JobError",
+    "NbworkerError",
+    "Run",
+    "Session",
+    "__version__",
+    "default_session",
+    "load_ipython_extension",
+    "register_handler",
+    "run_job",
+    "unload_ipython_extension",
+]
+
+_LAZY = {
+    "Run": "nbworker.jobs",
+    "HandlerSpec": "nbworker.registry",
+    "Session": "nbworker.session",
+    "default_session": "nbworker.session",
+    "register_handler": "nbworker.session",
+    "run_job": "nbworker.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nbworker' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext nbworker`: the magics, bound to the default session."""
+    from nbworker.jobs import Run
+    from nbworker.magics import NbworkerMagics
+    from nbworker.session import default_session
+
+    magics = NbworkerMagics(ipython, session=default_session())
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.pre_run_cell)
+    formatter = ipython.display_formatter.ipython_display_formatter
+    formatter.for_type(Run, magics.display_run)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext nbworker`: remove the magics; the session and its handlers stay."""
+    from nbworker.jobs import Run
+    from nbworker.magics import NbworkerMagics
+
+    manager = ipython.magics_manager
+    magics = manager.registry.pop(NbworkerMagics.__name__, None)
+    if magics is None:
+        return
+    for kind, names in magics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
+    ipython.display_formatter.ipython_display_formatter.pop(Run, None)

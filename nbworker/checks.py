@@ -1,0 +1,154 @@
+"""What works in the notebook but breaks once deployed on RunPod (see RUNPOD.md).
+
+Each check returns plain sentences: what was found, what the deployed worker would do,
+and what to do instead. They are warnings, never errors: the run itself follows prod.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import math
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "ASYNCIO_RUN_MESSAGE",
+    "job_warnings",
+    "registration_warnings",
+    "result_warnings",
+    "serialization_problem",
+    "stream_warnings",
+]
+
+# The RuntimeError asyncio raises when asyncio.run() is called inside a running loop.
+ASYNCIO_RUN_MESSAGE = "asyncio.run() cannot be called from a running event loop"
+SIZE_LIMIT_BYTES = 20_000_000  # the SDK's tip: larger results should go to object storage
+
+
+def _calls_asyncio_run(function: Callable[..., Any]) -> bool:
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "run"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "asyncio"
+        ):
+            return True
+    return False
+
+
+def registration_warnings(function: Callable[..., Any], *, name: str, kind: str) -> list[str]:
+    """Warnings about the function itself, found once when it is registered."""
+    found = []
+    inner = inspect.unwrap(function)
+    if kind in ("sync", "async") and (
+        inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner)
+    ):
+        found.append(
+            f"{name} is a generator hidden behind a decorator: RunPod checks "
+            "inspect.isgeneratorfunction() on the function it is given, so the deployed worker "
+            "will not stream; it returns the generator object, which cannot be sent, and the "
+            "job hangs. Register the generator itself, or make the decorator a generator."
+        )
+    if _calls_asyncio_run(function):
+        found.append(
+            f"{name} calls asyncio.run(): a deployed worker calls handlers inside its running "
+            "event loop, where asyncio.run() fails. Make the handler `async def` and await."
+        )
+    return found
+
+
+def job_warnings(job: dict[str, Any]) -> list[str]:
+    if not isinstance(job.get("input"), dict):
+        return [
+            f"input is {type(job.get('input')).__name__}, not an object: RunPod's API "
+            "rejects such a job (HTTP 422); only `python handler.py --test_input` accepts it."
+        ]
+    return []
+
+
+def serialization_problem(value: Any) -> str | None:
+    """Why `value` cannot be sent as RunPod's job loop sends it, or None if it can."""
+    try:
+        json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as err:
+        return f"not JSON-serialisable ({err})"
+    return None
+
+
+def _has_non_finite(value: Any, depth: int = 0) -> bool:
+    if depth > 50:
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v, depth + 1) for v in value)
+    return False
+
+
+def result_warnings(returned: Any, result: dict[str, Any]) -> list[str]:
+    """Warnings about what a non-streaming handler returned and the result RunPod makes of it."""
+    found = []
+    if isinstance(returned, dict) and not returned:
+        found.append(
+            "the handler returned {}: RunPod drops the empty output (the job has no output) "
+            "and the SDK's local API server answers HTTP 500."
+        )
+    if inspect.isgenerator(returned) or inspect.isasyncgen(returned):
+        found.append(
+            "the handler returned a generator object: RunPod streams only handlers that are "
+            "generator functions themselves, so nothing is streamed and the object cannot be sent."
+        )
+    error = result.get("error")
+    if error and not isinstance(error, str):
+        found.append(
+            f"error is a {type(error).__name__}, not a string: the SDK's local API server "
+            "answers HTTP 500 and clients expect text. Join or json.dumps it."
+        )
+    problem = serialization_problem(result)
+    if problem:
+        found.append(
+            f"the result is {problem}: deployed, the worker logs an error and sends nothing, "
+            "so the job never finishes (it hangs until the endpoint's execution timeout)."
+        )
+    elif _has_non_finite(result):
+        found.append(
+            "the output holds NaN or Infinity, which is not valid JSON: RunPod's API turns "
+            "them into null and strict JSON clients reject them."
+        )
+    else:
+        size = len(json.dumps(result, ensure_ascii=False).encode())
+        if size > SIZE_LIMIT_BYTES:
+            found.append(
+                f"the result is {size / 1e6:.1f} MB, over RunPod's 20 MB limit: upload large "
+                "outputs to object storage and return a URL."
+            )
+    return found
+
+
+def stream_warnings(chunks: list[Any], result: dict[str, Any]) -> list[str]:
+    """Warnings about a streaming run: chunks that cannot be sent, an unsendable aggregate."""
+    found = []
+    for index, chunk in enumerate(chunks):
+        problem = serialization_problem({"output": chunk})
+        if problem:
+            found.append(
+                f"stream chunk {index} is {problem}: deployed, it is dropped from the stream."
+            )
+            break
+    if serialization_problem(result):
+        found.append("the aggregated result cannot be sent: the job never finishes once deployed.")
+    return found

@@ -1,0 +1,174 @@
+"""How runs look in a notebook: HTML and plain text for people, and a JSON record of the
+run under nbworker's own mimetype for export and replay. Pure functions returning
+mimebundles; nothing here runs jobs or imports IPython."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from nbworker.jobs import RECORD_MIMETYPE, Run
+
+__all__ = ["run_bundle", "stream_bundle"]
+
+COLORS = {
+    "COMPLETED": "#1a7f37",
+    "FAILED": "#cf222e",
+    "TIMED_OUT": "#bc4c00",
+    "CANCELLED": "#6e7781",
+    "IN_PROGRESS": "#0969da",
+}
+MARKS = {"COMPLETED": "✓", "FAILED": "✗", "TIMED_OUT": "⏱", "CANCELLED": "■", "IN_PROGRESS": "…"}
+MAX_SHOWN = 4000  # characters of one value shown; the record keeps everything
+MAX_CHUNKS_SHOWN = 50
+
+_STYLE = (
+    "border-left:4px solid {color};padding:4px 10px;margin:2px 0;"
+    "font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.45"
+)
+_PRE = "margin:2px 0 4px 0;padding:4px 6px;white-space:pre-wrap;background:rgba(127,127,127,.08)"
+
+
+def _dump(value: Any) -> str:
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > MAX_SHOWN:
+        text = f"{text[:MAX_SHOWN]}\n… ({len(text) - MAX_SHOWN:,} more characters)"
+    return text
+
+
+def _duration(ms: float) -> str:
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs"
+    if ms < 1000:
+        return f"{ms:.2f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def _error_text(run: Run) -> str:
+    """The error for people: RunPod's error JSON is summarised as `Type: message`."""
+    error = run.error
+    if isinstance(error, str) and error.startswith("{"):
+        try:
+            info = json.loads(error)
+        except ValueError:
+            return error
+        if isinstance(info, dict) and "error_type" in info:
+            kind = re.sub(r"^<class '(?:builtins\.)?(.*)'>$", r"\1", info["error_type"])
+            return f"{kind}: {info.get('error_message', '')}"
+    if isinstance(error, str) and error.startswith("handler: "):
+        return error.split(" \ntraceback: ", 1)[0]
+    return error if isinstance(error, str) else _dump(error)
+
+
+def _sections(run: Run) -> list[tuple[str, str]]:
+    """(title, text) pairs shared by the text and HTML views."""
+    sections = []
+    if run.stream is not None:
+        sections.append((f"stream ({len(run.stream)} chunks)", _chunks_text(run.stream)))
+    if run.status == "COMPLETED" or run.output is not None:
+        sections.append(("output", _dump(run.output)))
+    if run.error is not None:
+        sections.append(("error", _error_text(run)))
+    if run.traceback and run.status != "COMPLETED":
+        sections.append(("traceback", run.traceback.rstrip()))
+    return sections
+
+
+def _chunks_text(chunks: list[Any]) -> str:
+    shown = chunks[-MAX_CHUNKS_SHOWN:]
+    skipped = len(chunks) - len(shown)
+    lines = [f"… {skipped} earlier chunks"] if skipped else []
+    lines += [
+        f"[{skipped + index}] {json.dumps(chunk, ensure_ascii=False, default=repr)}"
+        for index, chunk in enumerate(shown)
+    ]
+    return "\n".join(lines)
+
+
+def _headline(run: Run) -> str:
+    return (
+        f"{MARKS[run.status]} {run.status}  {run.handler}  {_duration(run.duration_ms)}"
+        f"  job {run.job.get('id')}"
+    )
+
+
+def _notes(run: Run) -> list[str]:
+    notes = []
+    if run.refresh_worker:
+        notes.append("refresh_worker: RunPod would restart this worker after the job.")
+    return notes + [f"⚠ {warning}" for warning in run.warnings]
+
+
+def run_text(run: Run) -> str:
+    lines = [_headline(run)]
+    for title, text in _sections(run):
+        if "\n" in text:
+            lines.append(f"{title}:")
+            lines.extend(f"  {line}" for line in text.splitlines())
+        else:
+            lines.append(f"{title}: {text}")
+    lines.extend(_notes(run))
+    return "\n".join(lines)
+
+
+def run_html(run: Run) -> str:
+    color = COLORS[run.status]
+    esc = html.escape
+    parts = [
+        f'<div class="nbworker-run" style="{_STYLE.format(color=color)}">',
+        f'<div><b style="color:{color}">{MARKS[run.status]} {run.status}</b>'
+        f" · <code>{esc(run.handler)}</code> · {_duration(run.duration_ms)}"
+        f" · job <code>{esc(str(run.job.get('id')))}</code></div>",
+        f'<details><summary>input</summary><pre style="{_PRE}">'
+        f"{esc(_dump(run.job.get('input')))}</pre></details>",
+    ]
+    for title, text in _sections(run):
+        is_open = " open" if title != "traceback" or run.status == "FAILED" else ""
+        parts.append(
+            f"<details{is_open}><summary>{esc(title)}</summary>"
+            f'<pre style="{_PRE}">{esc(text)}</pre></details>'
+        )
+    for note in _notes(run):
+        parts.append(
+            '<div style="background:rgba(212,167,44,.15);padding:2px 6px;margin:2px 0">'
+            f"{esc(note)}</div>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def run_bundle(run: Run, *, tidy: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The mimebundle of a finished run: HTML, text and the JSON record.
+
+    `tidy` rewrites tracebacks for display (e.g. kernel file names to `Cell In[3]`).
+    """
+    if tidy is not None and run.traceback:
+        shown = Run(**{**run.__dict__, "traceback": tidy(run.traceback)})
+    else:
+        shown = run
+    return {
+        "text/plain": run_text(shown),
+        "text/html": run_html(shown),
+        RECORD_MIMETYPE: run.to_record(),
+    }
+
+
+def stream_bundle(handler: str, chunks: list[Any], elapsed_ms: float) -> dict[str, Any]:
+    """The live view of a stream in progress."""
+    color = COLORS["IN_PROGRESS"]
+    head = f"… IN_PROGRESS  {handler}  {_duration(elapsed_ms)}  {len(chunks)} chunks"
+    text = _chunks_text(chunks)
+    return {
+        "text/plain": f"{head}\n{text}",
+        "text/html": (
+            f'<div class="nbworker-run" style="{_STYLE.format(color=color)}">'
+            f'<div><b style="color:{color}">{html.escape(head)}</b></div>'
+            f'<pre style="{_PRE}">{html.escape(text)}</pre></div>'
+        ),
+    }

@@ -1,0 +1,485 @@
+"""Running a job against a handler with RunPod's envelope, in this process.
+
+`JobRunner.run` follows what a deployed worker's job loop does (`rp_job.run_job`,
+`run_job_generator` and `handle_job` in runpod 1.12): the same job dict, the same result
+envelope, the same error JSON, the same stream rules. It adds what a notebook needs and
+the SDK cannot give inside a kernel: chunks handed to a callback as they come, a timeout
+that stops a pure-Python loop, Ctrl-C that ends the job and not the kernel, and warnings
+about what would break only once deployed.
+
+Everything runs on the calling thread, so prints, logs and display calls land in the
+cell that runs the job. Async handlers are driven on a private event loop of the runner,
+also on this thread, while the kernel's own loop waits (a deployed worker too runs the
+handler inside an event loop, so `asyncio.run()` fails in both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import ctypes
+import inspect
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nbworker import checks
+from nbworker.errors import JobError
+from nbworker.registry import HandlerSpec
+
+__all__ = [
+    "RECORD_MIMETYPE",
+    "JobRunner",
+    "JobTimeout",
+    "Run",
+    "Status",
+    "build_job",
+    "error_info",
+    "parse_job",
+    "result_from_return",
+    "user_traceback",
+]
+
+Status = Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
+RECORD_MIMETYPE = "application/vnd.nbworker.run+json"
+LOCAL_JOB_ID = "local_test"  # the id `python handler.py --test_input` gives a job
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
+
+
+def _runpod_version() -> str:
+    # Read from the installed distribution: importing runpod costs ~1.6 s.
+    from importlib import metadata
+
+    try:
+        return metadata.version("runpod")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def parse_job(text: str, *, source: str = "JOB_JSON") -> dict[str, Any]:
+    """Parse job JSON of the form `--test_input` and `test_input.json` take."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise JobError(
+            f"{source} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno} "
+            f"(char {err.pos})",
+            source=source,
+            position=err.pos,
+        ) from None
+    return build_job(value, source=source)
+
+
+def build_job(value: Any, *, source: str = "job") -> dict[str, Any]:
+    """The job dict a handler receives: `{"id": ..., "input": ...}` plus any other keys given."""
+    if not isinstance(value, dict):
+        raise JobError(
+            f'{source} must be a JSON object like {{"input": {{...}}}}, not {type(value).__name__}',
+            source=source,
+        )
+    if value.get("input") is None:
+        given = ", ".join(map(repr, value)) or "none"
+        raise JobError(
+            f'{source} has no "input": a RunPod job looks like {{"input": {{...}}}} '
+            f"(keys given: {given})",
+            source=source,
+        )
+    job_id = value.get("id", LOCAL_JOB_ID)
+    return {"id": job_id, **{key: item for key, item in value.items() if key != "id"}}
+
+
+# --------------------------------------------------------------------------- results
+
+
+def result_from_return(returned: Any) -> dict[str, Any]:
+    """The result `rp_job.run_job` makes of what a handler returned."""
+    if isinstance(returned, dict):
+        output = dict(returned)  # the SDK pops from the handler's own dict; we copy
+        error = output.pop("error", None)
+        refresh_worker = output.pop("refresh_worker", None)
+        result: dict[str, Any] = {"output": output}
+        if error:
+            result["error"] = error
+        if refresh_worker:
+            result["stopPod"] = True
+    else:
+        result = {"output": returned}
+    if result.get("output") == {}:
+        result.pop("output")
+    return result
+
+
+def user_traceback(err: BaseException) -> str:
+    """The traceback of `err` without nbworker's and asyncio's frames, chained causes kept."""
+
+    def keep(frame: traceback.FrameSummary) -> bool:
+        filename = os.path.abspath(frame.filename) if frame.filename[:1] != "<" else ""
+        return not filename.startswith((_PACKAGE_DIR, _ASYNCIO_DIR))
+
+    summary = traceback.TracebackException.from_exception(err)
+    seen: set[int] = set()
+    pending = [summary]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        item.stack = traceback.StackSummary.from_list([f for f in item.stack if keep(f)])
+        pending.extend(e for e in (item.__cause__, item.__context__) if e is not None)
+    return "".join(summary.format())
+
+
+def error_info(err: BaseException) -> dict[str, str]:
+    """The fields of RunPod's error JSON for a handler that raised."""
+    return {
+        "error_type": str(type(err)),
+        "error_message": str(err),
+        "error_traceback": user_traceback(err),
+        "hostname": os.environ.get("RUNPOD_POD_HOSTNAME", "unknown"),
+        "worker_id": os.environ.get("RUNPOD_POD_ID", "unknown"),
+        "runpod_version": _runpod_version(),
+    }
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy for the record: NaN -> None, unknown objects -> their repr."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth > 100:
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item, depth + 1) for item in value]
+    return repr(value)
+
+
+@dataclass
+class Run:
+    """One job run: what RunPod would report, and what the notebook shows and records.
+
+    `result` is the envelope a deployed worker's job loop sends (`{"output": ...}`,
+    `{"error": ...}`, `"stopPod"`); None when the run was stopped (timeout, interrupt).
+    `delivered` is False when that envelope cannot be sent (not JSON-serialisable): a
+    deployed job would then hang.
+    """
+
+    handler: str
+    job: dict[str, Any]
+    status: Status
+    output: Any = None
+    error: Any = None
+    stream: list[Any] | None = None
+    refresh_worker: bool = False
+    duration_ms: float = 0.0
+    result: dict[str, Any] | None = None
+    delivered: bool = True
+    traceback: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    # The KeyboardInterrupt that cancelled the run, for a caller that wants to re-raise it.
+    interrupt: KeyboardInterrupt | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "COMPLETED"
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON recorded in the cell under `RECORD_MIMETYPE`; its shape is stable."""
+        return {
+            "handler": self.handler,
+            "job": _jsonable(self.job),
+            "status": self.status,
+            "output": _jsonable(self.output),
+            "error": _jsonable(self.error),
+            "stream": None if self.stream is None else _jsonable(self.stream),
+            "refresh_worker": self.refresh_worker,
+            "duration_ms": round(self.duration_ms, 3),
+            "warnings": list(self.warnings),
+        }
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from nbworker import display
+
+        return display.run_bundle(self)
+
+    def __repr__(self) -> str:
+        detail = f"error={self.error!r}" if self.status == "FAILED" else f"output={self.output!r}"
+        if len(detail) > 200:
+            detail = detail[:197] + "..."
+        return f"<Run {self.handler} {self.status} in {self.duration_ms:.2f} ms, {detail}>"
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+class JobTimeout(BaseException):
+    """Raised inside a handler whose time is up. A BaseException, so `except Exception`
+    in user code does not swallow it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "the job's time was up"
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise JobTimeout in this thread after `seconds`.
+
+    On the main thread a SIGALRM timer interrupts pure-Python loops and blocking sleeps
+    alike. Elsewhere a watchdog thread sets an asynchronous exception, which interrupts
+    Python code but not a blocking call until it returns.
+    """
+    if not seconds:
+        yield
+        return
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        armed = True
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            if armed:
+                raise JobTimeout(f"the job's {seconds:g} s were up")
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+
+    thread_id = ctypes.c_ulong(threading.get_ident())
+    lock = threading.Lock()
+    state = {"active": True, "fired": False}
+    done = threading.Event()
+
+    def watch() -> None:
+        if done.wait(seconds):
+            return
+        with lock:
+            if state["active"]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, ctypes.py_object(JobTimeout))
+                state["fired"] = True
+
+    watchdog = threading.Thread(target=watch, name="nbworker-deadline", daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["active"] = False
+            if state["fired"]:  # clear it, should it not have been raised yet
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, None)
+        done.set()
+
+
+class _CellLogHandler(logging.Handler):
+    """Shows log records emitted during a run, RunPod-style, on the current stderr."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(logging.INFO)
+        self.job_id = job_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            sys.stderr.write(f"{record.levelname:<6} | {self.job_id} | {message}\n")
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logs_to_cell(job_id: str) -> Iterator[None]:
+    """Let INFO and above reach the cell when logging is not configured (the usual case
+    in a kernel). A root logger with handlers of its own is left alone."""
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    handler = _CellLogHandler(str(job_id))
+    level = root.level
+    root.addHandler(handler)
+    if level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+# --------------------------------------------------------------------------- running
+
+ChunkCallback = Callable[[Any, int], None]
+
+
+class JobRunner:
+    """Runs jobs on the calling thread; owns the private loop async handlers run on."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.close()
+        self._loop = None
+
+    def _drive(self, awaitable: Any) -> Any:
+        """Run `awaitable` to completion on the private loop, on this thread, even when this
+        thread's own loop (the kernel's) is running: it is blocked in this call anyway."""
+        __tracebackhide__ = True  # IPython shows the handler's frames only
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        loop = self._loop
+        outer = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(None)
+        task = loop.create_task(_as_coroutine(awaitable))
+        try:
+            return loop.run_until_complete(task)
+        except BaseException:
+            if not task.done():  # stopped while the handler awaited: cancel it cleanly
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(asyncio.wait({task}, timeout=2.0))
+            raise
+        finally:
+            asyncio.events._set_running_loop(outer)
+
+    def run(
+        self,
+        spec: HandlerSpec,
+        job: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        on_chunk: ChunkCallback | None = None,
+    ) -> Run:
+        """Run `job` (as `build_job` makes it) against `spec`; never raises for the
+        handler's own failures, which become a FAILED run."""
+        __tracebackhide__ = True  # IPython shows the handler's frames only
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        run = Run(handler=spec.name, job=copy.deepcopy(job), status="COMPLETED")
+        run.warnings.extend(spec.warnings)
+        run.warnings.extend(checks.job_warnings(job))
+        if spec.streams:
+            run.stream = []
+        started = time.perf_counter()
+        stopped: BaseException | None = None
+        try:
+            with _logs_to_cell(job.get("id", LOCAL_JOB_ID)), _deadline(timeout):
+                if spec.streams:
+                    self._stream(spec, job, run, on_chunk)
+                else:
+                    self._call(spec, job, run)
+        except JobTimeout as err:
+            run.status, run.error, stopped = "TIMED_OUT", f"timed out after {timeout:g} s", err
+        except KeyboardInterrupt as err:
+            run.status, run.error, stopped = "CANCELLED", "interrupted", err
+            run.interrupt = err
+        finally:
+            run.duration_ms = (time.perf_counter() - started) * 1000
+        if stopped is not None:  # where the handler was when it was stopped
+            run.result, run.output, run.refresh_worker = None, None, False
+            run.traceback = user_traceback(stopped)
+        return run
+
+    def _call(self, spec: HandlerSpec, job: dict[str, Any], run: Run) -> None:
+        __tracebackhide__ = True  # IPython shows the handler's frames only
+        returned: Any = None
+        try:
+            returned = spec.function(job)
+            if inspect.isawaitable(returned):
+                returned = self._drive(returned)
+            result = result_from_return(returned)
+        except Exception as err:
+            info = error_info(err)
+            result = {"error": json.dumps(info)}
+            run.traceback = info["error_traceback"]
+            if isinstance(err, RuntimeError) and checks.ASYNCIO_RUN_MESSAGE in str(err):
+                run.warnings.append(
+                    "asyncio.run() failed because the handler runs inside an event loop, as "
+                    "it does on a deployed worker: make the handler `async def` and await."
+                )
+        self._finish(run, result)
+        run.warnings.extend(checks.result_warnings(returned, result))
+
+    def _stream(
+        self, spec: HandlerSpec, job: dict[str, Any], run: Run, on_chunk: ChunkCallback | None
+    ) -> None:
+        __tracebackhide__ = True
+        chunks: list[Any] = run.stream if run.stream is not None else []
+        result: dict[str, Any] = {"output": []}
+
+        def take(chunk: Any) -> bool:
+            """Handle one chunk as `handle_job` does; False ends the stream."""
+            nonlocal result
+            if isinstance(chunk, dict) and chunk.get("error"):
+                result = {"error": str(chunk["error"])}
+                return False
+            chunks.append(chunk)
+            if spec.aggregate:
+                result["output"].append(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk, len(chunks) - 1)
+            return True
+
+        generator = None
+        try:
+            generator = spec.function(job)
+            if spec.kind == "async_generator":
+                self._drive(_drain(generator, take))
+            else:
+                for chunk in generator:
+                    if not take(chunk):
+                        break
+        except Exception as err:
+            run.traceback = user_traceback(err)
+            result = {"error": f"handler: {err} \ntraceback: {run.traceback}"}
+        finally:
+            self._close_generator(generator)
+        self._finish(run, result)
+        run.warnings.extend(checks.stream_warnings(chunks, result))
+
+    def _close_generator(self, generator: Any) -> None:
+        """Run the generator's `finally` blocks when it was left early."""
+        with contextlib.suppress(Exception):
+            if inspect.isasyncgen(generator):
+                self._drive(generator.aclose())
+            elif inspect.isgenerator(generator):
+                generator.close()
+
+    @staticmethod
+    def _finish(run: Run, result: dict[str, Any]) -> None:
+        run.result = result
+        run.output = result.get("output")
+        run.error = result.get("error")
+        run.refresh_worker = bool(result.get("stopPod"))
+        run.status = "FAILED" if run.error else "COMPLETED"
+        run.delivered = checks.serialization_problem(result) is None
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _drain(generator: Any, take: Callable[[Any], bool]) -> None:
+    async for chunk in generator:
+        if not take(chunk):
+            break

@@ -1,0 +1,320 @@
+"""The IPython magics: parse arguments, call the plain functions, display.
+
+`%%handler` and `%rp_test` live here; what they do lives in registry, jobs and display.
+Misuse raises `UsageError` (one line in the notebook); a handler that fails is a result,
+shown and recorded, never an error of the cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from nbworker import display as views
+from nbworker.errors import NbworkerError
+from nbworker.jobs import Run, build_job, parse_job
+from nbworker.registry import DEFAULT_NAME
+from nbworker.session import Session
+
+__all__ = ["NbworkerMagics"]
+
+STREAM_UPDATE_SECONDS = 0.02  # at most 50 live updates a second; every chunk is shown at the end
+_FRAME_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
+
+
+def _usage(magic: str, err: NbworkerError) -> UsageError:
+    return UsageError(f"{magic}: {err}")
+
+
+def _top_level_names(tree: ast.Module) -> tuple[list[str], set[str]]:
+    """Functions a cell defines at top level, in order, and every name it binds there."""
+    functions: list[str] = []
+    bound: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions.append(node.name)
+            bound.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                bound.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return functions, bound
+
+
+def _split_job_json(line: str) -> tuple[str, str | None]:
+    """Split `%rp_test` arguments into options and the job JSON, which starts at the first
+    `{` or `[` that begins a word. Options may stand before and after the JSON."""
+    for index, char in enumerate(line):
+        if char in "{[" and (index == 0 or line[index - 1].isspace()):
+            text = line[index:]
+            try:
+                _, end = json.JSONDecoder().raw_decode(text)
+            except json.JSONDecodeError:
+                return line[:index], text  # parse_job names the position of the error
+            return f"{line[:index]} {text[end:]}", text[:end]
+    return line, None
+
+
+@magics_class
+class NbworkerMagics(Magics):
+    """`%%handler` and `%rp_test`, bound to one nbworker `Session`."""
+
+    def __init__(self, shell: Any, *, session: Session) -> None:
+        super().__init__(shell)
+        self.session = session
+        self._cell_id: str | None = None
+        self._shown: tuple[int, int] | None = None  # (execution count, id) of the last run shown
+
+    # ----------------------------------------------------------------- plumbing
+
+    def pre_run_cell(self, info: Any) -> None:
+        self._cell_id = getattr(info, "cell_id", None)
+
+    def display_run(self, run: Run) -> None:
+        """Displays a Run with `display(run)` or as a cell's value, unless `%rp_test` has
+        just shown that same run in this cell."""
+        if self._shown == (self.shell.execution_count, id(run)):
+            return
+        display(views.run_bundle(run, tidy=self._tidy), raw=True)
+
+    def _tidy(self, text: str) -> str:
+        """`File "/tmp/ipykernel_1/123.py", line 4` -> `Cell In[3], line 4`, as IPython says."""
+        compiler = self.shell.compile
+
+        def name(match: re.Match[str]) -> str:
+            label = (
+                compiler.format_code_name(match[2])
+                if hasattr(compiler, "format_code_name")
+                else None
+            )
+            if not label:
+                return match[0]
+            return f"{match[1]}{label[0]} {label[1]}, line {match[3]}"
+
+        return _FRAME_LINE.sub(name, text)
+
+    def _parse(self, cell: str) -> tuple[str, ast.Module]:
+        """The cell's body as Python (IPython syntax transformed) and its tree. A syntax
+        error is a one-line UsageError naming the line of the cell."""
+        try:
+            code = "\n" + self.shell.transform_cell(cell)  # line numbers as in the cell
+            return code, self.shell.compile.ast_parse(code)
+        except SyntaxError as err:
+            line = (err.lineno or 0) + (0 if err.filename != "<tokenize>" else 1)
+            text = f": {err.text.strip()}" if err.text and err.text.strip() else ""
+            raise UsageError(
+                f"%%handler: {type(err).__name__} at line {line} of the cell: {err.msg}{text}"
+            ) from None
+
+    def _execute(self, code: str, raw_cell: str) -> None:
+        """Run a cell's body in the user namespace, as IPython would: its source is kept
+        for tracebacks and `inspect.getsource`, and what it raises fails the cell."""
+        __tracebackhide__ = True
+        shell = self.shell
+        filename = shell.compile.cache(code, shell.execution_count, raw_code=raw_cell)
+        tree = shell.compile.ast_parse(code, filename=filename)
+        exec(shell.compile(tree, filename, "exec"), shell.user_ns)
+
+    # ----------------------------------------------------------------- %%handler
+
+    @magic_arguments()
+    @argument(
+        "name",
+        nargs="?",
+        help="the function to register; default: the one named `handler`, else the cell's only "
+        "function",
+    )
+    @argument(
+        "--aggregate",
+        action="store_true",
+        help="return_aggregate_stream: a streaming handler's output is the list of its chunks",
+    )
+    @argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="jobs a worker runs at once (kept for export and serving)",
+    )
+    @no_var_expand
+    @cell_magic
+    def handler(self, line: str, cell: str) -> None:
+        """Run the cell and register the function it defines as a RunPod handler.
+
+        Sync, async, generator and async generator functions are accepted. Re-running the
+        cell replaces the registration.
+        """
+        __tracebackhide__ = True
+        args = parse_argstring(self.handler, line)
+        if args.name is not None and not args.name.isidentifier():
+            raise UsageError(f"%%handler: {args.name!r} is not a Python name")
+        code, tree = self._parse(cell)
+        name = self._choose_function(tree, args.name)
+        self._execute(code, cell)
+        namespace = self.shell.user_ns
+        if name not in namespace:
+            raise UsageError(f"%%handler: the cell did not define {name!r}")
+        try:
+            replaced = [
+                spec.name
+                for spec in self.session.registry
+                if self._cell_id and spec.cell_id == self._cell_id and spec.name != name
+            ]
+            for old in replaced:
+                self.session.registry.unregister(old)
+            spec = self.session.register_handler(
+                namespace[name],
+                name=name,
+                aggregate=args.aggregate,
+                concurrency=args.concurrency,
+                source=cell,
+                cell_id=self._cell_id,
+            )
+        except NbworkerError as err:
+            raise _usage("%%handler", err) from None
+        options = [spec.kind.replace("_", " ")]
+        if spec.aggregate:
+            options.append("aggregate")
+        if spec.concurrency != 1:
+            options.append(f"concurrency {spec.concurrency}")
+        lines = [f"registered handler {spec.name} ({', '.join(options)})"]
+        lines += [f"replaces {old}" for old in replaced]
+        lines += [f"⚠ {warning}" for warning in spec.warnings]
+        print("\n".join(lines))
+
+    @staticmethod
+    def _choose_function(tree: ast.Module, name: str | None) -> str:
+        functions, bound = _top_level_names(tree)
+        if name is not None:
+            return name
+        if DEFAULT_NAME in bound:
+            return DEFAULT_NAME
+        if len(functions) == 1:
+            return functions[0]
+        if not functions:
+            raise UsageError(
+                "%%handler: the cell defines no function; write `def handler(job): ...`"
+            )
+        raise UsageError(
+            f"%%handler: the cell defines {len(functions)} functions ({', '.join(functions)}) "
+            f"and none is named {DEFAULT_NAME!r}; name the one to register: "
+            f"%%handler {functions[0]}"
+        )
+
+    # ----------------------------------------------------------------- %rp_test
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the handler to run; default: `handler`, else the only one")
+    @argument("job", nargs="?", help='the job, as --test_input takes it: {"input": {...}}')
+    @argument("-f", "--file", metavar="FILE.json", help="read the job from a JSON file")
+    @argument("--var", metavar="NAME", help="take the job from a variable (a dict or JSON text)")
+    @argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop the handler after this long; the run is TIMED_OUT and the kernel lives on",
+    )
+    @no_var_expand
+    @line_magic
+    def rp_test(self, line: str) -> Run:
+        """Run a job against a registered handler in this kernel, with RunPod's semantics.
+
+        Shows streamed chunks as they come, then the result, and records the run in the
+        cell (mimetype application/vnd.nbworker.run+json). A FAILED or TIMED_OUT job is a
+        result, not an error of the cell. Returns the Run.
+        """
+        __tracebackhide__ = True
+        options, job_text = _split_job_json(line)
+        args = parse_argstring(self.rp_test, options)
+        name, job = self._job_from(args, job_text)
+        if args.timeout is not None and not args.timeout > 0:
+            raise UsageError(f"%rp_test: --timeout must be positive, not {args.timeout:g}")
+        try:
+            spec = self.session.registry.get(name)
+        except NbworkerError as err:
+            raise _usage("%rp_test", err) from None
+
+        live = None
+        chunks: list[Any] = []
+        last_update = 0.0
+        started = time.perf_counter()
+        if spec.streams:
+            live = display(views.stream_bundle(spec.name, [], 0.0), raw=True, display_id=True)
+
+        def on_chunk(chunk: Any, index: int) -> None:
+            nonlocal last_update
+            chunks.append(chunk)
+            now = time.perf_counter()
+            if now - last_update >= STREAM_UPDATE_SECONDS:
+                last_update = now
+                live.update(
+                    views.stream_bundle(spec.name, chunks, (now - started) * 1000), raw=True
+                )
+
+        run = self.session.run_job(
+            job, spec, timeout=args.timeout, on_chunk=on_chunk if live is not None else None
+        )
+        bundle = views.run_bundle(run, tidy=self._tidy)
+        if live is not None:
+            live.update(bundle, raw=True)
+        else:
+            display(bundle, raw=True)
+        self._shown = (self.shell.execution_count, id(run))
+        if run.interrupt is not None:
+            # Stop the rest of a "Run all" as any interrupted cell does, showing where the
+            # handler was; the kernel, the handlers and the loaded models live on.
+            interrupt, run.interrupt = run.interrupt, None
+            raise interrupt
+        return run
+
+    def _job_from(self, args: Any, job_text: str | None) -> tuple[str | None, dict[str, Any]]:
+        """The handler name and the job, from JSON, `-f FILE` or `--var NAME`."""
+        words = [word for word in (args.name, args.job) if word is not None]
+        name = None
+        if (
+            words
+            and words[0].isidentifier()
+            and (len(words) == 2 or job_text or args.file or args.var)
+        ):
+            name = words.pop(0)
+        if words:
+            if job_text is not None or len(words) > 1:
+                raise UsageError(f"%rp_test: unexpected argument {words[-1]!r}")
+            job_text = words[0]  # a JSON value that is not an object, or a stray word
+        sources = [s for s in (job_text, args.file, args.var) if s is not None]
+        if len(sources) != 1:
+            raise UsageError(
+                "%rp_test: give the job once: as JSON "
+                '(%rp_test {"input": {...}}), -f FILE.json or --var NAME'
+                + ("" if sources else ', e.g. %rp_test {"input": {"text": "hi"}}')
+            )
+        try:
+            if job_text is not None:
+                return name, parse_job(job_text)
+            if args.file is not None:
+                path = os.path.expanduser(args.file)
+                try:
+                    with open(path, encoding="utf-8") as file:
+                        text = file.read()
+                except OSError as err:
+                    raise UsageError(f"%rp_test: cannot read {args.file}: {err.strerror}") from None
+                return name, parse_job(text, source=args.file)
+            if args.var not in self.shell.user_ns:
+                raise UsageError(f"%rp_test: no variable named {args.var!r}")
+            value = self.shell.user_ns[args.var]
+            if isinstance(value, str):
+                return name, parse_job(value, source=args.var)
+            return name, build_job(value, source=args.var)
+        except NbworkerError as err:
+            raise _usage("%rp_test", err) from None
