@@ -56,28 +56,14 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext nbworker`: the magics, bound to the default session."""
-    from nbworker.jobs import Run
-    from nbworker.magics import NbworkerMagics
+    from nbworker.magics import install
     from nbworker.session import default_session
 
-    magics = NbworkerMagics(ipython, session=default_session())
-    ipython.register_magics(magics)
-    ipython.events.register("pre_run_cell", magics.pre_run_cell)
-    formatter = ipython.display_formatter.ipython_display_formatter
-    formatter.for_type(Run, magics.display_run)
+    install(ipython, default_session())
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext nbworker`: remove the magics; the session and its handlers stay."""
-    from nbworker.jobs import Run
-    from nbworker.magics import NbworkerMagics
+    from nbworker.magics import uninstall
 
-    manager = ipython.magics_manager
-    magics = manager.registry.pop(NbworkerMagics.__name__, None)
-    if magics is None:
-        return
-    for kind, names in magics.magics.items():
-        for name in names:
-            manager.magics[kind].pop(name, None)
-    ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
-    ipython.display_formatter.ipython_display_formatter.pop(Run, None)
+    uninstall(ipython)

@@ -132,6 +132,9 @@ def user_traceback(err: BaseException) -> str:
         return not filename.startswith((_PACKAGE_DIR, _ASYNCIO_DIR))
 
     summary = traceback.TracebackException.from_exception(err)
+    where = getattr(err, "_nbworker_where", None)  # a stop that came while the handler awaited
+    if where is not None:
+        summary.stack = where
     seen: set[int] = set()
     pending = [summary]
     while pending:
@@ -353,8 +356,10 @@ class JobRunner:
         task = loop.create_task(_as_coroutine(awaitable))
         try:
             return loop.run_until_complete(task)
-        except BaseException:
+        except BaseException as stop:
             if not task.done():  # stopped while the handler awaited: cancel it cleanly
+                # Remember where it waited, for the traceback of the stop.
+                stop._nbworker_where = _awaiting_stack(task.get_coro())  # type: ignore[attr-defined]
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     loop.run_until_complete(asyncio.wait({task}, timeout=2.0))
@@ -473,6 +478,23 @@ class JobRunner:
         run.refresh_worker = bool(result.get("stopPod"))
         run.status = "FAILED" if run.error else "COMPLETED"
         run.delivered = checks.serialization_problem(result) is None
+
+
+def _awaiting_stack(coroutine: Any) -> traceback.StackSummary:
+    """Where a suspended coroutine waits: its frame, then each one it awaits, innermost last."""
+    frames = []
+    while coroutine is not None and len(frames) < 100:
+        frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "ag_frame", None)
+        frame = frame or getattr(coroutine, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        coroutine = (
+            getattr(coroutine, "cr_await", None)
+            or getattr(coroutine, "ag_await", None)
+            or getattr(coroutine, "gi_yieldfrom", None)
+        )
+    return traceback.StackSummary.extract(frames)
 
 
 async def _as_coroutine(awaitable: Any) -> Any:

@@ -25,7 +25,7 @@ from nbworker.jobs import Run, build_job, parse_job
 from nbworker.registry import DEFAULT_NAME
 from nbworker.session import Session
 
-__all__ = ["NbworkerMagics"]
+__all__ = ["NbworkerMagics", "install", "uninstall"]
 
 STREAM_UPDATE_SECONDS = 0.02  # at most 50 live updates a second; every chunk is shown at the end
 _FRAME_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
@@ -318,3 +318,26 @@ class NbworkerMagics(Magics):
             return name, build_job(value, source=args.var)
         except NbworkerError as err:
             raise _usage("%rp_test", err) from None
+
+
+def install(shell: Any, session: Session) -> NbworkerMagics:
+    """Register the magics on `shell`, bound to `session` (replacing any installed before)."""
+    uninstall(shell)
+    magics = NbworkerMagics(shell, session=session)
+    shell.register_magics(magics)
+    shell.events.register("pre_run_cell", magics.pre_run_cell)
+    shell.display_formatter.ipython_display_formatter.for_type(Run, magics.display_run)
+    return magics
+
+
+def uninstall(shell: Any) -> None:
+    """Remove the magics from `shell`; the session keeps its handlers."""
+    manager = shell.magics_manager
+    magics = manager.registry.pop(NbworkerMagics.__name__, None)
+    if magics is None:
+        return
+    for kind, names in magics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    shell.events.unregister("pre_run_cell", magics.pre_run_cell)
+    shell.display_formatter.ipython_display_formatter.pop(Run, None)

@@ -75,8 +75,9 @@ class Session:
             spec = handler
         elif handler is None or isinstance(handler, str):
             spec = self.registry.get(handler)
-        else:
-            spec = Registry().register(handler)
+        else:  # a plain function, run as it is without registering it
+            name = getattr(handler, "__name__", "")
+            spec = Registry().register(handler, name=name if name.isidentifier() else "handler")
         run = self.runner.run(spec, job_dict, timeout=timeout, on_chunk=on_chunk)
         self.history.append(run)
         return run

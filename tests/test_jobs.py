@@ -1,0 +1,232 @@
+"""The plain-Python API: jobs, runs, timeouts, interrupts, logs, with no IPython."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import nbworker
+from nbworker import HandlerError, HandlerNotFound, JobError, Session
+from nbworker.jobs import build_job, parse_job
+
+
+@pytest.fixture
+def session():
+    session = Session()
+    yield session
+    session.close()
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, nbworker\n"
+        "run = nbworker.run_job({'input': {'x': 1}}, lambda job: job['input']['x'] + 1)\n"
+        "assert run.output == 2, run\n"
+        "heavy = [m for m in ('IPython', 'runpod', 'papermill', 'ipywidgets', 'torch') "
+        "if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_public_api_is_sorted_and_complete() -> None:
+    assert nbworker.__all__ == sorted(nbworker.__all__)
+    for name in nbworker.__all__:
+        assert getattr(nbworker, name) is not None
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def test_job_gets_the_local_test_id_and_keeps_other_keys() -> None:
+    assert build_job({"input": {"a": 1}}) == {"id": "local_test", "input": {"a": 1}}
+    job = build_job({"input": {}, "id": "mine", "webhook": "http://127.0.0.1/hook"})
+    assert job == {"id": "mine", "input": {}, "webhook": "http://127.0.0.1/hook"}
+
+
+def test_job_errors_carry_the_position() -> None:
+    with pytest.raises(JobError) as caught:
+        parse_job('{"input": {"a": 1,}}', source="test_input.json")
+    assert caught.value.position == 18
+    assert str(caught.value) == (
+        "test_input.json is not valid JSON: Expecting property name enclosed in double quotes "
+        "at line 1 column 19 (char 18)"
+    )
+
+
+def test_record_keeps_the_job_as_given_and_is_json(session: Session) -> None:
+    def handler(job):
+        job["input"]["mutated"] = True
+        return {"score": float("nan"), "items": (1, 2)}
+
+    run = session.run_job({"input": {"a": 1}}, handler)
+    record = run.to_record()
+    assert record["job"] == {"id": "local_test", "input": {"a": 1}}
+    assert record["output"] == {"score": None, "items": [1, 2]}
+    json.dumps(record, allow_nan=False)
+    assert any("NaN" in warning for warning in run.warnings)
+
+
+def test_run_job_takes_json_text_names_and_functions(session: Session) -> None:
+    session.register_handler(lambda job: job["input"], name="echo")
+    assert session.run_job('{"input": [1]}').output == [1]
+    assert session.run_job({"input": 2}, "echo").output == 2
+    assert session.run_job({"input": 3}, lambda job: -job["input"]).output == -3
+    assert [run.output for run in session.history] == [[1], 2, -3]
+    assert "<lambda>" not in session.registry  # a function run directly is not registered
+
+
+def test_history_is_bounded() -> None:
+    session = Session(history=3)
+    for value in range(5):
+        session.run_job({"input": value}, lambda job: job["input"])
+    assert [run.output for run in session.history] == [2, 3, 4]
+
+
+def test_registry_errors(session: Session) -> None:
+    with pytest.raises(HandlerNotFound, match="no handler is registered"):
+        session.run_job({"input": {}})
+    with pytest.raises(HandlerError, match="without a name"):
+        session.register_handler(lambda job: 1)
+    with pytest.raises(HandlerError, match="is not callable"):
+        session.register_handler(42, name="answer")
+    session.register_handler(lambda job: 1, name="a")
+    with pytest.raises(HandlerNotFound) as caught:
+        session.run_job({"input": {}}, "b")
+    assert (caught.value.name, caught.value.available) == ("b", ("a",))
+
+
+# ---------------------------------------------------------------- stopping runaway handlers
+
+
+def spin(job):
+    while True:
+        pass
+
+
+def swallow_everything(job):
+    while True:
+        try:
+            time.sleep(10)
+        except Exception:
+            pass
+
+
+async def async_sleep(job):
+    await asyncio.sleep(100)
+
+
+async def async_spin(job):
+    while True:
+        pass
+
+
+@pytest.mark.parametrize("handler", [spin, swallow_everything, async_sleep, async_spin])
+def test_timeout_stops_runaway_handlers(session: Session, handler) -> None:
+    started = time.perf_counter()
+    run = session.run_job({"input": {}}, handler, timeout=0.2)
+    assert time.perf_counter() - started < 3
+    assert (run.status, run.output, run.result) == ("TIMED_OUT", None, None)
+    assert run.error == "timed out after 0.2 s"
+    assert f"in {handler.__name__}" in run.traceback  # where it was when stopped
+    # The runner, and its private event loop, still work afterwards.
+    assert session.run_job({"input": 1}, lambda job: job["input"]).output == 1
+    assert session.run_job({"input": 1}, _async_echo).output == 1
+
+
+async def _async_echo(job):
+    await asyncio.sleep(0)
+    return job["input"]
+
+
+def test_timeout_keeps_the_chunks_streamed_so_far(session: Session) -> None:
+    closed = []
+
+    def tokens(job):
+        try:
+            for i in range(1000):
+                yield i
+                time.sleep(0.05)
+        finally:
+            closed.append(True)
+
+    run = session.run_job({"input": {}}, tokens, timeout=0.3)
+    assert run.status == "TIMED_OUT"
+    assert 2 <= len(run.stream) < 20 and run.stream == list(range(len(run.stream)))
+    assert closed == [True]
+
+
+def test_timeout_off_the_main_thread(session: Session) -> None:
+    runs = []
+    worker = threading.Thread(target=lambda: runs.append(session.run_job({"input": {}}, spin, timeout=0.2)))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert runs[0].status == "TIMED_OUT"
+
+
+def test_no_timeout_leaks_after_a_run(session: Session) -> None:
+    run = session.run_job({"input": {}}, lambda job: "quick", timeout=0.1)
+    assert run.status == "COMPLETED"
+    time.sleep(0.2)  # an alarm left armed would raise here
+
+
+def test_interrupt_cancels_the_run_not_the_process(session: Session) -> None:
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    run = session.run_job({"input": {}}, spin)
+    timer.join()
+    assert run.status == "CANCELLED"
+    assert isinstance(run.interrupt, KeyboardInterrupt)
+    assert session.run_job({"input": 5}, lambda job: job["input"]).output == 5
+
+
+# ---------------------------------------------------------------- what the handler says
+
+
+def test_logs_reach_the_output_and_logging_is_restored(
+    session: Session, capsys, monkeypatch
+) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # unconfigured, as in a fresh kernel (not pytest)
+    level, handlers = root.level, list(root.handlers)
+
+    def chatty(job):
+        logging.getLogger("model").info("loaded %d layers", 12)
+        print("printed")
+        return 1
+
+    session.run_job({"input": {}, "id": "job-7"}, chatty)
+    out = capsys.readouterr()
+    assert "printed" in out.out
+    assert "INFO   | job-7 | loaded 12 layers" in out.err
+    assert (root.level, root.handlers) == (level, handlers)
+
+
+def test_async_handlers_see_a_running_loop_like_a_deployed_worker(session: Session) -> None:
+    async def handler(job):
+        return asyncio.get_running_loop() is not None
+
+    async def nested(job):
+        pending = asyncio.sleep(0)
+        try:
+            return asyncio.run(pending)
+        finally:
+            pending.close()  # asyncio.run refused it before awaiting it
+
+    assert session.run_job({"input": {}}, handler).output is True
+    run = session.run_job({"input": {}}, nested)
+    assert run.status == "FAILED"
+    assert json.loads(run.error)["error_message"] == (
+        "asyncio.run() cannot be called from a running event loop"
+    )
+    assert any("asyncio.run() failed" in warning for warning in run.warnings)

@@ -1,0 +1,443 @@
+"""`%%handler` and `%rp_test` in a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from nbworker.jobs import RECORD_MIMETYPE, Run
+from nbworker.magics import install, uninstall
+from nbworker.session import Session
+
+RECORD_KEYS = {
+    "handler",
+    "job",
+    "status",
+    "output",
+    "error",
+    "stream",
+    "refresh_worker",
+    "duration_ms",
+    "warnings",
+}
+
+
+class Shell:
+    """A real InteractiveShell with nbworker installed on a fresh session."""
+
+    def __init__(self, ipython: InteractiveShell) -> None:
+        self.ipython = ipython
+        self.session = Session()
+        install(ipython, self.session)
+
+    def run(self, cell: str, **kwargs: Any):
+        with capture_output() as captured:
+            # store_history: each cell gets its own execution count, as in a kernel
+            result = self.ipython.run_cell(
+                textwrap.dedent(cell).strip("\n"), store_history=True, **kwargs
+            )
+        result.captured = captured
+        return result
+
+    def ok(self, cell: str, **kwargs: Any):
+        result = self.run(cell, **kwargs)
+        error = result.error_before_exec or result.error_in_exec
+        assert error is None, f"{type(error).__name__}: {error}\n{result.captured.stderr}"
+        return result
+
+    def usage_error(self, cell: str) -> str:
+        result = self.run(cell)
+        assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+        return str(result.error_in_exec)
+
+    def records(self, result) -> list[dict]:
+        return [o.data[RECORD_MIMETYPE] for o in result.captured.outputs if RECORD_MIMETYPE in o.data]
+
+    def record(self, cell: str) -> dict:
+        (record,) = self.records(self.ok(cell))
+        return record
+
+
+@pytest.fixture(scope="session")
+def ipython() -> InteractiveShell:
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    return InteractiveShell.instance(config=config)
+
+
+@pytest.fixture
+def shell(ipython: InteractiveShell):
+    shell = Shell(ipython)
+    yield shell
+    uninstall(ipython)
+    shell.session.close()
+
+
+ECHO = """
+%%handler
+def handler(job):
+    return {"echo": job["input"]}
+"""
+
+
+# ---------------------------------------------------------------- the extension
+
+
+def test_load_ext_registers_the_magics_with_help(ipython: InteractiveShell) -> None:
+    with capture_output():
+        ipython.run_line_magic("load_ext", "nbworker")
+    try:
+        assert ipython.find_cell_magic("handler") is not None
+        rp_test = ipython.find_line_magic("rp_test")
+        assert "--timeout SECONDS" in rp_test.__doc__ and "-f FILE.json" in rp_test.__doc__
+    finally:
+        with capture_output():
+            ipython.run_line_magic("unload_ext", "nbworker")
+    assert ipython.find_line_magic("rp_test") is None
+
+
+def test_load_ext_shares_the_default_session_with_the_python_api(ipython) -> None:
+    import nbworker
+
+    with capture_output():
+        ipython.run_line_magic("load_ext", "nbworker")
+    try:
+
+        @nbworker.register_handler
+        def twin(job):
+            return job["input"]["x"] * 2
+
+        run = ipython.run_line_magic("rp_test", 'twin {"input": {"x": 21}}')
+        assert (run.status, run.output) == ("COMPLETED", 42)
+    finally:
+        nbworker.default_session().registry.unregister("twin")
+        with capture_output():
+            ipython.run_line_magic("unload_ext", "nbworker")
+
+
+# ---------------------------------------------------------------- %%handler
+
+
+@pytest.mark.parametrize(
+    ("cell", "name", "kind"),
+    [
+        ("def handler(job):\n    return 1", "handler", "sync"),
+        ("async def handler(job):\n    return 1", "handler", "async"),
+        ("def stream(job):\n    yield 1", "stream", "generator"),
+        ("async def stream(job):\n    yield 1", "stream", "async_generator"),
+        ("def helper(x):\n    return x\ndef handler(job):\n    return helper(1)", "handler", "sync"),
+        ("import functools\nhandler = functools.partial(lambda job, k: k, k=1)", "handler", "sync"),
+    ],
+)
+def test_handler_registers_by_the_rules(shell: Shell, cell: str, name: str, kind: str) -> None:
+    out = shell.ok(f"%%handler\n{cell}").captured.stdout
+    spec = shell.session.registry.get(name)
+    assert spec.kind == kind
+    assert spec.source.rstrip("\n") == cell
+    assert f"registered handler {name} ({kind.replace('_', ' ')})" in out
+
+
+def test_handler_name_argument_and_options(shell: Shell) -> None:
+    shell.ok(
+        """
+        %%handler tokens --aggregate --concurrency 4
+        def helper(job):
+            return 0
+        def tokens(job):
+            yield from range(3)
+        """
+    )
+    spec = shell.session.registry.get("tokens")
+    assert (spec.kind, spec.aggregate, spec.concurrency) == ("generator", True, 4)
+    assert "helper" not in shell.session.registry
+
+
+def test_rerunning_the_cell_replaces_the_handler(shell: Shell) -> None:
+    shell.ok("%%handler\ndef handler(job):\n    return 1")
+    assert shell.ipython.run_line_magic("rp_test", '{"input": {}}').output == 1
+    shell.ok("%%handler\ndef handler(job):\n    return 2")
+    assert shell.ipython.run_line_magic("rp_test", '{"input": {}}').output == 2
+    assert shell.session.registry.names() == ["handler"]
+
+
+def test_renaming_the_function_in_the_same_cell_replaces_the_old_name(shell: Shell) -> None:
+    shell.ok("%%handler\ndef first(job):\n    return 1", cell_id="cell-a")
+    shell.ok("%%handler\ndef other(job):\n    return 0", cell_id="cell-b")
+    out = shell.ok("%%handler\ndef second(job):\n    return 2", cell_id="cell-a").captured.stdout
+    assert shell.session.registry.names() == ["other", "second"]
+    assert "replaces first" in out
+
+
+def test_several_handlers_and_the_default_rule(shell: Shell) -> None:
+    shell.ok("%%handler\ndef a(job):\n    return 'a'")
+    shell.ok("%%handler\ndef b(job):\n    return 'b'")
+    message = shell.usage_error('%rp_test {"input": {}}')
+    assert message == (
+        "%rp_test: 2 handlers are registered (a, b) and none is named 'handler': say which one to run"
+    )
+    assert shell.record('%rp_test b {"input": {}}')["output"] == "b"
+    shell.ok(ECHO)
+    assert shell.record('%rp_test {"input": {"k": 1}}')["output"] == {"echo": {"k": 1}}
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        (
+            "%%handler\nx = 1",
+            "%%handler: the cell defines no function; write `def handler(job): ...`",
+        ),
+        (
+            "%%handler\ndef a(job): pass\ndef b(job): pass",
+            "%%handler: the cell defines 2 functions (a, b) and none is named 'handler'; "
+            "name the one to register: %%handler a",
+        ),
+        (
+            "%%handler\ndef handler(x, y): pass",
+            "%%handler: handler(x, y) cannot take one positional argument: RunPod calls handler(job)",
+        ),
+        (
+            "%%handler\ndef handler(): pass",
+            "%%handler: handler() cannot take one positional argument: RunPod calls handler(job)",
+        ),
+        ("%%handler 1x\ndef handler(job): pass", "%%handler: '1x' is not a Python name"),
+        ("%%handler missing\ndef handler(job): pass", "%%handler: the cell did not define 'missing'"),
+        (
+            "%%handler --aggregate\ndef handler(job): return 1",
+            "%%handler: --aggregate applies to generator handlers; handler is sync",
+        ),
+        (
+            "%%handler --concurrency 0\ndef handler(job): return 1",
+            "%%handler: concurrency must be a whole number >= 1, not 0",
+        ),
+        ("%%handler --bogus\ndef handler(job): pass", "unrecognized arguments: --bogus"),
+        (
+            "%%handler\ndef handler(job):\n    return 1\n  oops",
+            "%%handler: IndentationError at line 4 of the cell: "
+            "unindent does not match any outer indentation level: oops",
+        ),
+        (
+            "%%handler\ndef handler(job):\n    return (1",
+            "%%handler: SyntaxError at line 3 of the cell: incomplete input: return (1",
+        ),
+    ],
+)
+def test_handler_usage_errors(shell: Shell, cell: str, message: str) -> None:
+    assert shell.usage_error(cell) == message
+    assert shell.session.registry.names() == []
+
+
+def test_handler_cell_that_raises_fails_the_cell_and_registers_nothing(shell: Shell) -> None:
+    result = shell.run("%%handler\ndef handler(job):\n    return 1\nraise ValueError('setup broke')")
+    assert isinstance(result.error_in_exec, ValueError)
+    assert "handler" not in shell.session.registry
+    assert "nbworker/magics.py" not in result.captured.stdout + result.captured.stderr
+
+
+def test_handler_warns_about_deploy_only_problems(shell: Shell) -> None:
+    out = shell.ok(
+        """
+        %%handler
+        import asyncio, functools
+        def traced(function):
+            @functools.wraps(function)
+            def wrapper(job):
+                return function(job)
+            return wrapper
+        @traced
+        def handler(job):
+            yield 1
+        """
+    ).captured.stdout
+    assert "generator hidden behind a decorator" in out
+    out = shell.ok(
+        """
+        %%handler
+        import asyncio
+        def handler(job):
+            return asyncio.run(asyncio.sleep(0, result=1))
+        """
+    ).captured.stdout
+    assert "handler calls asyncio.run(): a deployed worker calls handlers inside its running" in out
+
+
+# ---------------------------------------------------------------- %rp_test
+
+
+def test_rp_test_records_the_run_in_the_cell(shell: Shell) -> None:
+    shell.ok(ECHO)
+    result = shell.ok('%rp_test {"input": {"text": "hello"}}')
+    outputs = result.captured.outputs
+    assert len(outputs) == 1  # shown once, though the magic's value is the cell's value
+    data = outputs[0].data
+    assert {"text/plain", "text/html", RECORD_MIMETYPE} <= set(data)
+    record = data[RECORD_MIMETYPE]
+    assert set(record) == RECORD_KEYS
+    assert record["handler"] == "handler"
+    assert record["job"] == {"id": "local_test", "input": {"text": "hello"}}
+    assert record["status"] == "COMPLETED"
+    assert record["output"] == {"echo": {"text": "hello"}}
+    assert record["error"] is None and record["stream"] is None
+    assert record["refresh_worker"] is False and record["duration_ms"] >= 0
+    json.dumps(record, allow_nan=False)
+    assert "COMPLETED" in data["text/plain"] and "&quot;echo&quot;" in data["text/html"]
+    assert isinstance(result.result, Run) and result.result.output == {"echo": {"text": "hello"}}
+
+
+def test_rp_test_returns_the_run_and_later_cells_display_it(shell: Shell) -> None:
+    shell.ok(ECHO)
+    assigned = shell.ok('run = %rp_test {"input": {"a": 1}}')
+    assert len(shell.records(assigned)) == 1
+    assert shell.ipython.user_ns["run"].output == {"echo": {"a": 1}}
+    shown_again = shell.ok("run")
+    assert shell.records(shown_again)[0]["output"] == {"echo": {"a": 1}}
+
+
+def test_failed_run_is_a_result_not_an_error_of_the_cell(shell: Shell) -> None:
+    shell.ok(
+        """
+        %%handler
+        def handler(job):
+            if "text" not in job["input"]:
+                raise ValueError("text is required")
+            return job["input"]["text"]
+        """
+    )
+    result = shell.ok('%rp_test {"input": {}}')
+    (record,) = shell.records(result)
+    assert record["status"] == "FAILED"
+    assert json.loads(record["error"])["error_message"] == "text is required"
+    text = result.captured.outputs[0].data["text/plain"]
+    assert "ValueError: text is required" in text
+    assert "Cell In[" in text and 'raise ValueError("text is required")' in text
+    assert "nbworker/" not in text
+
+
+def test_rp_test_shows_what_the_handler_prints(shell: Shell) -> None:
+    shell.ok("%%handler\ndef handler(job):\n    print('loading', job['id'])\n    return 1")
+    assert "loading local_test" in shell.ok('%rp_test {"input": {}}').captured.stdout
+
+
+def test_rp_test_streams_and_aggregates(shell: Shell) -> None:
+    shell.ok("%%handler --aggregate\nasync def handler(job):\n    for i in range(3):\n        yield {'i': i}")
+    result = shell.ok('%rp_test {"input": {}}')
+    assert result.captured.outputs[0].data["text/plain"].startswith("… IN_PROGRESS")
+    record = shell.records(result)[-1]
+    assert record["stream"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert record["output"] == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_rp_test_timeout_leaves_the_session_alive(shell: Shell) -> None:
+    shell.ok("model = {'weights': [1, 2, 3]}")
+    shell.ok("%%handler\ndef handler(job):\n    while True:\n        pass")
+    record = shell.record('%rp_test {"input": {}} --timeout 0.3')
+    assert record["status"] == "TIMED_OUT"
+    assert shell.ipython.user_ns["model"] == {"weights": [1, 2, 3]}
+    shell.ok("%%handler\ndef handler(job):\n    return sum(model['weights'])")
+    assert shell.record('%rp_test --timeout 5 {"input": {}}')["output"] == 6
+
+
+def test_rp_test_interrupt_records_cancelled_and_ends_the_cell(shell: Shell) -> None:
+    shell.ok("%%handler\ndef handler(job):\n    while True:\n        pass")
+    result = shell.run(
+        "import _thread, threading\n"
+        "threading.Timer(0.3, _thread.interrupt_main).start()\n"
+        '%rp_test {"input": {}}'
+    )
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    (record,) = shell.records(result)
+    assert record["status"] == "CANCELLED"
+    assert "handler" in shell.session.registry
+
+
+def test_rp_test_job_sources(shell: Shell, tmp_path) -> None:
+    shell.ok(ECHO)
+    path = tmp_path / "test_input.json"
+    path.write_text('{"input": {"from": "file"}, "id": "abc"}')
+    record = shell.record(f"%rp_test -f {path}")
+    assert record["job"] == {"id": "abc", "input": {"from": "file"}}
+    shell.ok('job = {"input": {"from": "dict"}}\ntext = \'{"input": {"from": "text"}}\'')
+    assert shell.record("%rp_test --var job")["output"] == {"echo": {"from": "dict"}}
+    assert shell.record("%rp_test handler --var text")["output"] == {"echo": {"from": "text"}}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            '%rp_test {"input": {"text": "x"}',
+            "%rp_test: JOB_JSON is not valid JSON: Expecting ',' delimiter at line 1 column 24 "
+            "(char 23)",
+        ),
+        ("%rp_test [1, 2]", '%rp_test: JOB_JSON must be a JSON object like {"input": {...}}, not list'),
+        ("%rp_test 42", '%rp_test: JOB_JSON must be a JSON object like {"input": {...}}, not int'),
+        (
+            '%rp_test {"inputs": {}}',
+            '%rp_test: JOB_JSON has no "input": a RunPod job looks like {"input": {...}} '
+            "(keys given: 'inputs')",
+        ),
+        (
+            '%rp_test {"input": null}',
+            '%rp_test: JOB_JSON has no "input": a RunPod job looks like {"input": {...}} '
+            "(keys given: 'input')",
+        ),
+        (
+            "%rp_test",
+            '%rp_test: give the job once: as JSON (%rp_test {"input": {...}}), -f FILE.json or '
+            '--var NAME, e.g. %rp_test {"input": {"text": "hi"}}',
+        ),
+        (
+            '%rp_test {"input": {}} --var job',
+            '%rp_test: give the job once: as JSON (%rp_test {"input": {...}}), -f FILE.json or '
+            "--var NAME",
+        ),
+        ('%rp_test handler extra {"input": {}}', "%rp_test: unexpected argument 'extra'"),
+        ('%rp_test nope {"input": {}}', "%rp_test: no handler named 'nope'; registered: handler"),
+        ('%rp_test {"input": {}} --timeout 0', "%rp_test: --timeout must be positive, not 0"),
+        ("%rp_test -f /no/such/file.json", "%rp_test: cannot read /no/such/file.json: No such file or directory"),
+        ("%rp_test --var undefined_name", "%rp_test: no variable named 'undefined_name'"),
+        ('%rp_test {"input": {}} --bogus', "unrecognized arguments: --bogus"),
+    ],
+)
+def test_rp_test_usage_errors(shell: Shell, line: str, message: str) -> None:
+    shell.ok(ECHO)
+    assert shell.usage_error(line) == message
+
+
+def test_rp_test_without_handlers(shell: Shell) -> None:
+    assert shell.usage_error('%rp_test {"input": {}}') == (
+        "%rp_test: no handler is registered: define one in a %%handler cell "
+        "(or call nbworker.register_handler)"
+    )
+
+
+def test_usage_errors_show_one_line(shell: Shell) -> None:
+    result = shell.run("%rp_test [1]")
+    shown = result.captured.stdout + result.captured.stderr
+    assert [line for line in shown.splitlines() if line.strip()] == [
+        'UsageError: %rp_test: JOB_JSON must be a JSON object like {"input": {...}}, not list'
+    ]
+
+
+def test_rp_test_shows_deploy_warnings(shell: Shell) -> None:
+    shell.ok(
+        """
+        %%handler
+        import asyncio
+        def handler(job):
+            return asyncio.run(asyncio.sleep(0, result={"when": object()}))
+        """
+    )
+    # In a kernel the handler sees the kernel's running loop, as it would see the worker's.
+    record = shell.record('%rp_test {"input": "not an object"}')
+    warnings = "\n".join(record["warnings"])
+    assert "calls asyncio.run()" in warnings
+    assert "input is str, not an object" in warnings
