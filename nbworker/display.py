@@ -33,8 +33,11 @@ _PRE = "margin:2px 0 4px 0;padding:4px 6px;white-space:pre-wrap;background:rgba(
 
 
 def _dump(value: Any) -> str:
+    """JSON on one line when it is short, indented when it is not."""
     try:
-        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=True)
+        text = json.dumps(value, ensure_ascii=False)
+        if len(text) > 100:
+            text = json.dumps(value, indent=2, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
     if len(text) > MAX_SHOWN:

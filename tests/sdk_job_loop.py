@@ -21,7 +21,7 @@ POSTS: list[dict] = []
 
 
 class Platform(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         kind, job_id = self.path.split("?", 1)[0].strip("/").split("/", 1)
         POSTS.append({"kind": kind, "job_id": job_id, "body": json.loads(body)})
@@ -55,7 +55,9 @@ async def run_cases(rp_job, cases, comparable) -> dict:
         for name, handler, job_input, aggregate in cases:
             job = {"id": f"job-{name}", "input": job_input}
             if is_generator(handler):
-                returned = [item async for item in rp_job.run_job_generator(handler, copy.deepcopy(job))]
+                returned = [
+                    item async for item in rp_job.run_job_generator(handler, copy.deepcopy(job))
+                ]
             else:
                 returned = await rp_job.run_job(handler, copy.deepcopy(job))
             del sent[:]
@@ -82,8 +84,8 @@ def main(out_path: str) -> None:
         os.environ.pop(variable, None)
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from conformance_cases import CASES, comparable  # noqa: E402
-    from runpod.serverless.modules import rp_job  # noqa: E402  (reads the webhooks at import)
+    from conformance_cases import CASES, comparable
+    from runpod.serverless.modules import rp_job
 
     results = asyncio.run(run_cases(rp_job, CASES, comparable))
     server.shutdown()

@@ -48,7 +48,9 @@ def test_every_case_ran_under_the_sdk(sdk_results: dict) -> None:
     assert sorted(sdk_results) == sorted(name for name, *_ in CASES)
 
 
-@pytest.mark.parametrize(("name", "handler", "job_input", "aggregate"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "handler", "job_input", "aggregate"), CASES, ids=[c[0] for c in CASES]
+)
 def test_same_result_as_the_sdk_job_loop(
     sdk_results: dict, name: str, handler: object, job_input: object, aggregate: bool
 ) -> None:

@@ -57,7 +57,9 @@ class Shell:
         return str(result.error_in_exec)
 
     def records(self, result) -> list[dict]:
-        return [o.data[RECORD_MIMETYPE] for o in result.captured.outputs if RECORD_MIMETYPE in o.data]
+        return [
+            o.data[RECORD_MIMETYPE] for o in result.captured.outputs if RECORD_MIMETYPE in o.data
+        ]
 
     def record(self, cell: str) -> dict:
         (record,) = self.records(self.ok(cell))
@@ -133,7 +135,11 @@ def test_load_ext_shares_the_default_session_with_the_python_api(ipython) -> Non
         ("async def handler(job):\n    return 1", "handler", "async"),
         ("def stream(job):\n    yield 1", "stream", "generator"),
         ("async def stream(job):\n    yield 1", "stream", "async_generator"),
-        ("def helper(x):\n    return x\ndef handler(job):\n    return helper(1)", "handler", "sync"),
+        (
+            "def helper(x):\n    return x\ndef handler(job):\n    return helper(1)",
+            "handler",
+            "sync",
+        ),
         ("import functools\nhandler = functools.partial(lambda job, k: k, k=1)", "handler", "sync"),
     ],
 )
@@ -209,7 +215,10 @@ def test_several_handlers_and_the_default_rule(shell: Shell) -> None:
             "%%handler: handler() cannot take one positional argument: RunPod calls handler(job)",
         ),
         ("%%handler 1x\ndef handler(job): pass", "%%handler: '1x' is not a Python name"),
-        ("%%handler missing\ndef handler(job): pass", "%%handler: the cell did not define 'missing'"),
+        (
+            "%%handler missing\ndef handler(job): pass",
+            "%%handler: the cell did not define 'missing'",
+        ),
         (
             "%%handler --aggregate\ndef handler(job): return 1",
             "%%handler: --aggregate applies to generator handlers; handler is sync",
@@ -236,7 +245,9 @@ def test_handler_usage_errors(shell: Shell, cell: str, message: str) -> None:
 
 
 def test_handler_cell_that_raises_fails_the_cell_and_registers_nothing(shell: Shell) -> None:
-    result = shell.run("%%handler\ndef handler(job):\n    return 1\nraise ValueError('setup broke')")
+    result = shell.run(
+        "%%handler\ndef handler(job):\n    return 1\nraise ValueError('setup broke')"
+    )
     assert isinstance(result.error_in_exec, ValueError)
     assert "handler" not in shell.session.registry
     assert "nbworker/magics.py" not in result.captured.stdout + result.captured.stderr
@@ -327,7 +338,9 @@ def test_rp_test_shows_what_the_handler_prints(shell: Shell) -> None:
 
 
 def test_rp_test_streams_and_aggregates(shell: Shell) -> None:
-    shell.ok("%%handler --aggregate\nasync def handler(job):\n    for i in range(3):\n        yield {'i': i}")
+    shell.ok(
+        "%%handler --aggregate\nasync def handler(job):\n    for i in range(3):\n        yield {'i': i}"
+    )
     result = shell.ok('%rp_test {"input": {}}')
     assert result.captured.outputs[0].data["text/plain"].startswith("… IN_PROGRESS")
     record = shell.records(result)[-1]
@@ -377,7 +390,10 @@ def test_rp_test_job_sources(shell: Shell, tmp_path) -> None:
             "%rp_test: JOB_JSON is not valid JSON: Expecting ',' delimiter at line 1 column 24 "
             "(char 23)",
         ),
-        ("%rp_test [1, 2]", '%rp_test: JOB_JSON must be a JSON object like {"input": {...}}, not list'),
+        (
+            "%rp_test [1, 2]",
+            '%rp_test: JOB_JSON must be a JSON object like {"input": {...}}, not list',
+        ),
         ("%rp_test 42", '%rp_test: JOB_JSON must be a JSON object like {"input": {...}}, not int'),
         (
             '%rp_test {"inputs": {}}',
@@ -402,7 +418,10 @@ def test_rp_test_job_sources(shell: Shell, tmp_path) -> None:
         ('%rp_test handler extra {"input": {}}', "%rp_test: unexpected argument 'extra'"),
         ('%rp_test nope {"input": {}}', "%rp_test: no handler named 'nope'; registered: handler"),
         ('%rp_test {"input": {}} --timeout 0', "%rp_test: --timeout must be positive, not 0"),
-        ("%rp_test -f /no/such/file.json", "%rp_test: cannot read /no/such/file.json: No such file or directory"),
+        (
+            "%rp_test -f /no/such/file.json",
+            "%rp_test: cannot read /no/such/file.json: No such file or directory",
+        ),
         ("%rp_test --var undefined_name", "%rp_test: no variable named 'undefined_name'"),
         ('%rp_test {"input": {}} --bogus', "unrecognized arguments: --bogus"),
     ],
