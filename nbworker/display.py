@@ -7,12 +7,14 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from nbworker.jobs import RECORD_MIMETYPE, Run
 
-__all__ = ["run_bundle", "stream_bundle"]
+__all__ = ["LiveStream", "run_bundle", "stream_bundle"]
 
 COLORS = {
     "COMPLETED": "#1a7f37",
@@ -175,3 +177,55 @@ def stream_bundle(handler: str, chunks: list[Any], elapsed_ms: float) -> dict[st
             f'<pre style="{_PRE}">{html.escape(text)}</pre></div>'
         ),
     }
+
+
+class LiveStream:
+    """Shows a stream's chunks as they come, at most one update per `interval` seconds.
+
+    A chunk that comes too soon after the last update is not lost: a timer shows it once
+    the interval has passed, so a burst followed by a long pause is on screen during the
+    pause. `update` gets a mimebundle; it may be called from the timer's thread (display
+    updates by id are safe from any thread in ipykernel).
+    """
+
+    def __init__(
+        self, handler: str, update: Callable[[dict[str, Any]], None], *, interval: float = 0.05
+    ) -> None:
+        self.handler = handler
+        self.interval = interval
+        self._update = update
+        self._chunks: list[Any] = []
+        self._started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._shown = 0  # chunks on screen (the caller shows the empty view first)
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def add(self, chunk: Any, index: int | None = None) -> None:
+        self._chunks.append(chunk)
+        wait = self._last + self.interval - time.perf_counter()
+        if wait <= 0:
+            self._show()
+        elif self._timer is None:
+            self._timer = threading.Timer(wait, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _show(self) -> None:
+        with self._lock:
+            self._timer = None
+            count = len(self._chunks)
+            if self._closed or count == self._shown:
+                return
+            self._shown, self._last = count, time.perf_counter()
+            elapsed = (self._last - self._started) * 1000
+            self._update(stream_bundle(self.handler, self._chunks[:count], elapsed))
+
+    def close(self, final: dict[str, Any]) -> None:
+        """Replace the live view with `final`; no update comes after it."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            self._update(final)

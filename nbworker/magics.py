@@ -11,7 +11,6 @@ import ast
 import json
 import os
 import re
-import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -27,7 +26,7 @@ from nbworker.session import Session
 
 __all__ = ["NbworkerMagics", "install", "uninstall"]
 
-STREAM_UPDATE_SECONDS = 0.02  # at most 50 live updates a second; every chunk is shown at the end
+STREAM_UPDATE_SECONDS = 0.02  # at most 50 live updates a second; none is held back longer
 _FRAME_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
 
 
@@ -246,28 +245,19 @@ class NbworkerMagics(Magics):
             raise _usage("%rp_test", err) from None
 
         live = None
-        chunks: list[Any] = []
-        last_update = 0.0
-        started = time.perf_counter()
         if spec.streams:
-            live = display(views.stream_bundle(spec.name, [], 0.0), raw=True, display_id=True)
-
-        def on_chunk(chunk: Any, index: int) -> None:
-            nonlocal last_update
-            chunks.append(chunk)
-            now = time.perf_counter()
-            if now - last_update >= STREAM_UPDATE_SECONDS:
-                last_update = now
-                live.update(
-                    views.stream_bundle(spec.name, chunks, (now - started) * 1000), raw=True
-                )
-
+            handle = display(views.stream_bundle(spec.name, [], 0.0), raw=True, display_id=True)
+            live = views.LiveStream(
+                spec.name,
+                lambda bundle: handle.update(bundle, raw=True),
+                interval=STREAM_UPDATE_SECONDS,
+            )
         run = self.session.run_job(
-            job, spec, timeout=args.timeout, on_chunk=on_chunk if live is not None else None
+            job, spec, timeout=args.timeout, on_chunk=None if live is None else live.add
         )
         bundle = views.run_bundle(run, tidy=self._tidy)
         if live is not None:
-            live.update(bundle, raw=True)
+            live.close(bundle)
         else:
             display(bundle, raw=True)
         self._shown = (self.shell.execution_count, id(run))

@@ -1,0 +1,83 @@
+"""How runs look: text, HTML and the record; the live stream view."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from nbworker import Session
+from nbworker.display import MAX_SHOWN, LiveStream, run_bundle
+from nbworker.jobs import RECORD_MIMETYPE
+
+
+def bundle_of(handler, job_input=None, **options):
+    session = Session()
+    try:
+        return run_bundle(session.run_job({"input": job_input or {}}, handler, **options))
+    finally:
+        session.close()
+
+
+def test_completed_run_views() -> None:
+    bundle = bundle_of(lambda job: {"label": "positive"})
+    assert bundle["text/plain"].splitlines()[0].startswith("✓ COMPLETED  handler  ")
+    assert bundle["text/plain"].splitlines()[1] == 'output: {"label": "positive"}'
+    assert "&quot;label&quot;: &quot;positive&quot;" in bundle["text/html"]
+    assert bundle[RECORD_MIMETYPE]["output"] == {"label": "positive"}
+
+
+def test_failed_run_shows_the_exception_and_the_users_frames() -> None:
+    def handler(job):
+        raise ValueError("no text")
+
+    text = bundle_of(handler)["text/plain"]
+    assert "error: ValueError: no text" in text
+    assert 'raise ValueError("no text")' in text
+    assert "nbworker" not in text
+
+
+def test_output_is_escaped_and_long_values_are_cut_in_the_view_only() -> None:
+    long_text = "<script>alert(1)</script>" + "x" * (2 * MAX_SHOWN)
+    bundle = bundle_of(lambda job: long_text)
+    assert "<script>" not in bundle["text/html"]
+    assert "&lt;script&gt;" in bundle["text/html"]
+    assert "more characters" in bundle["text/plain"]
+    assert bundle[RECORD_MIMETYPE]["output"] == long_text  # the record keeps all of it
+
+
+def test_warnings_and_refresh_worker_are_shown() -> None:
+    text = bundle_of(lambda job: {"value": {1, 2}, "refresh_worker": True})["text/plain"]
+    assert "refresh_worker: RunPod would restart this worker after the job." in text
+    assert "⚠ the result is not JSON-serialisable" in text
+
+
+def test_stream_view_lists_the_chunks() -> None:
+    def tokens(job):
+        yield from ["a", "b"]
+
+    bundle = bundle_of(tokens)
+    assert 'stream (2 chunks):\n  [0] "a"\n  [1] "b"' in bundle["text/plain"]
+    json.dumps(bundle[RECORD_MIMETYPE])
+
+
+def test_live_stream_shows_a_held_back_chunk_during_a_pause() -> None:
+    updates: list[tuple[float, dict]] = []
+    live = LiveStream("tokens", lambda b: updates.append((time.perf_counter(), b)), interval=0.1)
+    live.add("first")  # shown at once
+    live.add("second")  # too soon: held back...
+    assert len(updates) == 1 and "1 chunks" in updates[0][1]["text/plain"]
+    time.sleep(0.3)  # ...and shown during the pause, not when the next chunk comes
+    assert len(updates) == 2 and "2 chunks" in updates[1][1]["text/plain"]
+    assert updates[1][0] - updates[0][0] < 0.25
+    live.close({"text/plain": "final"})
+    assert updates[-1][1] == {"text/plain": "final"}
+
+
+def test_live_stream_sends_nothing_after_close() -> None:
+    updates: list[dict] = []
+    live = LiveStream("tokens", updates.append, interval=0.05)
+    live.add(1)
+    live.add(2)  # a timer is pending
+    live.close({"text/plain": "final"})
+    time.sleep(0.15)
+    assert updates[-1] == {"text/plain": "final"}
