@@ -116,13 +116,12 @@ class NbworkerMagics(Magics):
                 f"%%handler: {type(err).__name__} at line {line} of the cell: {err.msg}{text}"
             ) from None
 
-    def _execute(self, code: str, raw_cell: str) -> None:
+    def _execute(self, code: str, tree: ast.Module, raw_cell: str) -> None:
         """Run a cell's body in the user namespace, as IPython would: its source is kept
         for tracebacks and `inspect.getsource`, and what it raises fails the cell."""
         __tracebackhide__ = True
         shell = self.shell
         filename = shell.compile.cache(code, shell.execution_count, raw_code=raw_cell)
-        tree = shell.compile.ast_parse(code, filename=filename)
         exec(shell.compile(tree, filename, "exec"), shell.user_ns)
 
     # ----------------------------------------------------------------- %%handler
@@ -160,7 +159,7 @@ class NbworkerMagics(Magics):
             raise UsageError(f"%%handler: {args.name!r} is not a Python name")
         code, tree = self._parse(cell)
         name = self._choose_function(tree, args.name)
-        self._execute(code, cell)
+        self._execute(code, tree, cell)
         namespace = self.shell.user_ns
         if name not in namespace:
             raise UsageError(f"%%handler: the cell did not define {name!r}")
