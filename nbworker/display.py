@@ -203,24 +203,33 @@ class LiveStream:
         self._closed = False
 
     def add(self, chunk: Any, index: int | None = None) -> None:
-        self._chunks.append(chunk)
-        wait = self._last + self.interval - time.perf_counter()
-        if wait <= 0:
-            self._show()
-        elif self._timer is None:
-            self._timer = threading.Timer(wait, self._show)
-            self._timer.daemon = True
-            self._timer.start()
+        with self._lock:
+            self._chunks.append(chunk)
+            if self._timer is None and not self._closed:
+                self._show_or_wait()
 
-    def _show(self) -> None:
+    def _on_timer(self) -> None:
         with self._lock:
             self._timer = None
-            count = len(self._chunks)
-            if self._closed or count == self._shown:
-                return
-            self._shown, self._last = count, time.perf_counter()
-            elapsed = (self._last - self._started) * 1000
-            self._update(stream_bundle(self.handler, self._chunks[:count], elapsed))
+            if not self._closed:
+                self._show_or_wait()
+
+    def _show_or_wait(self) -> None:
+        """Show the chunks so far, or arm the one timer if the last update is too recent.
+        Called with the lock held."""
+        now = time.perf_counter()
+        wait = self._last + self.interval - now
+        if wait > 0:
+            self._timer = threading.Timer(wait, self._on_timer)
+            self._timer.daemon = True
+            self._timer.start()
+            return
+        count = len(self._chunks)
+        if count != self._shown:
+            self._shown, self._last = count, now
+            self._update(
+                stream_bundle(self.handler, self._chunks[:count], (now - self._started) * 1000)
+            )
 
     def close(self, final: dict[str, Any]) -> None:
         """Replace the live view with `final`; no update comes after it."""

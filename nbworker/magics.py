@@ -11,6 +11,7 @@ import ast
 import json
 import os
 import re
+import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -121,8 +122,19 @@ class NbworkerMagics(Magics):
         for tracebacks and `inspect.getsource`, and what it raises fails the cell."""
         __tracebackhide__ = True
         shell = self.shell
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=raw_cell)
+        filename = shell.compile.cache(code, self._cell_number(), raw_code=raw_cell)
         exec(shell.compile(tree, filename, "exec"), shell.user_ns)
+
+    def _cell_number(self) -> int:
+        """The In[n] of the running cell: the number IPython filed the calling cell's code
+        under (IPython 9 has already counted the next cell by the time a magic runs)."""
+        numbers = getattr(self.shell.compile, "_filename_map", {})
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename in numbers:
+                return numbers[frame.f_code.co_filename]
+            frame = frame.f_back
+        return self.shell.execution_count
 
     # ----------------------------------------------------------------- %%handler
 

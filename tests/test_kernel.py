@@ -1,0 +1,847 @@
+"""End-to-end tests of the magics in a real Jupyter kernel (no mocks).
+
+A kernel is started with `jupyter_client.manager.start_new_kernel(kernel_name="python3")`.
+Tests that only define handlers and run jobs share one kernel per module; tests that stop a
+run (timeout, interrupt) get a fresh kernel, so that a kernel left spinning cannot take the
+other tests down with it. `execute()` sends one execute_request and collects, with their
+arrival times, every iopub message that request produced until the kernel is idle again,
+plus the execute_reply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+import pytest
+import zmq
+from jupyter_client.manager import start_new_kernel
+from nbformat.v4 import new_code_cell, new_notebook
+
+RECORD = "application/vnd.nbworker.run+json"
+OUTPUT_TYPES = ("stream", "display_data", "update_display_data", "execute_result", "error")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+@dataclass
+class Message:
+    """One iopub message of a request: seconds after the request was sent, type, content."""
+
+    t: float
+    msg_type: str
+    content: dict[str, Any]
+
+
+@dataclass
+class Execution:
+    """What one execute_request produced."""
+
+    code: str
+    reply: dict[str, Any] = field(default_factory=dict)  # execute_reply content
+    messages: list[Message] = field(default_factory=list)  # output messages only
+    reply_t: float = 0.0
+    idle_t: float = 0.0
+    actions: dict[str, float] = field(default_factory=dict)  # action name -> time it was taken
+
+    @property
+    def status(self) -> str:
+        return self.reply.get("status", "")
+
+    def of_type(self, *types: str) -> list[Message]:
+        return [m for m in self.messages if m.msg_type in types]
+
+    def stream_text(self, name: str) -> str:
+        return "".join(
+            m.content["text"] for m in self.of_type("stream") if m.content["name"] == name
+        )
+
+    @property
+    def stdout(self) -> str:
+        return self.stream_text("stdout")
+
+    @property
+    def stderr(self) -> str:
+        return self.stream_text("stderr")
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """The cell's outputs as a frontend (or nbclient) ends up showing them: each
+        update_display_data replaces the data of the display with the same display_id."""
+        outputs: list[dict[str, Any]] = []
+        for message in self.messages:
+            content = message.content
+            if message.msg_type == "update_display_data":
+                display_id = content.get("transient", {}).get("display_id")
+                for output in outputs:
+                    if output.get("display_id") == display_id:
+                        output["data"] = content["data"]
+                        output["metadata"] = content.get("metadata", {})
+                continue
+            output = {"output_type": message.msg_type, **content}
+            if message.msg_type == "display_data":
+                output["display_id"] = content.get("transient", {}).get("display_id")
+            outputs.append(output)
+        return outputs
+
+    def records(self) -> list[dict[str, Any]]:
+        """The run records in the cell's final outputs."""
+        return [
+            output["data"][RECORD]
+            for output in self.outputs()
+            if output["output_type"] in ("display_data", "execute_result")
+            and RECORD in output.get("data", {})
+        ]
+
+    def record(self) -> dict[str, Any]:
+        records = self.records()
+        assert len(records) == 1, f"expected one run record\n{self.describe()}"
+        return records[0]
+
+    def describe(self) -> str:
+        """A readable account of the execution, for assertion messages."""
+        lines = [f"code: {self.code!r}", f"reply: {self.status} {self.reply.get('ename', '')}"]
+        for message in self.messages:
+            content = message.content
+            if message.msg_type == "stream":
+                detail = f"{content['name']}: {content['text']!r}"
+            elif message.msg_type == "error":
+                detail = strip_ansi("\n".join(content["traceback"]))
+            else:
+                data = content.get("data", {})
+                detail = repr(data.get(RECORD) or data.get("text/plain", ""))[:500]
+            lines.append(f"  {message.t:7.3f} {message.msg_type}: {detail}")
+        return "\n".join(lines)
+
+
+class Kernel:
+    """A real kernel from the `python3` kernelspec, with the nbworker extension loaded."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.km, self.kc = start_new_kernel(kernel_name="python3", startup_timeout=60, cwd=str(cwd))
+        try:
+            loaded = self.execute("%load_ext nbworker")
+            assert loaded.status == "ok", loaded.describe()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+    def execute(
+        self,
+        code: str,
+        *,
+        timeout: float = 30.0,
+        user_expressions: dict[str, str] | None = None,
+        action: tuple[str, Callable[[Execution, float], bool], Callable[[], None]] | None = None,
+    ) -> Execution:
+        """Run `code`; collect its output messages (with arrival times) until the kernel is
+        idle and the reply has come. `action` = (name, when(execution, elapsed), do): `do`
+        is called once, as soon as `when` is true (checked at least every 20 ms)."""
+        code = textwrap.dedent(code).strip("\n")
+        kc = self.kc
+        iopub, shell = kc.iopub_channel.socket, kc.shell_channel.socket
+        poller = zmq.Poller()
+        poller.register(iopub, zmq.POLLIN)
+        poller.register(shell, zmq.POLLIN)
+
+        result = Execution(code)
+        started = time.monotonic()
+        msg_id = kc.execute(code, user_expressions=user_expressions or {})
+        idle = replied = False
+        while not (idle and replied):
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                raise TimeoutError(f"no idle/reply after {timeout} s\n{result.describe()}")
+            if action is not None and action[0] not in result.actions:
+                name, when, do = action
+                if when(result, elapsed):
+                    do()
+                    result.actions[name] = time.monotonic() - started
+            ready = dict(poller.poll(20))
+            if iopub in ready:
+                message = kc.get_iopub_msg(timeout=0)
+                t = time.monotonic() - started
+                if message["parent_header"].get("msg_id") != msg_id:
+                    continue  # left over from an earlier request
+                kind = message["msg_type"]
+                if kind == "status" and message["content"]["execution_state"] == "idle":
+                    idle, result.idle_t = True, t
+                elif kind in OUTPUT_TYPES:
+                    result.messages.append(Message(t, kind, message["content"]))
+            if shell in ready:
+                message = kc.get_shell_msg(timeout=0)
+                if message["parent_header"].get("msg_id") == msg_id:
+                    replied, result.reply = True, message["content"]
+                    result.reply_t = time.monotonic() - started
+        return result
+
+    def ok(self, code: str, **options: Any) -> Execution:
+        """Run `code` and require that the cell succeeds."""
+        result = self.execute(code, **options)
+        assert result.status == "ok", result.describe()
+        assert not result.of_type("error"), result.describe()
+        return result
+
+    def evaluate(self, expression: str) -> str:
+        """The repr of `expression` in the kernel (through user_expressions)."""
+        result = self.ok("pass", user_expressions={"value": expression})
+        value = result.reply["user_expressions"]["value"]
+        assert value["status"] == "ok", value
+        return value["data"]["text/plain"]
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory):
+    """One kernel shared by the tests of this module that do not stop runs."""
+    shared = Kernel(tmp_path_factory.mktemp("kernel"))
+    try:
+        yield shared
+    finally:
+        shared.shutdown()
+
+
+@pytest.fixture
+def fresh_kernel(tmp_path: Path):
+    """A kernel of the test's own."""
+    own = Kernel(tmp_path)
+    try:
+        yield own
+    finally:
+        own.shutdown()
+
+
+LIVE_HEAD = re.compile(r"IN_PROGRESS\s+\S+\s+([\d.]+) (µs|ms|s)\s+(\d+) chunks")
+
+
+def live_head(update: Message) -> tuple[float, int]:
+    """(ms since the run started, chunks shown) of a live view update."""
+    head = update.content["data"]["text/plain"].splitlines()[0]
+    match = LIVE_HEAD.search(head)
+    assert match, head
+    scale = {"µs": 0.001, "ms": 1.0, "s": 1000.0}[match[2]]
+    return float(match[1]) * scale, int(match[3])
+
+
+def error_json(record: dict[str, Any]) -> dict[str, Any]:
+    """RunPod's error JSON of a FAILED run of a non-streaming handler."""
+    assert isinstance(record["error"], str), record
+    return json.loads(record["error"])
+
+
+# --------------------------------------------------------------------------- 1. sync handler
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sync_handler_records_run_and_shows_prints_and_logs(kernel: Kernel) -> None:
+    defined = kernel.ok(
+        """
+        %%handler
+        import logging
+
+        def handler(job):
+            print("hello from the handler")
+            logging.getLogger("x").info("info from logger x")
+            return {"double": 2 * job["input"]["x"]}
+        """
+    )
+    assert "registered handler handler (sync)" in defined.stdout
+
+    run = kernel.ok('%rp_test handler {"input": {"x": 21}}')
+
+    displays = [m for m in run.of_type("display_data") if RECORD in m.content["data"]]
+    assert len(displays) == 1, run.describe()
+    data = displays[0].content["data"]
+    assert {"text/plain", "text/html", RECORD} <= set(data)
+    record = data[RECORD]
+    assert record["status"] == "COMPLETED"
+    assert record["handler"] == "handler"
+    assert record["output"] == {"double": 42}
+    assert record["error"] is None
+    assert record["stream"] is None
+    assert record["job"] == {"id": "local_test", "input": {"x": 21}}
+    assert set(record) >= {
+        "handler", "job", "status", "output", "error", "stream",
+        "refresh_worker", "duration_ms", "warnings",
+    }  # fmt: skip
+    assert record["warnings"] == []
+
+    # What the handler printed and logged is in this cell, before the result.
+    assert "hello from the handler" in run.stdout, run.describe()
+    assert "info from logger x" in run.stderr, run.describe()
+    record_t = displays[0].t
+    for needle in ("hello from the handler", "info from logger x"):
+        (message,) = [m for m in run.of_type("stream") if needle in m.content["text"]]
+        assert message.t <= record_t
+
+    # The run's logging set-up is undone: the root logger is as it was.
+    assert kernel.evaluate("__import__('logging').getLogger().handlers") == "[]"
+
+
+# --------------------------------------------------------------------------- 2. async
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_async_handler_completes_inside_the_running_kernel_loop(kernel: Kernel) -> None:
+    kernel.ok(
+        """
+        %%handler sleeper
+        import asyncio
+
+        async def sleeper(job):
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(0.05)
+            return {"slept": job["input"]["seconds"], "loop_running": loop.is_running()}
+        """
+    )
+    # The kernel's own event loop is running while the cell runs the job.
+    run = kernel.ok(
+        """
+        import asyncio
+        kernel_loop = asyncio.get_running_loop()
+        assert kernel_loop.is_running()
+        %rp_test sleeper {"input": {"seconds": 0.05}}
+        """
+    )
+    record = run.record()
+    assert record["status"] == "COMPLETED", run.describe()
+    assert record["output"] == {"slept": 0.05, "loop_running": True}
+    assert record["duration_ms"] >= 45
+    assert record["warnings"] == []
+
+    # The kernel's loop is still the running loop of the main thread, and top-level
+    # await still works.
+    after = kernel.ok(
+        """
+        assert asyncio.get_running_loop() is kernel_loop
+        await asyncio.sleep(0.01)
+        print("top-level await ok")
+        """
+    )
+    assert "top-level await ok" in after.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_async_handler_calling_asyncio_run_fails_as_deployed(kernel: Kernel) -> None:
+    defined = kernel.ok(
+        """
+        %%handler nested
+        import asyncio
+
+        async def nested(job):
+            coro = asyncio.sleep(0)
+            try:
+                return asyncio.run(coro)
+            finally:
+                coro.close()  # no "never awaited" warning in a later cell
+        """
+    )
+    assert "asyncio.run" in defined.stdout  # warned when registered
+    run = kernel.ok('%rp_test nested {"input": {}}')  # a FAILED run does not fail the cell
+    record = run.record()
+    assert record["status"] == "FAILED", run.describe()
+    assert record["output"] is None
+    info = error_json(record)
+    assert info["error_type"] == "<class 'RuntimeError'>"
+    assert "running event loop" in info["error_message"]
+    assert any("asyncio.run" in warning for warning in record["warnings"]), record["warnings"]
+
+    # Called in a way the check at registration cannot see, it is still explained.
+    defined = kernel.ok(
+        """
+        %%handler hidden
+        import asyncio
+
+        async def hidden(job):
+            run_it = asyncio.run
+            coro = asyncio.sleep(0)
+            try:
+                return run_it(coro)
+            finally:
+                coro.close()
+        """
+    )
+    assert "asyncio.run" not in defined.stdout
+    record = kernel.ok('%rp_test hidden {"input": {}}').record()
+    assert record["status"] == "FAILED"
+    assert any("asyncio.run" in warning for warning in record["warnings"]), record["warnings"]
+
+
+# --------------------------------------------------------------------------- 3. streaming
+
+GENERATORS = {
+    "generator": """
+        %%handler {name}{flags}
+        import time
+
+        def {name}(job):
+            for index, chunk in enumerate(job["input"]["chunks"]):
+                if index:
+                    time.sleep(0.3)
+                yield chunk
+        """,
+    "async_generator": """
+        %%handler {name}{flags}
+        import asyncio
+
+        async def {name}(job):
+            for index, chunk in enumerate(job["input"]["chunks"]):
+                if index:
+                    await asyncio.sleep(0.3)
+                yield chunk
+        """,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregate"])
+@pytest.mark.parametrize("kind", ["generator", "async_generator"])
+def test_streaming_is_live(kernel: Kernel, kind: str, aggregate: bool) -> None:
+    name = f"live_{kind}_{'agg' if aggregate else 'plain'}"
+    flags = " --aggregate" if aggregate else ""
+    defined = kernel.ok(GENERATORS[kind].format(name=name, flags=flags))
+    expected_kind = kind.replace("_", " ") + (", aggregate" if aggregate else "")
+    assert f"registered handler {name} ({expected_kind})" in defined.stdout
+
+    chunks = ["chunk-alpha", "chunk-bravo", "chunk-charlie"]
+    run = kernel.ok(f"%rp_test {name} {json.dumps({'input': {'chunks': chunks}})}")
+
+    # A live view with a display_id comes first, then updates of that same display.
+    first = run.of_type("display_data")[0]
+    display_id = first.content.get("transient", {}).get("display_id")
+    assert display_id, run.describe()
+    assert RECORD not in first.content["data"]
+    updates = run.of_type("update_display_data")
+    assert updates and all(u.content["transient"]["display_id"] == display_id for u in updates), (
+        run.describe()
+    )
+    live = [u for u in updates if RECORD not in u.content["data"]]
+
+    def arrival(chunk: str) -> float:
+        """When the first live update showing `chunk` arrived."""
+        times = [u.t for u in live if chunk in u.content["data"]["text/plain"]]
+        assert times, f"no live update showed {chunk}\n{run.describe()}"
+        return times[0]
+
+    t_alpha, t_bravo, t_charlie = (arrival(chunk) for chunk in chunks)
+    # Chunks reach the frontend while the handler still runs, spaced as they were yielded.
+    assert t_alpha <= run.idle_t - 0.4, run.describe()
+    assert t_alpha <= run.reply_t - 0.4, run.describe()
+    assert t_bravo - t_alpha >= 0.15, run.describe()
+    assert t_charlie - t_bravo >= 0.15, run.describe()
+
+    # The last update turns the live view into the result, with the record.
+    final = updates[-1].content["data"]
+    assert RECORD in final, run.describe()
+    record = final[RECORD]
+    assert record["status"] == "COMPLETED"
+    assert record["stream"] == chunks
+    # RunPod's job loop: with return_aggregate_stream the output is the list of chunks,
+    # else the empty list it starts from.
+    assert record["output"] == (chunks if aggregate else [])
+    assert record["duration_ms"] >= 550
+    # The cell ends with exactly one display: the live view, now the result.
+    assert [o["output_type"] for o in run.outputs() if o["output_type"] != "stream"] == [
+        "display_data"
+    ]
+    assert run.records() == [record]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_live_updates_are_throttled_but_every_chunk_is_recorded(kernel: Kernel) -> None:
+    kernel.ok(
+        """
+        %%handler burst
+        import time
+
+        def burst(job):
+            for index in range(job["input"]["n"]):
+                time.sleep(0.002)
+                yield index
+        """
+    )
+    run = kernel.ok('%rp_test burst {"input": {"n": 150}}')
+    record = run.record()
+    assert record["status"] == "COMPLETED"
+    assert record["stream"] == list(range(150))
+    live = [u for u in run.of_type("update_display_data") if RECORD not in u.content["data"]]
+    shown = [live_head(u)[1] for u in live]
+    assert len(live) >= 2, run.describe()
+    assert shown == sorted(shown), shown  # the view only grows
+    # One update per 20 ms (at most), not one per chunk; the exact spacing is checked by
+    # test_live_updates_are_at_least_the_interval_apart.
+    assert len(live) <= 75, (len(live), record["duration_ms"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_held_back_chunk_is_shown_during_a_pause(kernel: Kernel) -> None:
+    """The second of two quick chunks is held back by the rate limit and shown by a timer
+    (another thread) during the pause that follows: that update must reach this cell."""
+    kernel.ok(
+        """
+        %%handler pause
+        import time
+
+        def pause(job):
+            yield "quick-1"
+            yield "quick-2"
+            time.sleep(0.5)
+            yield "late"
+        """
+    )
+    run = kernel.ok('%rp_test pause {"input": {}}')
+    live = [u for u in run.of_type("update_display_data") if RECORD not in u.content["data"]]
+    with_second = [u.t for u in live if "quick-2" in u.content["data"]["text/plain"]]
+    assert with_second, run.describe()
+    assert with_second[0] <= run.idle_t - 0.3, run.describe()
+    assert run.record()["stream"] == ["quick-1", "quick-2", "late"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_live_updates_are_at_least_the_interval_apart(kernel: Kernel) -> None:
+    """At most one live update per STREAM_UPDATE_SECONDS (20 ms), also when the handler
+    holds the GIL past the due time of a held-back chunk's timer (as a long call into a C
+    extension does; a 1 s switch interval stands in for it)."""
+    kernel.ok(
+        """
+        %%handler gil_hog
+        import sys
+        import time
+
+        def gil_hog(job):
+            previous = sys.getswitchinterval()
+            sys.setswitchinterval(1.0)
+            try:
+                yield 0  # shown at once
+                yield 1  # held back: a timer is due in 20 ms
+                end = time.perf_counter() + 0.06
+                while time.perf_counter() < end:  # holds the GIL past the timer's due time
+                    pass
+                yield 2  # 60 ms after the last update: shown at once
+                yield 3  # held back again
+            finally:
+                sys.setswitchinterval(previous)
+            time.sleep(0.1)
+        """
+    )
+    run = kernel.ok('%rp_test gil_hog {"input": {}}')
+    assert run.record()["stream"] == [0, 1, 2, 3]
+    live = [u for u in run.of_type("update_display_data") if RECORD not in u.content["data"]]
+    # When each update was made, in the kernel: the elapsed time its view shows.
+    made = [live_head(u)[0] for u in live]
+    gaps = [round(later - earlier, 2) for earlier, later in itertools.pairwise(made)]
+    assert gaps and min(gaps) >= 19.9, f"ms between live updates: {gaps}\n{run.describe()}"
+
+
+# --------------------------------------------------------------------------- 4. timeout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_timeout_stops_a_pure_python_loop_and_the_kernel_lives_on(fresh_kernel: Kernel) -> None:
+    k = fresh_kernel
+    k.ok('model = {"weights": [0.25, 0.5]}  # stands in for a loaded model')
+    k.ok(
+        """
+        %%handler spin
+        def spin(job):
+            while True:
+                pass
+        """
+    )
+    k.ok(
+        """
+        %%handler echo
+        def echo(job):
+            return {"echo": job["input"]}
+        """
+    )
+
+    run = k.execute('%rp_test spin {"input": {}} --timeout 1')
+    assert run.status == "ok", run.describe()  # a TIMED_OUT run does not fail the cell
+    assert not run.of_type("error"), run.describe()
+    assert 0.9 <= run.reply_t < 5, run.describe()
+    record = run.record()
+    assert record["status"] == "TIMED_OUT"
+    assert record["output"] is None
+    assert "timed out after 1 s" in record["error"]
+    assert 900 <= record["duration_ms"] < 5000
+
+    # The kernel answers; the handlers, the model and the signal set-up are as they were.
+    again = k.ok('%rp_test echo {"input": {"x": 1}}')
+    assert again.record()["status"] == "COMPLETED"
+    assert again.record()["output"] == {"echo": {"x": 1}}
+    names = k.evaluate("__import__('nbworker').default_session().registry.names()")
+    assert names == "['echo', 'spin']"
+    assert k.evaluate("model") == "{'weights': [0.25, 0.5]}"
+    # No alarm left armed, SIGALRM's handler given back.
+    k.ok("import signal")
+    assert k.evaluate("signal.getitimer(signal.ITIMER_REAL)") == "(0.0, 0.0)"
+    assert k.evaluate("signal.getsignal(signal.SIGALRM)") == "<Handlers.SIG_DFL: 0>"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_timeout_of_an_async_handler_leaves_the_kernel_loop_working(fresh_kernel: Kernel) -> None:
+    k = fresh_kernel
+    k.ok(
+        """
+        %%handler stuck
+        import asyncio
+
+        async def stuck(job):
+            await asyncio.sleep(3600)
+        """
+    )
+    run = k.execute('%rp_test stuck {"input": {}} --timeout 0.5')
+    assert run.status == "ok", run.describe()
+    assert run.reply_t < 5, run.describe()
+    assert run.record()["status"] == "TIMED_OUT"
+    after = k.ok(
+        """
+        import asyncio
+        await asyncio.sleep(0.01)
+        print(asyncio.get_running_loop().is_running())
+        """
+    )
+    assert after.stdout.strip() == "True"
+
+
+# --------------------------------------------------------------------------- 5. interrupt
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_interrupt_cancels_the_run_and_keeps_the_kernel(fresh_kernel: Kernel) -> None:
+    k = fresh_kernel
+    k.ok('model = {"weights": [1, 2, 3]}')
+    k.ok(
+        """
+        %%handler spin
+        def spin(job):
+            print("spinning", flush=True)
+            while True:
+                pass
+        """
+    )
+    k.ok(
+        """
+        %%handler echo
+        def echo(job):
+            return {"echo": job["input"]}
+        """
+    )
+
+    def spinning_for_a_second(execution: Execution, elapsed: float) -> bool:
+        return elapsed >= 1.0 and "spinning" in execution.stdout
+
+    run = k.execute(
+        '%rp_test spin {"input": {}}',
+        action=("interrupt", spinning_for_a_second, k.km.interrupt_kernel),
+    )
+    assert "interrupt" in run.actions, run.describe()
+    # The cell records the cancelled run, then ends with KeyboardInterrupt.
+    assert run.status == "error", run.describe()
+    assert run.reply["ename"] == "KeyboardInterrupt"
+    assert run.reply_t - run.actions["interrupt"] < 5, run.describe()
+    outputs = [o["output_type"] for o in run.outputs() if o["output_type"] != "stream"]
+    assert outputs == ["display_data", "error"], run.describe()
+    record = run.record()
+    assert record["status"] == "CANCELLED"
+    assert record["output"] is None
+    assert record["duration_ms"] >= 900
+    (error,) = run.of_type("error")
+    assert error.content["ename"] == "KeyboardInterrupt"
+
+    # The kernel keeps working, with its handlers and variables.
+    assert k.evaluate("model") == "{'weights': [1, 2, 3]}"
+    names = k.evaluate("__import__('nbworker').default_session().registry.names()")
+    assert names == "['echo', 'spin']"
+    again = k.ok('%rp_test echo {"input": {"after": "interrupt"}}')
+    assert again.record()["status"] == "COMPLETED"
+    assert again.record()["output"] == {"echo": {"after": "interrupt"}}
+
+
+# --------------------------------------------------------------------------- 6. usage errors
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        pytest.param('%rp_test {"input": ', "(char 9)", id="bad-json"),
+        pytest.param('%rp_test {"inputs": {}}', 'has no "input"', id="no-input"),
+        pytest.param('%rp_test no_such_handler {"input": {}}', "no handler named", id="unknown"),
+        pytest.param('%rp_test {"input": {}} --timeout 0', "must be positive", id="timeout"),
+        pytest.param("%rp_test", "give the job once", id="no-job"),
+        pytest.param("%%handler\ndef handler(job:\n", "SyntaxError at line 2", id="syntax"),
+        pytest.param("%%handler\nx = 1\n", "defines no function", id="no-function"),
+        pytest.param("%%handler\ndef f(): pass\n", "cannot take one positional", id="signature"),
+    ],
+)
+def test_usage_errors_are_one_line(kernel: Kernel, code: str, expected: str) -> None:
+    if "no_such_handler" in code or code == "%rp_test":
+        kernel.ok("%%handler\ndef handler(job):\n    return 1")  # something is registered
+    result = kernel.execute(code)
+    assert result.status == "error", result.describe()
+    assert result.reply["ename"] == "UsageError", result.describe()
+    evalue = result.reply["evalue"]
+    assert expected in evalue
+    assert "\n" not in evalue.strip()
+    # Short: at most a few lines, none of them in nbworker's code.
+    shown = [strip_ansi(line) for line in result.reply.get("traceback", [])]
+    for message in result.of_type("error"):
+        shown += [strip_ansi(line) for line in message.content["traceback"]]
+    shown += result.stderr.splitlines()
+    assert not any("nbworker/" in line for line in shown), shown
+    assert len("\n".join(shown).strip().splitlines()) <= 3, shown
+    assert not result.records()
+
+
+# --------------------------------------------------------------------------- 7. papermill
+
+HANDLER_CELL = """\
+%%handler
+def handler(job):
+    x = job["input"]["x"]
+    if not isinstance(x, int):
+        raise ValueError(f"bad input: {x!r}")
+    return {"double": 2 * x}"""
+
+
+def write_notebook(path: Path, sources: list[str]) -> None:
+    notebook = new_notebook(cells=[new_code_cell(source) for source in sources])
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(notebook, str(path))
+
+
+def notebook_records(notebook: Any) -> list[tuple[int, dict[str, Any]]]:
+    return [
+        (index, output["data"][RECORD])
+        for index, cell in enumerate(notebook.cells)
+        for output in cell.get("outputs", [])
+        if output["output_type"] in ("display_data", "execute_result")
+        and RECORD in output.get("data", {})
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_papermill_run_records_completed_and_failed_runs(tmp_path: Path) -> None:
+    source, output = tmp_path / "worker.ipynb", tmp_path / "worker.out.ipynb"
+    write_notebook(
+        source,
+        [
+            "%load_ext nbworker",
+            HANDLER_CELL,
+            '%rp_test {"input": {"x": 21}}',
+            '%rp_test {"input": {"x": "oops"}}',  # fails on purpose
+            '%%handler chunks --aggregate\ndef chunks(job):\n    yield "a"\n    yield "b"',
+            '%rp_test chunks {"input": {}}',
+            'print("reached the end")',
+        ],
+    )
+    papermill.execute_notebook(
+        str(source), str(output), kernel_name="python3", progress_bar=False, cwd=str(tmp_path)
+    )
+
+    notebook = nbformat.read(str(output), as_version=4)
+    records = notebook_records(notebook)
+    assert [(index, record["status"]) for index, record in records] == [
+        (2, "COMPLETED"),
+        (3, "FAILED"),
+        (5, "COMPLETED"),
+    ]
+    assert records[0][1]["output"] == {"double": 42}
+    info = error_json(records[1][1])
+    assert info["error_type"] == "<class 'ValueError'>"
+    assert info["error_message"] == "bad input: 'oops'"
+    # The streamed run's display was updated in place: the saved output is the result.
+    assert records[2][1]["stream"] == ["a", "b"]
+    assert records[2][1]["output"] == ["a", "b"]
+    assert len(notebook.cells[5].outputs) == 1
+    last = notebook.cells[6].outputs
+    assert [o.get("text") for o in last] == ["reached the end\n"]
+    assert not any(o["output_type"] == "error" for cell in notebook.cells for o in cell.outputs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_papermill_fails_when_a_handler_cell_raises(tmp_path: Path) -> None:
+    source, output = tmp_path / "broken.ipynb", tmp_path / "broken.out.ipynb"
+    write_notebook(
+        source,
+        [
+            "%load_ext nbworker",
+            '%%handler\nraise ValueError("cannot load the model")\ndef handler(job):\n    return 1',
+            '%rp_test {"input": {}}',
+        ],
+    )
+    with pytest.raises(papermill.PapermillExecutionError) as caught:
+        papermill.execute_notebook(
+            str(source), str(output), kernel_name="python3", progress_bar=False, cwd=str(tmp_path)
+        )
+    assert caught.value.ename == "ValueError"
+    assert "cannot load the model" in caught.value.evalue
+    assert caught.value.cell_index == 1
+    notebook = nbformat.read(str(output), as_version=4)
+    assert not notebook_records(notebook)  # the %rp_test cell did not run
+
+
+# --------------------------------------------------------------------------- tracebacks
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_tracebacks_name_the_cell_that_defined_the_handler(kernel: Kernel) -> None:
+    defined = kernel.ok(
+        """
+        %%handler failing
+        def failing(job):
+            raise ValueError("nope")
+        """
+    )
+    cell = defined.reply["execution_count"]
+    kernel.ok("pass")  # the %rp_test cell is not the next one
+    run = kernel.ok('%rp_test failing {"input": {}}')
+    assert run.record()["status"] == "FAILED"
+    problems = []
+    view = run.of_type("display_data")[0].content["data"]["text/plain"]
+    if f"Cell In[{cell}], line 3, in failing" not in view:
+        problems.append(f"run view, handler defined in In[{cell}]:\n{view}")
+
+    broken = kernel.execute('%%handler\nraise ValueError("cell body fails")\ndef handler(job): 1')
+    assert broken.reply["ename"] == "ValueError"
+    shown = strip_ansi("\n".join(broken.reply["traceback"]))
+    if f"Cell In[{broken.reply['execution_count']}], line 2" not in shown:
+        problems.append(f"cell error in In[{broken.reply['execution_count']}]:\n{shown}")
+    assert not problems, "\n\n".join(problems)
