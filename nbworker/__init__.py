@@ -1,7 +1,8 @@
 """nbworker: write, test and ship RunPod serverless workers from a Jupyter notebook.
 
-In a notebook: `%load_ext nbworker`, then `%%handler` and `%rp_test`. From Python:
-`register_handler(fn)` and `run_job({"input": ...})`. Importing nbworker is light: IPython,
+In a notebook: `%load_ext nbworker`, then `%%model`, `%%handler`, `%rp_test` and
+`%rp_models`. From Python: `register_handler(fn)`, `run_job({"input": ...})` and
+`cache.load(name, loader)`. Importing nbworker is light: IPython,
 papermill and runpod are imported only where they are used.
 """
 
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from nbworker.errors import HandlerError, HandlerNotFound, JobError, NbworkerError
 
 if TYPE_CHECKING:
+    from nbworker import cache
+    from nbworker.cache import ModelCache
     from nbworker.jobs import Run
     from nbworker.registry import HandlerSpec
     from nbworker.session import Session, default_session, register_handler, run_job
@@ -23,10 +26,12 @@ __all__ = [
     "HandlerNotFound",
     "HandlerSpec",
     "JobError",
+    "ModelCache",
     "NbworkerError",
     "Run",
     "Session",
     "__version__",
+    "cache",
     "default_session",
     "load_ipython_extension",
     "register_handler",
@@ -35,6 +40,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ModelCache": "nbworker.cache",
     "Run": "nbworker.jobs",
     "HandlerSpec": "nbworker.registry",
     "Session": "nbworker.session",
@@ -45,6 +51,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "cache":  # the module: nbworker.cache.load(...), get, evict, clear, info
+        import importlib
+
+        return importlib.import_module("nbworker.cache")
     if name in _LAZY:
         import importlib
 

@@ -12,9 +12,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbworker import memory
+from nbworker.cache import Entry, Released
 from nbworker.jobs import RECORD_MIMETYPE, Run
 
-__all__ = ["LiveStream", "run_bundle", "stream_bundle"]
+__all__ = [
+    "LiveStream",
+    "cache_bundle",
+    "entry_line",
+    "released_line",
+    "run_bundle",
+    "stream_bundle",
+]
 
 COLORS = {
     "COMPLETED": "#1a7f37",
@@ -238,3 +247,72 @@ class LiveStream:
             if self._timer is not None:
                 self._timer.cancel()
             self._update(final)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def entry_line(entry: Entry, *, hit: bool) -> str:
+    """`encoder: cache hit, loaded 4 min ago in 12.3 s, 1.2 GiB on cuda:0`"""
+    names = ", ".join(entry.data_names) or "no data"
+    if hit:
+        return (
+            f"{entry.name}: cache hit, loaded {_ago(time.time() - entry.loaded_at)} ago "
+            f"in {entry.load_seconds:.2f} s, {entry.describe_memory()} ({names})"
+        )
+    return (
+        f"{entry.name}: loaded in {entry.load_seconds:.2f} s, {entry.describe_memory()} ({names})"
+    )
+
+
+def released_line(released: Released) -> str:
+    freed = ", ".join(f"{memory.format_bytes(n)} on {d}" for d, n in released.memory.items())
+    line = f"{released.name}: released ({released.reason}), {freed or 'no arrays or tensors'}"
+    if released.still_referenced:
+        line += f"; ⚠ still referenced elsewhere, not freed: {', '.join(released.still_referenced)}"
+    return line
+
+
+def cache_bundle(entries: list[Entry], *, budget: int | None) -> dict[str, Any]:
+    """The model cache as a table: name, bound names, bytes per device, load, hits, use."""
+    now = time.time()
+    devices = sorted({device for entry in entries for device in entry.memory})
+    header = ["model", "names", *devices, "loaded in", "hits", "last used"]
+    rows = [
+        [
+            entry.name,
+            ", ".join(entry.data_names),
+            *(memory.format_bytes(entry.memory[d]) if d in entry.memory else "" for d in devices),
+            f"{entry.load_seconds:.2f} s",
+            str(entry.hits),
+            f"{_ago(now - entry.last_used)} ago",
+        ]
+        for entry in entries
+    ]
+    total = sum(entry.total_bytes for entry in entries)
+    summary = f"{len(entries)} cached, {memory.format_bytes(total)}" + (
+        f" of a {memory.format_bytes(budget)} budget" if budget is not None else ", no budget"
+    )
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    text = "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+    esc = html.escape
+    cells = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{esc(str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return {
+        "text/plain": f"{text}\n{summary}" if rows else f"the model cache is empty ({summary})",
+        "text/html": (
+            f'<div class="nbworker-models"><table><thead><tr>{cells}</tr></thead>'
+            f"<tbody>{body}</tbody></table><div>{esc(summary)}</div></div>"
+        ),
+    }

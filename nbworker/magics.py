@@ -8,10 +8,12 @@ shown and recorded, never an error of the cell.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -20,6 +22,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from nbworker import display as views
+from nbworker import memory
+from nbworker.cache import Entry
 from nbworker.errors import NbworkerError
 from nbworker.jobs import Run, build_job, parse_job
 from nbworker.registry import DEFAULT_NAME
@@ -68,13 +72,14 @@ def _split_job_json(line: str) -> tuple[str, str | None]:
 
 @magics_class
 class NbworkerMagics(Magics):
-    """`%%handler` and `%rp_test`, bound to one nbworker `Session`."""
+    """`%%handler`, `%rp_test`, `%%model` and `%rp_models`, bound to one nbworker `Session`."""
 
     def __init__(self, shell: Any, *, session: Session) -> None:
         super().__init__(shell)
         self.session = session
         self._cell_id: str | None = None
         self._shown: tuple[int, int] | None = None  # (execution count, id) of the last run shown
+        self.remove_hook: Callable[[], None] = lambda: None  # set by install()
 
     # ----------------------------------------------------------------- plumbing
 
@@ -104,7 +109,7 @@ class NbworkerMagics(Magics):
 
         return _FRAME_LINE.sub(name, text)
 
-    def _parse(self, cell: str) -> tuple[str, ast.Module]:
+    def _parse(self, cell: str, magic: str = "%%handler") -> tuple[str, ast.Module]:
         """The cell's body as Python (IPython syntax transformed) and its tree. A syntax
         error is a one-line UsageError naming the line of the cell."""
         try:
@@ -114,7 +119,7 @@ class NbworkerMagics(Magics):
             line = (err.lineno or 0) + (0 if err.filename != "<tokenize>" else 1)
             text = f": {err.text.strip()}" if err.text and err.text.strip() else ""
             raise UsageError(
-                f"%%handler: {type(err).__name__} at line {line} of the cell: {err.msg}{text}"
+                f"{magic}: {type(err).__name__} at line {line} of the cell: {err.msg}{text}"
             ) from None
 
     def _execute(self, code: str, tree: ast.Module, raw_cell: str) -> None:
@@ -320,6 +325,119 @@ class NbworkerMagics(Magics):
         except NbworkerError as err:
             raise _usage("%rp_test", err) from None
 
+    # ----------------------------------------------------------------- %%model
+
+    @magic_arguments()
+    @argument("name", help="the cache entry: re-running the cell with the same source is a hit")
+    @argument("--reload", action="store_true", help="release the entry and run the cell again")
+    @no_var_expand
+    @cell_magic
+    def model(self, line: str, cell: str) -> None:
+        """Run the cell once and keep what it binds (e.g. a loaded model) in nbworker's cache.
+
+        Re-running the cell with the same source runs nothing: its names are bound again
+        from the cache. A changed source (or --reload) releases the old objects first, then
+        runs the cell. The cache survives %reset -f and del.
+        """
+        __tracebackhide__ = True
+        args = parse_argstring(self.model, line)
+        if not args.name.isidentifier():
+            raise UsageError(f"%%model: {args.name!r} is not a Python name")
+        cache = self.session.cache
+        key = hashlib.sha256(cell.encode()).hexdigest()
+        cached = cache.peek(args.name)
+        code = tree = None
+        if cached is None or cached.key != key or args.reload:
+            code, tree = self._parse(cell, "%%model")  # before anything is released
+
+        def run_cell() -> dict[str, Any]:
+            __tracebackhide__ = True
+            namespace = self.shell.user_ns
+            before = dict(namespace)
+            try:
+                self._execute(code, tree, cell)
+            except BaseException:
+                # A failed load leaves nothing half-loaded behind: undo what the cell bound.
+                for name in [n for n in namespace if n not in before]:
+                    del namespace[name]
+                namespace.update(before)
+                before.clear()  # the traceback keeps this frame: it must not keep the objects
+                raise
+            return {
+                name: value
+                for name, value in namespace.items()
+                if (name not in before or before[name] is not value) and name != "__builtins__"
+            }
+
+        loaded = cache.fetch(
+            args.name,
+            run_cell,
+            key=key,
+            reload=args.reload,
+            bound=True,
+            source=cell,
+            cell_id=self._cell_id,
+        )
+        entry = loaded.entry
+        if loaded.hit:
+            self.shell.user_ns.update(entry.objects)
+        lines = [f"{views.released_line(r)}" for r in loaded.released]
+        lines.append(views.entry_line(entry, hit=loaded.hit))
+        lines += [f"⚠ {warning}" for warning in loaded.warnings]
+        print("\n".join(lines))
+
+    def unbind(self, entry: Entry) -> None:
+        """Drop the user namespace's references to a released entry's objects, so that
+        their memory can be freed (its names, and IPython's output history)."""
+        namespace = self.shell.user_ns
+        ids = {id(obj) for obj in entry.objects.values()}
+        for name in list(namespace):
+            if id(namespace[name]) in ids and name in entry.objects:
+                del namespace[name]
+        for name in ("_", "__", "___"):
+            if id(namespace.get(name)) in ids:
+                namespace[name] = None
+        history = namespace.get("Out")
+        if isinstance(history, dict):
+            for number in [n for n, value in history.items() if id(value) in ids]:
+                del history[number]
+
+    # ----------------------------------------------------------------- %rp_models
+
+    @magic_arguments()
+    @argument("--evict", metavar="NAME", help="release one entry and free its memory")
+    @argument("--clear", action="store_true", help="release every entry")
+    @argument(
+        "--budget",
+        metavar="SIZE",
+        help="cap the cache (e.g. 8GiB; 'none' removes the cap): loads past it evict the "
+        "least recently used entries",
+    )
+    @no_var_expand
+    @line_magic
+    def rp_models(self, line: str) -> None:
+        """Show what the model cache holds (bytes per device, load time, hits), or evict."""
+        args = parse_argstring(self.rp_models, line)
+        cache = self.session.cache
+        lines = []
+        try:
+            if args.budget is not None:
+                off = args.budget.strip().lower() in ("none", "off", "0")
+                budget = None if off else memory.parse_size(args.budget)
+                released = cache.set_budget(budget)
+                lines.append(f"budget: {'none' if budget is None else args.budget}")
+                lines += [views.released_line(r) for r in released]
+            if args.evict is not None:
+                lines.append(views.released_line(cache.evict(args.evict)))
+            if args.clear:
+                lines += [views.released_line(r) for r in cache.clear()] or ["the cache is empty"]
+        except (NbworkerError, ValueError) as err:
+            raise UsageError(f"%rp_models: {err}") from None
+        if lines:
+            print("\n".join(lines))
+        else:
+            display(views.cache_bundle(cache.info(), budget=cache.budget), raw=True)
+
 
 def install(shell: Any, session: Session) -> NbworkerMagics:
     """Register the magics on `shell`, bound to `session` (replacing any installed before)."""
@@ -328,6 +446,7 @@ def install(shell: Any, session: Session) -> NbworkerMagics:
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
     shell.display_formatter.ipython_display_formatter.for_type(Run, magics.display_run)
+    magics.remove_hook = session.cache.on_release(magics.unbind)
     return magics
 
 
@@ -342,3 +461,4 @@ def uninstall(shell: Any) -> None:
             manager.magics[kind].pop(name, None)
     shell.events.unregister("pre_run_cell", magics.pre_run_cell)
     shell.display_formatter.ipython_display_formatter.pop(Run, None)
+    magics.remove_hook()

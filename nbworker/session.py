@@ -1,5 +1,5 @@
-"""A session: the handlers registered so far, the runner, the runs. The plain-Python twins
-of the magics (`register_handler`, `run_job`) work on the default session, the one the
+"""A session: the registered handlers, the model cache, the runner, the runs. The plain-Python
+twins of the magics (`register_handler`, `run_job`) work on the default session, the one the
 IPython extension uses; tests and scripts may make sessions of their own."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, overload
 
+from nbworker.cache import ModelCache
 from nbworker.jobs import ChunkCallback, JobRunner, Run, build_job, parse_job
 from nbworker.registry import HandlerSpec, Registry
 
@@ -17,10 +18,12 @@ Handler = Callable[..., Any]
 
 
 class Session:
-    """Registered handlers, the job runner and the recent runs of one notebook kernel."""
+    """Registered handlers, the model cache, the job runner and the recent runs of one
+    notebook kernel."""
 
-    def __init__(self, *, history: int = 100) -> None:
+    def __init__(self, *, history: int = 100, budget: int | None = None) -> None:
         self.registry = Registry()
+        self.cache = ModelCache(budget=budget)
         self.runner = JobRunner()
         self.history: deque[Run] = deque(maxlen=history)
 

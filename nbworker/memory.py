@@ -1,0 +1,169 @@
+"""How much memory objects hold, per device; sizes read and written for people.
+
+`bytes_by_device` walks an object graph (containers, plain objects, torch modules) and
+counts each numpy buffer and each torch storage once, on the device it lives on. numpy and
+torch are never imported here: an object can only be an array or a tensor if its library
+is already loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import types
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["bytes_by_device", "cuda_allocated", "format_bytes", "parse_size", "release_cuda"]
+
+MAX_OBJECTS = 1_000_000  # a walk stops after this many objects (a graph that large is a bug)
+_SKIP_TYPES = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.CodeType,
+    types.FrameType,
+    property,
+    str,
+    int,
+    float,
+    complex,
+    bool,
+    type(None),
+)
+_BUFFERS = (bytes, bytearray)
+
+
+def _tensor_key_and_size(tensor: Any) -> tuple[tuple[str, int], str, int]:
+    """(storage identity, device, bytes) of a torch tensor's storage."""
+    device = str(tensor.device)
+    try:
+        storage = tensor.untyped_storage()
+        return (device, storage.data_ptr()), device, storage.nbytes()
+    except (RuntimeError, NotImplementedError):  # sparse, nested and other special tensors
+        return (device, id(tensor)), device, tensor.element_size() * tensor.nelement()
+
+
+def _array_root(array: Any, ndarray: type) -> Any:
+    while isinstance(getattr(array, "base", None), ndarray):
+        array = array.base
+    return array
+
+
+def bytes_by_device(objects: Iterable[Any]) -> dict[str, int]:
+    """Bytes held by numpy arrays, torch tensors (parameters and buffers of modules too)
+    and bytes buffers reachable from `objects`, by device (`cpu`, `cuda:0`, ...). A storage
+    shared by several tensors, or an array and its views, counts once."""
+    torch = sys.modules.get("torch")
+    numpy = sys.modules.get("numpy")
+    tensor_type = getattr(torch, "Tensor", None)
+    ndarray = getattr(numpy, "ndarray", None)
+    totals: dict[str, int] = {}
+    counted: set[Any] = set()
+    seen: set[int] = set()
+    stack = list(objects)
+    while stack and len(seen) < MAX_OBJECTS:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, _SKIP_TYPES):
+            continue
+        seen.add(id(obj))
+        if tensor_type is not None and isinstance(obj, tensor_type):
+            if obj.device.type == "meta":
+                continue
+            key, device, size = _tensor_key_and_size(obj)
+            if key not in counted:
+                counted.add(key)
+                totals[device] = totals.get(device, 0) + size
+            continue
+        if ndarray is not None and isinstance(obj, ndarray):
+            root = _array_root(obj, ndarray)
+            if id(root) not in counted:
+                counted.add(id(root))
+                totals["cpu"] = totals.get("cpu", 0) + root.nbytes
+            continue
+        if isinstance(obj, _BUFFERS):
+            totals["cpu"] = totals.get("cpu", 0) + len(obj)
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        else:
+            stack.extend(_attributes(obj))
+    return dict(sorted(totals.items()))
+
+
+def _attributes(obj: Any) -> list[Any]:
+    """The values of an object's instance attributes, read without running its code."""
+    values = []
+    try:
+        namespace = object.__getattribute__(obj, "__dict__")
+    except (AttributeError, TypeError):
+        namespace = None
+    if isinstance(namespace, dict):
+        values.extend(namespace.values())
+    for cls in type(obj).__mro__:
+        for slot in cls.__dict__.get("__slots__", ()):
+            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__"):
+                with contextlib.suppress(AttributeError):
+                    values.append(object.__getattribute__(obj, slot))
+    return values
+
+
+def cuda_allocated() -> dict[str, int]:
+    """The CUDA caching allocator's bytes allocated per device; {} without CUDA (or torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    return {
+        f"cuda:{index}": torch.cuda.memory_allocated(index)
+        for index in range(torch.cuda.device_count())
+    }
+
+
+def release_cuda() -> None:
+    """Give the CUDA allocator's cached, unused blocks back to the driver (if CUDA is used)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "m": 1024**2,
+    "g": 1024**3,
+    "t": 1024**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """`8GiB`, `512MB`, `1.5G` (binary), `1048576` -> bytes. Raises ValueError."""
+    match = _SIZE.match(text)
+    unit = match[2].lower() if match else None
+    if not match or unit not in _UNITS:
+        raise ValueError(
+            f"{text!r} is not a size: write e.g. 8GiB, 512MiB, 2GB or a number of bytes"
+        )
+    return int(float(match[1]) * _UNITS[unit])
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
