@@ -91,6 +91,20 @@ class Entry:
     def total_bytes(self) -> int:
         return sum(self.memory.values())
 
+    def describe_cuda(self) -> str:
+        """What the CUDA allocator gained during the load, per device ('' without CUDA)."""
+        grown = {
+            device: after - self.cuda_before.get(device, 0)
+            for device, after in self.cuda_after.items()
+            if after != self.cuda_before.get(device, 0)
+        }
+        if not grown:
+            return ""
+        return "CUDA allocator " + ", ".join(
+            f"{'+' if n > 0 else '-'}{memory.format_bytes(abs(n))} on {device}"
+            for device, n in grown.items()
+        )
+
     def describe_memory(self) -> str:
         if not self.memory:
             return "no arrays or tensors"

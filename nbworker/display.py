@@ -265,8 +265,10 @@ def entry_line(entry: Entry, *, hit: bool) -> str:
             f"{entry.name}: cache hit, loaded {_ago(time.time() - entry.loaded_at)} ago "
             f"in {entry.load_seconds:.2f} s, {entry.describe_memory()} ({names})"
         )
+    cuda = f"; {entry.describe_cuda()}" if entry.describe_cuda() else ""
     return (
-        f"{entry.name}: loaded in {entry.load_seconds:.2f} s, {entry.describe_memory()} ({names})"
+        f"{entry.name}: loaded in {entry.load_seconds:.2f} s, {entry.describe_memory()} "
+        f"({names}){cuda}"
     )
 
 

@@ -387,20 +387,31 @@ class NbworkerMagics(Magics):
         print("\n".join(lines))
 
     def unbind(self, entry: Entry) -> None:
-        """Drop the user namespace's references to a released entry's objects, so that
-        their memory can be freed (its names, and IPython's output history)."""
+        """Drop the notebook's references to a released entry's objects so that their
+        memory can be freed: the names the entry bound, and IPython's output history
+        (`Out[n]`, `_n`, `_`). A name of the user's own that still holds one is left alone
+        (the release then says the object is still referenced)."""
         namespace = self.shell.user_ns
         ids = {id(obj) for obj in entry.objects.values()}
-        for name in list(namespace):
-            if id(namespace[name]) in ids and name in entry.objects:
-                del namespace[name]
-        for name in ("_", "__", "___"):
-            if id(namespace.get(name)) in ids:
-                namespace[name] = None
+        for space in (namespace, self.shell.user_ns_hidden):  # the displayhook writes both
+            for name in list(space):
+                if id(space[name]) not in ids:
+                    continue
+                if name in entry.objects or (name[:1] == "_" and name.strip("_").isdigit()):
+                    del space[name]
+                elif name in ("_", "__", "___"):
+                    space[name] = None
         history = namespace.get("Out")
         if isinstance(history, dict):
             for number in [n for n, value in history.items() if id(value) in ids]:
                 del history[number]
+        hook = self.shell.displayhook  # it keeps the last three outputs itself
+        for attribute in ("_", "__", "___"):
+            if id(getattr(hook, attribute, None)) in ids:
+                setattr(hook, attribute, None)
+        last = getattr(self.shell, "last_execution_result", None)  # the previous cell's value
+        if last is not None and id(getattr(last, "result", None)) in ids:
+            last.result = None
 
     # ----------------------------------------------------------------- %rp_models
 

@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules beside the tests
 
 # Kernels started by the tests run this interpreter: the python3 kernelspec that ipykernel
@@ -11,3 +13,27 @@ if _kernels.is_dir():
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         [str(_kernels), *filter(None, [os.environ.get("JUPYTER_PATH")])]
     )
+
+
+@pytest.fixture(scope="session")
+def ipython():
+    """The process's one InteractiveShell, with history kept in memory."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    return InteractiveShell.instance(config=config)
+
+
+@pytest.fixture
+def shell(ipython):
+    """nbworker's magics on the shell, bound to a session of this test's own."""
+    from shell import Shell
+
+    from nbworker.magics import uninstall
+
+    shell = Shell(ipython)
+    yield shell
+    uninstall(ipython)
+    shell.session.close()

@@ -1,0 +1,195 @@
+"""`%%model` and `%rp_models` in a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+import builtins
+import re
+import weakref
+
+import pytest
+from shell import Shell
+
+MODEL_CELL = """
+%%model encoder
+import builtins, torch
+builtins.NBW_LOADS = getattr(builtins, "NBW_LOADS", 0) + 1  # outside what %reset clears
+encoder = torch.nn.Linear(256, 256)  # 256*256*4 + 256*4 bytes
+scale = 2.0
+"""
+ENCODER_BYTES = 256 * 256 * 4 + 256 * 4
+
+
+@pytest.fixture(autouse=True)
+def load_counter():
+    builtins.NBW_LOADS = 0
+    yield
+    del builtins.NBW_LOADS
+
+
+def test_first_run_loads_and_reruns_are_hits(shell: Shell) -> None:
+    first = shell.ok(MODEL_CELL).captured.stdout
+    assert first.startswith("encoder: loaded in ")
+    assert first.rstrip().endswith("257.0 KiB on cpu (encoder, scale)")
+    encoder = shell.ipython.user_ns["encoder"]
+    hit = shell.ok(MODEL_CELL).captured.stdout
+    assert builtins.NBW_LOADS == 1
+    assert hit.startswith("encoder: cache hit, loaded 0 s ago in ")
+    assert shell.ipython.user_ns["encoder"] is encoder
+    (entry,) = shell.session.cache.info()
+    assert (entry.hits, entry.memory) == (1, {"cpu": ENCODER_BYTES})
+    assert entry.source.strip() == MODEL_CELL.strip().split("\n", 1)[1]
+
+
+def test_changed_source_and_reload_release_first(shell: Shell) -> None:
+    shell.ok(MODEL_CELL)
+    old = weakref.ref(shell.ipython.user_ns["encoder"])
+    out = shell.ok(MODEL_CELL.replace("scale = 2.0", "scale = 3.0")).captured.stdout
+    assert out.splitlines()[0] == "encoder: released (source changed), 257.0 KiB on cpu"
+    assert old() is None  # the old model is gone, not just replaced in the namespace
+    assert builtins.NBW_LOADS == 2 and shell.ipython.user_ns["scale"] == 3.0
+    out = shell.ok(
+        MODEL_CELL.replace("%%model encoder", "%%model encoder --reload")
+    ).captured.stdout
+    assert out.splitlines()[0] == "encoder: released (reload), 257.0 KiB on cpu"
+    assert builtins.NBW_LOADS == 3
+
+
+def test_the_cache_survives_reset_and_del(shell: Shell) -> None:
+    shell.ok(MODEL_CELL)
+    encoder = shell.ipython.user_ns["encoder"]
+    shell.ok("%reset -f")
+    assert "encoder" not in shell.ipython.user_ns
+    shell.ok(MODEL_CELL)
+    assert shell.ipython.user_ns["encoder"] is encoder
+    shell.ok("del encoder, scale")
+    shell.ok(MODEL_CELL)
+    assert shell.ipython.user_ns["scale"] == 2.0
+    assert builtins.NBW_LOADS == 1
+
+
+def test_handlers_use_the_cached_model_across_a_reset(shell: Shell) -> None:
+    shell.ok(MODEL_CELL)
+    shell.ok(
+        """
+        %%handler
+        import torch
+        def handler(job):
+            with torch.no_grad():
+                return float(encoder(torch.ones(256)).sum() * scale)
+        """
+    )
+    before = shell.record('%rp_test {"input": {}}')["output"]
+    shell.ok("%reset -f")
+    shell.ok(MODEL_CELL)
+    assert shell.record('%rp_test {"input": {}}')["output"] == before
+    assert builtins.NBW_LOADS == 1
+
+
+def test_a_failed_load_leaves_nothing_behind(shell: Shell) -> None:
+    shell.ok(MODEL_CELL)
+    shell.ok("weights = 'the old weights'")
+    result = shell.run(
+        """
+        %%model broken
+        weights = [0] * 1000
+        partial = object()
+        raise FileNotFoundError("checkpoint.pt")
+        """
+    )
+    assert isinstance(result.error_in_exec, FileNotFoundError)
+    assert shell.session.cache.names() == ["encoder"]
+    assert shell.ipython.user_ns["weights"] == "the old weights"
+    assert "partial" not in shell.ipython.user_ns
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", result.captured.stdout)
+    assert "Cell In[" in shown and 'raise FileNotFoundError("checkpoint.pt")' in shown
+
+
+def test_evict_unbinds_the_names_and_clears_the_output_history(shell: Shell) -> None:
+    shell.ok("%%model big\nimport numpy as np\nbig = np.ones(1000)")
+    shell.ok("big")  # Out[n] and _ now hold it too
+    watched = weakref.ref(shell.ipython.user_ns["big"])
+    out = shell.ok("%rp_models --evict big").captured.stdout
+    assert out.strip() == "big: released (evicted), 7.8 KiB on cpu"
+    assert "big" not in shell.ipython.user_ns
+    assert watched() is None
+
+
+def test_evict_warns_when_the_user_still_holds_the_model(shell: Shell) -> None:
+    shell.ok("%%model m\nimport numpy as np\nm = np.ones(10)")
+    shell.ok("kept = m")
+    out = shell.ok("%rp_models --evict m").captured.stdout
+    assert out.strip().endswith("⚠ still referenced elsewhere, not freed: m")
+
+
+def test_table_and_clear(shell: Shell) -> None:
+    shell.ok(MODEL_CELL)
+    shell.ok(MODEL_CELL)
+    shell.ok("%%model plain\nsettings = {'threshold': 0.5}")
+    result = shell.ok("%rp_models")
+    (output,) = result.captured.outputs
+    text = output.data["text/plain"]
+    assert text.splitlines()[0].split() == [
+        "model",
+        "names",
+        "cpu",
+        "loaded",
+        "in",
+        "hits",
+        "last",
+        "used",
+    ]
+    assert text.splitlines()[1].split()[:5] == ["encoder", "encoder,", "scale", "257.0", "KiB"]
+    assert " 1 " in text.splitlines()[1]  # one hit
+    assert text.splitlines()[-1] == "2 cached, 257.0 KiB, no budget"
+    assert "<table>" in output.data["text/html"]
+    out = shell.ok("%rp_models --clear").captured.stdout
+    assert out.splitlines() == [
+        "encoder: released (cleared), 257.0 KiB on cpu",
+        "plain: released (cleared), no arrays or tensors",
+    ]
+    assert shell.ok("%rp_models").captured.outputs[0].data["text/plain"] == (
+        "the model cache is empty (0 cached, 0 B, no budget)"
+    )
+
+
+def test_budget_from_the_magic(shell: Shell) -> None:
+    shell.ok("%%model a\nimport numpy as np\na = np.ones(2**17)")  # 1 MiB
+    shell.ok("%%model b\nimport numpy as np\nb = np.ones(2**17)")
+    assert shell.ok("%rp_models --budget 1.5MiB").captured.stdout.splitlines() == [
+        "budget: 1.5MiB",
+        "a: released (over budget), 1.0 MiB on cpu",
+    ]
+    out = shell.ok("%%model c\nimport numpy as np\nc = np.ones(2**18)").captured.stdout
+    assert out.splitlines()[0] == "b: released (over budget), 1.0 MiB on cpu"
+    assert out.splitlines()[-1] == (
+        "⚠ c holds 2.0 MiB, more than the whole budget of 1.5 MiB: loaded anyway"
+    )
+    shell.ok("%rp_models --budget none")
+    assert shell.session.cache.budget is None
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("%%model 1bad\nx = 1", "%%model: '1bad' is not a Python name"),
+        ("%%model\nx = 1", "the following arguments are required: name"),
+        (
+            "%rp_models --evict nope",
+            "%rp_models: no model named 'nope' is cached (the cache is empty)",
+        ),
+        (
+            "%rp_models --budget lots",
+            "%rp_models: 'lots' is not a size: write e.g. 8GiB, 512MiB, 2GB or a number of bytes",
+        ),
+    ],
+)
+def test_usage_errors(shell: Shell, cell: str, message: str) -> None:
+    assert shell.usage_error(cell) == message
+
+
+def test_a_syntax_error_does_not_release_the_loaded_model(shell: Shell) -> None:
+    shell.ok(MODEL_CELL)
+    message = shell.usage_error(MODEL_CELL.replace("scale = 2.0", "scale = (2.0"))
+    assert message.startswith("%%model: SyntaxError at line 5 of the cell")
+    assert shell.session.cache.names() == ["encoder"]
+    assert "encoder" in shell.ipython.user_ns
