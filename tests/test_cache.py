@@ -139,7 +139,7 @@ def test_parse_size(text: str, size: int) -> None:
 
 
 def test_parse_size_rejects_nonsense() -> None:
-    with pytest.raises(ValueError, match="'lots' is not a size: write e.g. 8GiB"):
+    with pytest.raises(ValueError, match=r"'lots' is not a size: write e\.g\. 8GiB"):
         memory.parse_size("lots")
 
 
