@@ -40,19 +40,35 @@ def _usage(magic: str, err: NbworkerError) -> UsageError:
 
 
 def _top_level_names(tree: ast.Module) -> tuple[list[str], set[str]]:
-    """Functions a cell defines at top level, in order, and every name it binds there."""
-    functions: list[str] = []
+    """Functions a cell defines at top level, in order, and every name it binds at module
+    level: assignments, imports, defs and classes, loop and `with` targets, walrus and
+    `match` captures (not names local to the functions, classes and comprehensions in it)."""
+    functions = [
+        node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
     bound: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            functions.append(node.name)
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+    comprehensions = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, scopes):
+            if not isinstance(node, ast.Lambda):
+                bound.add(node.name)
+            pending.extend(node.decorator_list if not isinstance(node, ast.Lambda) else [])
+            continue
+        if isinstance(node, comprehensions):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
             bound.add(node.name)
-        elif isinstance(node, ast.ClassDef):
-            bound.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                bound.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+        pending.extend(ast.iter_child_nodes(node))
+    bound.discard("*")
     return functions, bound
 
 
@@ -363,10 +379,14 @@ class NbworkerMagics(Magics):
                 namespace.update(before)
                 before.clear()  # the traceback keeps this frame: it must not keep the objects
                 raise
+            # What the cell binds: every name its code assigns at top level (even to the
+            # object it held before, e.g. a repeated import), and anything else it changed.
+            _, names = _top_level_names(tree)
             return {
                 name: value
                 for name, value in namespace.items()
-                if (name not in before or before[name] is not value) and name != "__builtins__"
+                if name in names or (name not in before or before[name] is not value)
+                if name != "__builtins__"
             }
 
         loaded = cache.fetch(

@@ -193,3 +193,14 @@ def test_a_syntax_error_does_not_release_the_loaded_model(shell: Shell) -> None:
     assert message.startswith("%%model: SyntaxError at line 5 of the cell")
     assert shell.session.cache.names() == ["encoder"]
     assert "encoder" in shell.ipython.user_ns
+
+
+def test_a_hit_binds_every_name_the_cell_binds_even_ones_already_held(shell: Shell) -> None:
+    shell.ok("import numpy as np")
+    cell = "%%model arr\nimport numpy as np\narr = np.arange(4.0)\nfor i in range(2):\n    pass"
+    shell.ok(cell)
+    assert sorted(shell.session.cache.entry("arr").objects) == ["arr", "i", "np"]
+    shell.ok("%reset -f")
+    shell.ok(cell)
+    assert shell.ipython.user_ns["np"].__name__ == "numpy"
+    assert shell.ipython.user_ns["i"] == 1
