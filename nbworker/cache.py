@@ -179,13 +179,16 @@ class ModelCache:
         entry it was to replace is already released.
         """
         __tracebackhide__ = True  # a failed load shows the loader's frames, not ours
-        with self._loading:  # one load at a time; reads go on meanwhile
+        with self._lock:  # a hit never waits for another entry's load
+            hit = self._hit(name, key, reload)
+        if hit is not None:
+            return hit
+        with self._loading:  # one load at a time; reads and hits go on meanwhile
             with self._lock:
+                hit = self._hit(name, key, reload)  # it may have been loaded meanwhile
+                if hit is not None:
+                    return hit
                 entry = self._entries.get(name)
-                if entry is not None and entry.key == key and not reload:
-                    entry.hits += 1
-                    entry.last_used = time.time()
-                    return Loaded(entry, hit=True)
                 released = []
                 if entry is not None:
                     reason = "reload" if reload or entry.key == key else "source changed"
@@ -218,6 +221,14 @@ class ModelCache:
                 loaded = Loaded(new, hit=False, released=released)
                 self._apply_budget(loaded)
             return loaded
+
+    def _hit(self, name: str, key: str | None, reload: bool) -> Loaded | None:
+        entry = self._entries.get(name)
+        if entry is None or entry.key != key or reload:
+            return None
+        entry.hits += 1
+        entry.last_used = time.time()
+        return Loaded(entry, hit=True)
 
     def load(self, name: str, loader: Callable[[], Any], *, key: str | None = None) -> Any:
         """`loader()`'s value, computed once per `name` (and `key`: a new key reloads)."""

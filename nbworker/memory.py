@@ -37,32 +37,45 @@ _SKIP_TYPES = (
 _BUFFERS = (bytes, bytearray)
 
 
-def _tensor_key_and_size(tensor: Any) -> tuple[tuple[str, int], str, int]:
-    """(storage identity, device, bytes) of a torch tensor's storage."""
+def _tensor_region(tensor: Any) -> tuple[str, int, int]:
+    """(device, start address, bytes) of the storage behind a torch tensor."""
     device = str(tensor.device)
     try:
         storage = tensor.untyped_storage()
-        return (device, storage.data_ptr()), device, storage.nbytes()
+        return device, storage.data_ptr(), storage.nbytes()
     except (RuntimeError, NotImplementedError):  # sparse, nested and other special tensors
-        return (device, id(tensor)), device, tensor.element_size() * tensor.nelement()
+        return device, id(tensor), tensor.element_size() * tensor.nelement()
 
 
-def _array_root(array: Any, ndarray: type) -> Any:
+def _array_region(array: Any, ndarray: type) -> tuple[str, int, int]:
+    """("cpu", start address, bytes) of the whole buffer behind a numpy array or view."""
     while isinstance(getattr(array, "base", None), ndarray):
         array = array.base
-    return array
+    return "cpu", array.__array_interface__["data"][0], array.nbytes
+
+
+def _union(regions: list[tuple[int, int]]) -> int:
+    """Bytes covered by (start, size) regions, overlaps counted once."""
+    total, reached = 0, -1
+    for start, size in sorted(regions):
+        end = start + size
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 def bytes_by_device(objects: Iterable[Any]) -> dict[str, int]:
     """Bytes held by numpy arrays, torch tensors (parameters and buffers of modules too)
-    and bytes buffers reachable from `objects`, by device (`cpu`, `cuda:0`, ...). A storage
-    shared by several tensors, or an array and its views, counts once."""
+    and bytes buffers reachable from `objects`, by device (`cpu`, `cuda:0`, ...). Memory
+    is counted by address: a storage shared by tensors (tied weights, views), an array and
+    its views, or a tensor made from a numpy array (`torch.from_numpy`) counts once."""
     torch = sys.modules.get("torch")
     numpy = sys.modules.get("numpy")
     tensor_type = getattr(torch, "Tensor", None)
     ndarray = getattr(numpy, "ndarray", None)
-    totals: dict[str, int] = {}
-    counted: set[Any] = set()
+    regions: dict[str, list[tuple[int, int]]] = {}
+    buffers = 0
     seen: set[int] = set()
     stack = list(objects)
     while stack and len(seen) < MAX_OBJECTS:
@@ -71,29 +84,24 @@ def bytes_by_device(objects: Iterable[Any]) -> dict[str, int]:
             continue
         seen.add(id(obj))
         if tensor_type is not None and isinstance(obj, tensor_type):
-            if obj.device.type == "meta":
-                continue
-            key, device, size = _tensor_key_and_size(obj)
-            if key not in counted:
-                counted.add(key)
-                totals[device] = totals.get(device, 0) + size
-            continue
-        if ndarray is not None and isinstance(obj, ndarray):
-            root = _array_root(obj, ndarray)
-            if id(root) not in counted:
-                counted.add(id(root))
-                totals["cpu"] = totals.get("cpu", 0) + root.nbytes
-            continue
-        if isinstance(obj, _BUFFERS):
-            totals["cpu"] = totals.get("cpu", 0) + len(obj)
-            continue
-        if isinstance(obj, dict):
+            if obj.device.type != "meta":
+                device, start, size = _tensor_region(obj)
+                regions.setdefault(device, []).append((start, size))
+        elif ndarray is not None and isinstance(obj, ndarray):
+            device, start, size = _array_region(obj, ndarray)
+            regions.setdefault(device, []).append((start, size))
+        elif isinstance(obj, _BUFFERS):
+            buffers += len(obj)
+        elif isinstance(obj, dict):
             stack.extend(obj.values())
         elif isinstance(obj, (list, tuple, set, frozenset)):
             stack.extend(obj)
         else:
             stack.extend(_attributes(obj))
-    return dict(sorted(totals.items()))
+    totals = {device: _union(spans) for device, spans in regions.items()}
+    if buffers:
+        totals["cpu"] = totals.get("cpu", 0) + buffers
+    return {device: size for device, size in sorted(totals.items()) if size}
 
 
 def _attributes(obj: Any) -> list[Any]:

@@ -254,3 +254,26 @@ def test_reads_go_on_while_a_load_runs() -> None:
     assert errors == []
     assert max(slowest) < 0.2  # no read waited for the half-second load
     assert cache.get("slow") == "loaded"
+
+
+def test_a_hit_does_not_wait_for_another_entrys_load() -> None:
+    cache = ModelCache()
+    cache.load("a", lambda: [1], key="k")
+    slow = threading.Thread(target=cache.load, args=("b", lambda: time.sleep(1.0) or [2]))
+    slow.start()
+    time.sleep(0.1)
+    started = time.perf_counter()
+    assert cache.load("a", lambda: [0], key="k") == [1]
+    assert time.perf_counter() - started < 0.2
+    slow.join()
+
+
+def test_memory_shared_between_numpy_and_torch_counts_once() -> None:
+    array = np.ones(1_000_000)
+    tensor = torch.ones(1_000_000, dtype=torch.float64)
+    assert memory.bytes_by_device([array, torch.from_numpy(array)]) == {"cpu": 8_000_000}
+    assert memory.bytes_by_device([tensor, tensor.numpy()]) == {"cpu": 8_000_000}
+    # a tensor over part of an array: the union of the two regions
+    part = torch.from_numpy(array[500_000:])
+    assert memory.bytes_by_device([part, array[:10]]) == {"cpu": 8_000_000}
+    assert memory.bytes_by_device([part]) == {"cpu": 4_000_000}

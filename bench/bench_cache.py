@@ -1,0 +1,978 @@
+#!/usr/bin/env python
+"""Benchmark of nbworker's model cache, each figure next to what it replaces or what a user
+would do instead.
+
+    python bench/bench_cache.py           # full run, about 25 s on 2 cores
+    python bench/bench_cache.py --quick   # fewer repetitions, about 20 s (the 2 s loads stay)
+    python bench/bench_cache.py --profile # also cProfile the cache-hit cell (done anyway
+                                          # when its median is over 0.5 ms)
+
+1. A cache hit against the load it replaces: a `%%model encoder` cell whose load takes 2 s
+   (time.sleep(2.0) + a 64 MiB torch.nn.Linear), run once, then re-run a few hundred times
+   in a real IPython InteractiveShell (target: a hit under 1 ms), next to the same cell
+   under a no-op cell magic (what IPython alone costs for such a cell) and a `pass` cell;
+   the same through the Python API (`ModelCache.load(name, loader, key=k)`); and in a
+   real Jupyter kernel (execute round trips, against the same two floors).
+2. Memory given back: RSS (/proc/self/statm) before a load, after it and after
+   `%rp_models --evict`, for a 512 MiB numpy array and a 256 MiB torch model, with and
+   without the object having been shown as a cell's value (Out[n], _n, _); against `del`
+   of the same object, loaded the same way by a plain cell, in the same shell. Also the
+   bytes nbworker accounted for each entry, next to the true size.
+3. The cost of that accounting: `nbworker.memory.bytes_by_device` on a torch module with
+   200 parameter tensors and on a list of 10,000 small numpy arrays, against summing the
+   sizes by hand.
+
+Every ratio compares figures measured in this same run. Only 127.0.0.1 is used (the
+kernel's ZMQ sockets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import cProfile
+import gc
+import io
+import os
+import pstats
+import queue
+import shutil
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+MIB = 1024**2
+MODEL_SECONDS = 2.0
+MODEL_BODY = (
+    "import time, torch\n"
+    f"time.sleep({MODEL_SECONDS})  # stands for loading weights\n"
+    "encoder = torch.nn.Linear(4096, 4096)\n"
+)
+MODEL_CELL = f"%%model encoder\n{MODEL_BODY}"
+# The floor for a hit: a cell magic that does nothing with the same body but print a line
+# like the hit's. The cell costs IPython the same (transform, history, magic dispatch,
+# one line of stdout), so `hit - noop` is what nbworker's %%model adds.
+HIT_LINE = "encoder: cache hit, loaded 1 s ago in 2.00 s, 64.0 MiB on cpu (encoder)"
+NOOP_DEFINITION = (
+    "get_ipython().register_magic_function(\n"
+    f"    lambda line, cell: print({HIT_LINE!r}), 'cell', 'bench_noop'\n"
+    ")"
+)
+NOOP_CELL = f"%%bench_noop encoder\n{MODEL_BODY}"
+ENCODER_BYTES = (4096 * 4096 + 4096) * 4  # float32 weight + bias: 64.0 MiB
+
+# Section 2's objects: the same body is run by a %%model cell and by a plain cell.
+ARRAY_BYTES = 512 * MIB
+BIG_OBJECTS = {
+    # name: (label, body, true size in bytes)
+    "weights": (
+        "numpy array, 512 MiB",
+        f"weights = np.ones({ARRAY_BYTES // 8})",
+        ARRAY_BYTES,
+    ),
+    "net": (
+        "torch model, 4 x Linear(4096, 4096)",
+        "net = torch.nn.Sequential(*[torch.nn.Linear(4096, 4096) for _ in range(4)])",
+        4 * ENCODER_BYTES,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, q in [0, 100]."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def fmt_s(seconds: float, *, signed: bool = False) -> str:
+    """A duration in the unit that reads best."""
+    sign = "+" if signed else ""
+    magnitude = abs(seconds)
+    if magnitude < 1e-3:
+        return f"{seconds * 1e6:{sign}.2f} µs"
+    if magnitude < 1:
+        return f"{seconds * 1e3:{sign}.3f} ms"
+    return f"{seconds:{sign}.3f} s"
+
+
+def fmt_frac(fraction: float) -> str:
+    """A share in percent; rounding noise around zero (a few pages) reads 0%."""
+    return f"{fraction:.0%}" if abs(fraction) >= 0.005 else "0%"
+
+
+def fmt_mib(size: float, *, signed: bool = False) -> str:
+    return f"{size / MIB:{'+' if signed else ''}.1f} MiB"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def rss() -> int:
+    """This process's resident set size in bytes (/proc/self/statm: pages * page size)."""
+    with open("/proc/self/statm", encoding="ascii") as file:
+        return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class BenchFailure(RuntimeError):
+    """A benchmark's own check failed: the figure would measure the wrong thing."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise BenchFailure(message)
+
+
+def sample(
+    variants: dict[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    per_round: int,
+    warmup: int,
+    gc_off: bool,
+    checks: dict[str, Callable[[Any], None]] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant, timed call by call with perf_counter_ns.
+
+    Variants are interleaved (rounds of `per_round` calls each, in turn) so that drift of
+    the machine during the run affects them alike. `checks[name]` sees each call's result
+    (warm-up calls too), outside the timed region.
+    """
+    checks = checks or {}
+    for name, function in variants.items():
+        verify = checks.get(name)
+        for _ in range(warmup):
+            result = function()
+            if verify is not None:
+                verify(result)
+    samples: dict[str, list[int]] = {name: [] for name in variants}
+    clock = time.perf_counter_ns
+    gc.collect()
+    if gc_off:
+        gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, function in variants.items():
+                out = samples[name]
+                verify = checks.get(name)
+                for _ in range(per_round):
+                    start = clock()
+                    result = function()
+                    out.append(clock() - start)
+                    if verify is not None:
+                        verify(result)
+    finally:
+        if gc_off:
+            gc.enable()
+    return {name: [ns / 1e9 for ns in values] for name, values in samples.items()}
+
+
+@dataclass
+class Row:
+    """One line of the final table."""
+
+    key: str
+    what: str
+    value: str
+    versus: str = ""
+    versus_value: str = ""
+    result: str = ""
+    target: str = ""
+    ok: bool | None = None
+
+
+ROWS: list[Row] = []
+
+
+# ----------------------------------------------------------------------------- the shell
+
+
+class Captured:
+    """Where the shell's stdout/stderr go while the benchmark runs cells (the terminal is
+    not flooded); `take()` returns what was written since the last call."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+
+    def take(self) -> str:
+        text = self.buffer.getvalue()
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        return text
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Captured]:
+        with contextlib.redirect_stdout(self.buffer), contextlib.redirect_stderr(self.buffer):
+            yield self
+
+
+def make_shell(out: Captured) -> Any:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    with out.active():
+        run_ok(shell, "%load_ext nbworker")
+        run_ok(shell, "import time\nimport numpy as np\nimport torch")
+        run_ok(shell, NOOP_DEFINITION)
+    out.take()
+    return shell
+
+
+def cell_ok(result: Any) -> None:
+    if not result.success:
+        raise BenchFailure(
+            f"cell failed: {result.error_before_exec or result.error_in_exec!r} "
+            f"({result.info.raw_cell[:60]!r})"
+        )
+
+
+def run_ok(shell: Any, code: str) -> None:
+    """Run a cell as a kernel does (store_history=True); fail the benchmark if it fails.
+    Returns nothing: the ExecutionResult (which may hold the cell's value) is dropped."""
+    result = shell.run_cell(code, store_history=True)
+    cell_ok(result)
+
+
+def session_of(shell: Any) -> Any:
+    from nbworker.magics import NbworkerMagics
+
+    magics = shell.magics_manager.registry.get(NbworkerMagics.__name__)
+    check(magics is not None, "nbworker's magics are not installed")
+    return magics.session
+
+
+def profile_hits(shell: Any, out: Captured, n: int) -> None:
+    log(f"    cProfile of {n} cache-hit cells, by cumulative time:")
+    profiler = cProfile.Profile()
+    with out.active():
+        profiler.enable()
+        for _ in range(n):
+            shell.run_cell(MODEL_CELL, store_history=True)
+        profiler.disable()
+    out.take()
+    stats = pstats.Stats(profiler)
+    total = max(stats.total_tt, 1e-12)
+    mine = 0.0
+    for (filename, _, function), (_, _, _, cumulative, _) in stats.stats.items():
+        if function == "model" and filename.endswith(os.path.join("nbworker", "magics.py")):
+            mine = cumulative
+    log(
+        f"    under the profiler: {fmt_s(total / n)} per cell, of which nbworker's %%model "
+        f"magic {fmt_s(mine / n)} ({mine / total:.0%}); the rest is IPython's cell machinery"
+    )
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(24)
+    log(textwrap.indent(text.getvalue().strip(), "    "))
+    log("    nbworker's own functions in those cells, by cumulative time:")
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(r"/nbworker/", 12)
+    lines = text.getvalue().strip().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
+    log(textwrap.indent("\n".join(lines[start:]), "    "))
+
+
+# ----------------------------------------------------------------------------- 1. hits
+
+
+def bench_hit_shell(shell: Any, out: Captured, quick: bool, profile: bool) -> float:
+    import torch
+
+    log("[1] %%model cell: first run (the load) vs re-runs (cache hits), IPython InteractiveShell")
+    session = session_of(shell)
+    check(session.cache.peek("encoder") is None, "the cache already holds 'encoder'")
+    with out.active():
+        start = time.perf_counter()
+        result = shell.run_cell(MODEL_CELL, store_history=True)
+        load = time.perf_counter() - start
+    cell_ok(result)
+    del result
+    text = out.take()
+    check(text.startswith("encoder: loaded in "), f"first run printed {text!r}")
+    entry = session.cache.peek("encoder")
+    check(entry is not None and entry.load_seconds >= MODEL_SECONDS, f"bad entry {entry!r}")
+    # The entry holds what the cell bound: `encoder` and (by nbworker's version) the modules
+    # it imports, which are not data.
+    check(entry.data_names == ["encoder"], f"the cell bound {list(entry.objects)}")
+    encoder = shell.user_ns["encoder"]
+    check(isinstance(encoder, torch.nn.Linear), f"encoder is a {type(encoder).__name__}")
+    check(entry.memory == {"cpu": ENCODER_BYTES}, f"accounted {entry.memory}")
+    log(f"    first run: {fmt_s(load)} ({text.strip()})")
+
+    def hit_ok(result: Any) -> None:
+        if result is not None:  # run_cell's ExecutionResult; the direct magic returns None
+            cell_ok(result)
+        printed = out.take()
+        if not (printed.startswith("encoder: cache hit, loaded ") and printed.count("\n") == 1):
+            raise BenchFailure(f"a re-run printed {printed!r}, not one 'cache hit' line")
+        # The hit must bind the name again: unbind it (outside the timed region) each time.
+        if shell.user_ns.pop("encoder", None) is not encoder:
+            raise BenchFailure("a cache hit did not bind `encoder` to the cached model")
+
+    def pass_ok(result: Any) -> None:
+        cell_ok(result)
+        printed = out.take()
+        if printed:
+            raise BenchFailure(f"`pass` printed {printed!r}")
+
+    def noop_ok(result: Any) -> None:
+        cell_ok(result)
+        printed = out.take()
+        if printed != HIT_LINE + "\n":
+            raise BenchFailure(f"the no-op cell magic printed {printed!r}")
+
+    shell.user_ns.pop("encoder")
+    # Interleaved cell by cell: the tails (history writer, gc) then fall on all alike. The
+    # magic alone is timed apart: IPython's history thread writes each cell to SQLite after
+    # it ran, and a cell run right after a 40 µs call would wait for the previous cell's
+    # write, which one run after another cell has mostly finished.
+    n = 100 if quick else 200
+    hits_before = entry.hits
+    with out.active():
+        times = sample(
+            {
+                "hit": lambda: shell.run_cell(MODEL_CELL, store_history=True),
+                "noop": lambda: shell.run_cell(NOOP_CELL, store_history=True),
+                "pass": lambda: shell.run_cell("pass", store_history=True),
+            },
+            rounds=n,
+            per_round=1,
+            warmup=10,
+            gc_off=False,
+            checks={"hit": hit_ok, "pass": pass_ok, "noop": noop_ok},
+        )
+        times.update(
+            sample(
+                {"magic": lambda: shell.run_cell_magic("model", "encoder", MODEL_BODY)},
+                rounds=1,
+                per_round=n,
+                warmup=10,
+                gc_off=False,
+                checks={"magic": hit_ok},
+            )
+        )
+    check(entry.hits - hits_before == 2 * (n + 10), f"{entry.hits - hits_before} hits counted")
+    check(session.cache.peek("encoder") is entry, "the entry was replaced during the hits")
+    shell.user_ns["encoder"] = encoder
+    hit, hit90 = median(times["hit"]), pct(times["hit"], 90)
+    noop, floor, magic = median(times["noop"]), median(times["pass"]), median(times["magic"])
+    log(f"    {n} re-runs, store_history=True, gc enabled, stdout captured, interleaved cell by")
+    log("    cell with the same cell under a no-op cell magic printing one line (%%bench_noop)")
+    log("    and a `pass` cell (IPython's floor); then the %%model magic alone, n times")
+    for key, label in (
+        ("hit", "%%model cell (hit)"),
+        ("noop", "%%bench_noop cell"),
+        ("pass", "`pass` cell"),
+        ("magic", "run_cell_magic('model')"),
+    ):
+        log(
+            f"    {label:<24} median {fmt_s(median(times[key]))}  p90 "
+            f"{fmt_s(pct(times[key], 90))}  p99 {fmt_s(pct(times[key], 99))}"
+        )
+    log(
+        f"    load {fmt_s(load)}, load/hit {load / hit:,.0f}x; the hit cell costs "
+        f"{fmt_s(hit - noop, signed=True)} over the no-op cell magic, "
+        f"{fmt_s(hit - floor, signed=True)} over `pass`"
+    )
+    ROWS.extend(
+        [
+            Row(
+                "1",
+                f"%%model cell, cache hit, median of {n}",
+                fmt_s(hit),
+                "first run: the 2 s load it replaces",
+                fmt_s(load),
+                f"load/hit {load / hit:,.0f}x",
+                "hit < 1 ms",
+                hit < 1e-3,
+            ),
+            Row(
+                "1",
+                "  same, p90",
+                fmt_s(hit90),
+                "no-op cell magic, same body, p90",
+                fmt_s(pct(times["noop"], 90)),
+                f"load/p90 {load / hit90:,.0f}x",
+            ),
+            Row(
+                "1",
+                "  the %%model magic alone (run_cell_magic), median",
+                fmt_s(magic),
+                "no-op cell magic, same body, median",
+                fmt_s(noop),
+                f"hit - no-op {fmt_s(hit - noop, signed=True)}",
+            ),
+            Row(
+                "1",
+                "",
+                "",
+                "cell `pass` (IPython's floor), median",
+                fmt_s(floor),
+                f"hit - pass {fmt_s(hit - floor, signed=True)}",
+            ),
+        ]
+    )
+    if profile or hit > 0.5e-3:
+        profile_hits(shell, out, 100 if quick else 300)
+    return load
+
+
+def bench_hit_api(quick: bool) -> None:
+    import torch
+
+    from nbworker.cache import ModelCache
+
+    log("[1a] Python API: ModelCache.load(name, loader, key=k), first call vs hits")
+    cache = ModelCache()
+    key = "sha256-of-the-weights"
+
+    def loader() -> Any:
+        time.sleep(MODEL_SECONDS)  # stands for loading weights
+        return torch.nn.Linear(4096, 4096)
+
+    start = time.perf_counter()
+    encoder = cache.load("encoder", loader, key=key)
+    load = time.perf_counter() - start
+    check(isinstance(encoder, torch.nn.Linear), f"load returned {encoder!r}")
+    check(cache.peek("encoder").memory == {"cpu": ENCODER_BYTES}, "wrong accounting")
+    namespace: dict[str, Any] = {"encoder": encoder}
+
+    def guarded() -> Any:
+        # What a script does without a cache: keep it in a global, load if missing.
+        model = namespace.get("encoder")
+        if model is None:
+            model = namespace["encoder"] = loader()
+        return model
+
+    def same(result: Any) -> None:
+        if result is not encoder:
+            raise BenchFailure(f"got {result!r}, not the cached model")
+
+    rounds, per_round = (5, 1000) if quick else (10, 2000)
+    n = rounds * per_round
+    times = sample(
+        {
+            "load": lambda: cache.load("encoder", loader, key=key),
+            "get": lambda: cache.get("encoder"),
+            "guard": guarded,
+        },
+        rounds=rounds,
+        per_round=per_round,
+        warmup=500,
+        gc_off=True,
+        checks={"load": same, "get": same, "guard": same},
+    )
+    check(cache.peek("encoder").hits == 2 * (n + 500), "hits were not all hits")
+    hit, guard, get = median(times["load"]), median(times["guard"]), median(times["get"])
+    log(f"    {n} calls each, gc disabled while timing")
+    log(
+        f"    first load {fmt_s(load)} | ModelCache.load hit median {fmt_s(hit)} p90 "
+        f"{fmt_s(pct(times['load'], 90))} | ModelCache.get median {fmt_s(get)} | "
+        f"`if 'encoder' not in globals()` guard median {fmt_s(guard)}"
+    )
+    ROWS.extend(
+        [
+            Row(
+                "1a",
+                f"ModelCache.load(name, loader, key=k) hit, median of {n}",
+                fmt_s(hit),
+                "first call: the 2 s load",
+                fmt_s(load),
+                f"load/hit {load / hit:,.0f}x",
+            ),
+            Row(
+                "1a",
+                "  ModelCache.get(name), median",
+                fmt_s(get),
+                "a global + `if missing: load()`",
+                fmt_s(guard),
+                f"load hit/guard {hit / guard:,.0f}x",
+            ),
+        ]
+    )
+    cache.clear()
+
+
+class Kernel:
+    """A real Jupyter kernel and a blocking client, with a timed execute round trip."""
+
+    def __init__(self, log_path: str) -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        # The kernel's own stdout/stderr go to a file, shown should the kernel fail.
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in close())
+        start = time.perf_counter()
+        self.km, self.kc = start_new_kernel(
+            kernel_name="python3", startup_timeout=60, stdout=self._log, stderr=self._log
+        )
+        self.startup = time.perf_counter() - start
+
+    def execute(self, code: str, timeout: float = 60) -> tuple[float, str]:
+        """Send an execute_request; wait for its execute_reply and its idle status. Returns
+        the round trip in seconds and the text the cell wrote to stdout."""
+        kc = self.kc
+        start = time.perf_counter_ns()
+        msg_id = kc.execute(code, store_history=True)
+        deadline = time.monotonic() + timeout
+        reply = None
+        stdout = []
+        try:
+            while reply is None:
+                msg = kc.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    reply = msg
+            while True:
+                msg = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                kind = msg["msg_type"]
+                if kind == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+                if kind == "stream" and msg["content"]["name"] == "stdout":
+                    stdout.append(msg["content"]["text"])
+        except queue.Empty:
+            raise BenchFailure(f"the kernel did not answer {code[:40]!r} in {timeout} s") from None
+        elapsed = (time.perf_counter_ns() - start) / 1e9
+        if reply["content"]["status"] != "ok":
+            raise BenchFailure(f"{code[:40]!r} failed in the kernel: {reply['content']}")
+        return elapsed, "".join(stdout)
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+        self._log.close()
+
+    def log_tail(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as file:
+            return file.read()[-3000:]
+
+
+def bench_hit_kernel(workdir: str, quick: bool) -> None:
+    log("[1k] the same %%model cell in a real Jupyter kernel (execute round trips)")
+    kernel = Kernel(os.path.join(workdir, "kernel.log"))
+    try:
+        kernel.execute("%load_ext nbworker")
+        kernel.execute(NOOP_DEFINITION)
+        imported, _ = kernel.execute("import time, torch", timeout=120)
+        load, text = kernel.execute(MODEL_CELL, timeout=120)
+        check(text.startswith("encoder: loaded in "), f"first run printed {text!r} in the kernel")
+        log(
+            f"    kernel started in {fmt_s(kernel.startup)}; `import time, torch` "
+            f"{fmt_s(imported)} (a cell of its own, not part of the load)"
+        )
+        n, warmup = (16, 4) if quick else (30, 5)
+        hits, noops, floors = [], [], []
+        # Interleaved cell by cell, so a burst of load on the machine hits all three alike.
+        for i in range(warmup + n):
+            for code, times in ((MODEL_CELL, hits), (NOOP_CELL, noops), ("pass", floors)):
+                elapsed, text = kernel.execute(code)
+                if code is MODEL_CELL and not text.startswith("encoder: cache hit, loaded "):
+                    raise BenchFailure(f"a re-run printed {text!r} in the kernel")
+                if code is NOOP_CELL and text != HIT_LINE + "\n":
+                    raise BenchFailure(f"the no-op magic printed {text!r} in the kernel")
+                if code == "pass" and text:
+                    raise BenchFailure(f"`pass` printed {text!r} in the kernel")
+                if i >= warmup:
+                    times.append(elapsed)
+        _, text = kernel.execute("print(encoder.weight.shape)")
+        check("torch.Size([4096, 4096])" in text, f"the kernel's encoder: {text!r}")
+    except BenchFailure as err:
+        raise BenchFailure(f"{err}\nkernel log:\n{kernel.log_tail()}") from None
+    finally:
+        kernel.close()
+    hit, noop, floor = median(hits), median(noops), median(floors)
+    log(
+        f"    {n} round trips each, interleaved cell by cell after {warmup} warm-up rounds; "
+        "kernel shut down"
+    )
+    for label, times in (
+        ("%%model cell (hit)", hits),
+        ("%%bench_noop cell", noops),
+        ("`pass` cell", floors),
+    ):
+        log(f"    {label:<24} median {fmt_s(median(times))}  p90 {fmt_s(pct(times, 90))}")
+    log(f"    first run (the load) {fmt_s(load)}, load/hit {load / hit:,.0f}x")
+    ROWS.extend(
+        [
+            Row(
+                "1k",
+                f"%%model cell hit, Jupyter kernel round trip, median of {n}",
+                fmt_s(hit),
+                "first run in the kernel (the load)",
+                fmt_s(load),
+                f"load/hit {load / hit:,.0f}x",
+            ),
+            Row(
+                "1k",
+                "  same, p90",
+                fmt_s(pct(hits, 90)),
+                "no-op cell magic, same body, median",
+                fmt_s(noop),
+                f"hit - no-op {fmt_s(hit - noop, signed=True)}",
+            ),
+            Row(
+                "1k",
+                "",
+                "",
+                "cell `pass` round trip (floor), median",
+                fmt_s(floor),
+                f"hit - pass {fmt_s(hit - floor, signed=True)}",
+            ),
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- 2. memory
+
+
+def true_size(shell: Any, name: str) -> int:
+    """Bytes of the object `name` in the user namespace: array.nbytes, or the parameters
+    and buffers of a torch module (numel * element_size)."""
+    obj = shell.user_ns[name]
+    if hasattr(obj, "parameters"):
+        tensors = [*obj.parameters(), *obj.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+    return int(obj.nbytes)
+
+
+@dataclass
+class Trace:
+    """RSS at each step of one scenario."""
+
+    label: str
+    steps: list[tuple[str, int]]
+
+    def at(self, step: str) -> int:
+        return dict(self.steps)[step]
+
+    def returned(self, step: str, loaded: str = "loaded") -> float:
+        """Fraction of the load's RSS growth given back by `step`."""
+        grown = self.at(loaded) - self.at("before")
+        return (self.at(loaded) - self.at(step)) / grown if grown > 0 else float("nan")
+
+    def line(self) -> str:
+        base = self.at("before")
+        parts = [f"before {fmt_mib(base)}"]
+        parts += [f"{step} {fmt_mib(value - base, signed=True)}" for step, value in self.steps[1:]]
+        return f"    {self.label:<50} " + ", ".join(parts)
+
+
+def bench_memory(shell: Any, out: Captured) -> None:
+    log("[2] memory given back: RSS of this process (/proc/self/statm), same InteractiveShell")
+    session = session_of(shell)
+    cache = session.cache
+    traces: list[tuple[str, Trace, Trace, Trace, Trace, int, int]] = []
+    for name, (label, body, expected) in BIG_OBJECTS.items():
+        model_cell = f"%%model {name}\n{body}\n"
+        evict_cell = f"%rp_models --evict {name}"
+        with out.active():
+            # a. nbworker: load with %%model, evict; the object was never a cell's value.
+            a = Trace("%%model, then --evict", [("before", rss())])
+            run_ok(shell, model_cell)
+            a.steps.append(("loaded", rss()))
+            loaded_line = out.take().strip()
+            entry = cache.peek(name)
+            check(entry is not None and entry.data_names == [name], f"entry {entry!r}")
+            accounted = entry.total_bytes
+            actual = true_size(shell, name)
+            del entry
+            check(actual == expected, f"{name} holds {actual} bytes, expected {expected}")
+            run_ok(shell, evict_cell)
+            a.steps.append(("evicted", rss()))
+            evict_a = out.take().strip()
+
+            # b. nbworker: load, show it as a cell's value (Out[n], _n, _), then evict.
+            b = Trace("%%model, cell `NAME` (Out[n]), then --evict", [("before", rss())])
+            run_ok(shell, model_cell)
+            b.steps.append(("loaded", rss()))
+            out.take()
+            run_ok(shell, name)
+            check(shell.user_ns["_"] is shell.user_ns[name], f"`{name}` was not shown as Out")
+            shown = out.take()
+            check(shown.startswith("Out["), f"the value cell printed {shown[:80]!r}")
+            run_ok(shell, evict_cell)
+            b.steps.append(("evicted", rss()))
+            evict_b = out.take().strip()
+
+            # c. the naive way: a plain cell, then `del`; never shown.
+            c = Trace("plain cell, then `del NAME`", [("before", rss())])
+            run_ok(shell, body)
+            c.steps.append(("loaded", rss()))
+            run_ok(shell, f"del {name}")
+            c.steps.append(("del", rss()))
+
+            # d. the naive way after showing it: `del` leaves Out[n], _n, _ holding it.
+            d = Trace("plain cell, cell `NAME` (Out[n]), then `del NAME`", [("before", rss())])
+            run_ok(shell, body)
+            d.steps.append(("loaded", rss()))
+            run_ok(shell, name)
+            check(shell.user_ns["_"] is shell.user_ns[name], f"`{name}` was not shown as Out")
+            run_ok(shell, f"del {name}")
+            d.steps.append(("del", rss()))
+            run_ok(shell, "%reset -f out")  # what a user who knows about Out would try next
+            d.steps.append(("%reset -f out", rss()))
+            run_ok(shell, "%reset -f")  # everything goes (the nbworker cache stays)
+            run_ok(shell, "import time\nimport numpy as np\nimport torch")
+            d.steps.append(("%reset -f", rss()))
+            out.take()
+        check(cache.peek(name) is None, f"{name} is still cached after --evict")
+        check(
+            d.at("before") - d.at("%reset -f") > -0.1 * expected,
+            f"RSS did not come back after %reset -f ({label}): later figures would be wrong",
+        )
+        for trace in (a, b, c, d):
+            grown = trace.at("loaded") - trace.at("before")
+            check(grown > 0.9 * expected, f"{trace.label}: RSS grew by {grown} for {expected}")
+        log(
+            f"  {label} ({name}): true size {fmt_mib(actual)}, nbworker accounted "
+            f"{fmt_mib(accounted)}"
+        )
+        log(f"    load: {loaded_line}")
+        log(f"    evict (never shown): {evict_a}")
+        log(f"    evict (shown as Out): {evict_b}")
+        for trace in (a, b, c, d):
+            log(trace.line())
+        traces.append((label, a, b, c, d, accounted, actual))
+
+    for label, a, b, c, d, accounted, actual in traces:
+        short = label.split(",")[0]
+
+        def freed(trace: Trace, step: str) -> str:
+            gone = trace.at("loaded") - trace.at(step)
+            return f"{fmt_frac(trace.returned(step))} ({fmt_mib(gone)})"
+
+        more = (b.at("loaded") - b.at("evicted")) - (d.at("loaded") - d.at("del"))
+        ROWS.extend(
+            [
+                Row(
+                    "2",
+                    f"{short}: evict after shown as Out[n], RSS returned",
+                    freed(b, "evicted"),
+                    "`del NAME` after shown as Out[n]",
+                    freed(d, "del"),
+                    f"evict returns {fmt_mib(more)} more",
+                    ">= 90% returned",
+                    b.returned("evicted") >= 0.9,
+                ),
+                Row(
+                    "2",
+                    "",
+                    "",
+                    "  then `%reset -f out`; then `%reset -f`",
+                    f"{fmt_frac(d.returned('%reset -f out'))}; {fmt_frac(d.returned('%reset -f'))}",
+                    "only a full reset frees it",
+                ),
+                Row(
+                    "2",
+                    f"{short}: evict, never shown, RSS returned",
+                    freed(a, "evicted"),
+                    "`del NAME`, never shown",
+                    freed(c, "del"),
+                    "",
+                    ">= 90% returned",
+                    a.returned("evicted") >= 0.9,
+                ),
+                Row(
+                    "2",
+                    f"{short}: bytes nbworker accounted for the entry",
+                    fmt_mib(accounted),
+                    "true size",
+                    fmt_mib(actual),
+                    "exact" if accounted == actual else f"{accounted / actual - 1:+.2%}",
+                    "= true size",
+                    accounted == actual,
+                ),
+            ]
+        )
+
+
+# ----------------------------------------------------------------------------- 3. accounting
+
+
+def bench_accounting(quick: bool) -> None:
+    import numpy as np
+    import torch
+
+    from nbworker.memory import bytes_by_device
+
+    log("[3] accounting speed: nbworker.memory.bytes_by_device([obj])")
+    module = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(100)])
+    parameters = list(module.parameters())
+    check(len(parameters) == 200, f"{len(parameters)} parameter tensors")
+    arrays = [np.ones(16) for _ in range(10_000)]
+
+    def module_by_hand() -> int:
+        tensors = [*module.parameters(), *module.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def arrays_by_hand() -> int:
+        return sum(a.nbytes for a in arrays)
+
+    module_bytes, array_bytes = module_by_hand(), arrays_by_hand()
+    check(bytes_by_device([module]) == {"cpu": module_bytes}, "module accounted wrongly")
+    check(bytes_by_device([arrays]) == {"cpu": array_bytes}, "arrays accounted wrongly")
+
+    def expect(value: Any) -> Callable[[Any], None]:
+        def verify(result: Any) -> None:
+            if result != value:
+                raise BenchFailure(f"got {result!r}, expected {value!r}")
+
+        return verify
+
+    rounds, per_round = (3, 10) if quick else (5, 20)
+    n = rounds * per_round
+    times = sample(
+        {
+            "module": lambda: bytes_by_device([module]),
+            "module by hand": module_by_hand,
+            "arrays": lambda: bytes_by_device([arrays]),
+            "arrays by hand": arrays_by_hand,
+        },
+        rounds=rounds,
+        per_round=per_round,
+        warmup=3,
+        gc_off=True,
+        checks={
+            "module": expect({"cpu": module_bytes}),
+            "module by hand": expect(module_bytes),
+            "arrays": expect({"cpu": array_bytes}),
+            "arrays by hand": expect(array_bytes),
+        },
+    )
+    log(f"    {n} calls each, gc disabled while timing")
+    for key, label, hand_label in (
+        ("module", "torch module, 200 parameter tensors", "sum(p.numel() * p.element_size())"),
+        ("arrays", "list of 10,000 numpy arrays (16 floats)", "sum(a.nbytes for a in arrays)"),
+    ):
+        med, hand = median(times[key]), median(times[f"{key} by hand"])
+        log(
+            f"    {label:<42} bytes_by_device median {fmt_s(med)} p90 "
+            f"{fmt_s(pct(times[key], 90))} | by hand median {fmt_s(hand)}"
+        )
+        ROWS.append(
+            Row(
+                "3",
+                f"bytes_by_device: {label}, median",
+                fmt_s(med),
+                hand_label,
+                fmt_s(hand),
+                f"{med / hand:,.1f}x; {med / MODEL_SECONDS:.3%} of a 2 s load",
+            )
+        )
+
+
+# ----------------------------------------------------------------------------- table
+
+
+ORDER = ["1", "1a", "1k", "2", "3"]
+
+
+def print_table(elapsed: float) -> None:
+    ROWS.sort(key=lambda row: ORDER.index(row.key))  # stable: keeps each group's order
+    headers = ("#", "measured", "nbworker", "alternative", "alt.", "comparison", "target", "")
+    body = [
+        (
+            r.key,
+            r.what,
+            r.value,
+            r.versus,
+            r.versus_value,
+            r.result,
+            r.target,
+            "" if r.ok is None else ("OK" if r.ok else "MISSED"),
+        )
+        for r in ROWS
+    ]
+    widths = [max(len(str(row[i])) for row in [headers, *body]) for i in range(len(headers))]
+    right = {2, 4}
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    log()
+    log("=" * len(line(headers)))
+    log(line(headers))
+    log("-" * len(line(headers)))
+    previous = None
+    for row in body:
+        if previous is not None and row[0] != previous:
+            log("")
+        previous = row[0]
+        log(line(row))
+    log("=" * len(line(headers)))
+    missed = [r for r in ROWS if r.ok is False]
+    log(
+        f"targets: {sum(r.ok is True for r in ROWS)} met, {len(missed)} missed; "
+        f"benchmark took {elapsed:.0f} s; load average now {load_average()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--profile", action="store_true", help="cProfile the cache-hit cell")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    workdir = tempfile.mkdtemp(prefix="nbworker-bench-")
+    # Registered before IPython's own atexit hook (which closes the history database kept
+    # under workdir), so it runs after it.
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    # A fresh IPython profile (history database) for the shell and the kernel alike, so the
+    # run neither reads nor grows the user's ~/.ipython.
+    os.environ["IPYTHONDIR"] = os.path.join(workdir, "ipython")
+    from importlib import metadata
+
+    import IPython
+    import numpy
+    import torch
+
+    import nbworker
+
+    log(
+        f"nbworker {nbworker.__version__}, IPython {IPython.__version__}, ipykernel "
+        f"{metadata.version('ipykernel')}, torch {torch.__version__}, numpy "
+        f"{numpy.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"load average {load_average()}" + (" (--quick)" if args.quick else "")
+    )
+    out = Captured()
+    try:
+        shell = make_shell(out)
+        bench_hit_shell(shell, out, args.quick, args.profile)
+        bench_hit_api(args.quick)
+        bench_hit_kernel(workdir, args.quick)
+        bench_memory(shell, out)
+        bench_accounting(args.quick)
+    except BenchFailure as err:
+        log(f"BENCHMARK CHECK FAILED: {err}")
+        return 2
+    print_table(time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
