@@ -21,8 +21,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
+from nbworker import arguments, memory, source
 from nbworker import display as views
-from nbworker import memory
 from nbworker.cache import Entry
 from nbworker.errors import NbworkerError
 from nbworker.jobs import Run, build_job, parse_job
@@ -39,37 +39,15 @@ def _usage(magic: str, err: NbworkerError) -> UsageError:
     return UsageError(f"{magic}: {err}")
 
 
-def _top_level_names(tree: ast.Module) -> tuple[list[str], set[str]]:
-    """Functions a cell defines at top level, in order, and every name it binds at module
-    level: assignments, imports, defs and classes, loop and `with` targets, walrus and
-    `match` captures (not names local to the functions, classes and comprehensions in it)."""
-    functions = [
-        node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-    ]
-    bound: set[str] = set()
-    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
-    comprehensions = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-    pending: list[ast.AST] = list(tree.body)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, scopes):
-            if not isinstance(node, ast.Lambda):
-                bound.add(node.name)
-            pending.extend(node.decorator_list if not isinstance(node, ast.Lambda) else [])
-            continue
-        if isinstance(node, comprehensions):
-            continue
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            bound.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
-            bound.add(node.name)
-        elif isinstance(node, ast.MatchMapping) and node.rest:
-            bound.add(node.rest)
-        pending.extend(ast.iter_child_nodes(node))
-    bound.discard("*")
-    return functions, bound
+def _arguments(declared: arguments.Arguments) -> Callable[[Any], Any]:
+    """IPython's magic_arguments decorators for options declared in nbworker.arguments."""
+
+    def decorate(function: Any) -> Any:
+        for names, options in reversed(declared):
+            function = argument(*names, **options)(function)
+        return magic_arguments()(function)
+
+    return decorate
 
 
 def _split_job_json(line: str) -> tuple[str, str | None]:
@@ -159,25 +137,7 @@ class NbworkerMagics(Magics):
 
     # ----------------------------------------------------------------- %%handler
 
-    @magic_arguments()
-    @argument(
-        "name",
-        nargs="?",
-        help="the function to register; default: the one named `handler`, else the cell's only "
-        "function",
-    )
-    @argument(
-        "--aggregate",
-        action="store_true",
-        help="return_aggregate_stream: a streaming handler's output is the list of its chunks",
-    )
-    @argument(
-        "--concurrency",
-        type=int,
-        default=1,
-        metavar="N",
-        help="jobs a worker runs at once (kept for export and serving)",
-    )
+    @_arguments(arguments.HANDLER)
     @no_var_expand
     @cell_magic
     def handler(self, line: str, cell: str) -> None:
@@ -226,7 +186,7 @@ class NbworkerMagics(Magics):
 
     @staticmethod
     def _choose_function(tree: ast.Module, name: str | None) -> str:
-        functions, bound = _top_level_names(tree)
+        functions, bound = source.functions(tree), source.bound_names(tree)
         if name is not None:
             return name
         if DEFAULT_NAME in bound:
@@ -343,9 +303,7 @@ class NbworkerMagics(Magics):
 
     # ----------------------------------------------------------------- %%model
 
-    @magic_arguments()
-    @argument("name", help="the cache entry: re-running the cell with the same source is a hit")
-    @argument("--reload", action="store_true", help="release the entry and run the cell again")
+    @_arguments(arguments.MODEL)
     @no_var_expand
     @cell_magic
     def model(self, line: str, cell: str) -> None:
@@ -381,7 +339,7 @@ class NbworkerMagics(Magics):
                 raise
             # What the cell binds: every name its code assigns at top level (even to the
             # object it held before, e.g. a repeated import), and anything else it changed.
-            _, names = _top_level_names(tree)
+            names = source.bound_names(tree)
             return {
                 name: value
                 for name, value in namespace.items()

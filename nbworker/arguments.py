@@ -1,0 +1,64 @@
+"""The options of the cell magics, declared once: the magics parse them in the kernel (and
+show them in `%%handler?`), the exporter parses them from a notebook's cells."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+__all__ = ["HANDLER", "MODEL", "Arguments", "parse"]
+
+Arguments = list[tuple[tuple[str, ...], dict[str, Any]]]
+
+HANDLER: Arguments = [
+    (
+        ("name",),
+        {
+            "nargs": "?",
+            "help": "the function to register; default: the one named `handler`, else the "
+            "cell's only function",
+        },
+    ),
+    (
+        ("--aggregate",),
+        {
+            "action": "store_true",
+            "help": "return_aggregate_stream: a streaming handler's output is the list of its "
+            "chunks",
+        },
+    ),
+    (
+        ("--concurrency",),
+        {
+            "type": int,
+            "default": 1,
+            "metavar": "N",
+            "help": "jobs a worker runs at once (kept for export and serving)",
+        },
+    ),
+]
+
+MODEL: Arguments = [
+    (
+        ("name",),
+        {"help": "the cache entry: re-running the cell with the same source is a hit"},
+    ),
+    (
+        ("--reload",),
+        {"action": "store_true", "help": "release the entry and run the cell again"},
+    ),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise ValueError(message)
+
+
+def parse(arguments: Arguments, line: str, *, prog: str) -> argparse.Namespace:
+    """Parse a magic's line outside IPython; ValueError with argparse's message."""
+    parser = _Parser(prog=prog, add_help=False)
+    for names, options in arguments:
+        parser.add_argument(*names, **options)
+    return parser.parse_args(shlex.split(line))

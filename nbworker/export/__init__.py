@@ -1,0 +1,187 @@
+"""Notebook -> RunPod worker directory.
+
+`export_notebook("notebook.ipynb", "worker/")` writes the files a RunPod worker repository
+holds: `handler.py` (plain Python, no nbworker), `requirements.txt` pinned from this
+environment, `Dockerfile`, `test_input.json`, `.runpod/tests.json`, and tests that replay
+the runs recorded in the notebook. Pure functions over nbformat notebooks: no kernel runs.
+
+    read_cells -> select_cells -> render_handler, requirements, dockerfile, test files
+               -> write_files (atomic; never over a hand-edited file without force)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbworker.export.cells import Cell, read_cells
+from nbworker.export.select import ExportError, Selection, select_cells
+from nbworker.export.write import Written, write_files
+
+__all__ = ["ExportError", "ExportReport", "build_worker", "export_notebook"]
+
+
+@dataclass
+class ExportReport:
+    """What an export did: the handler, each cell taken or left out and why, the files."""
+
+    notebook: str
+    handler: str
+    directory: str | None
+    cells: list[tuple[int, str, bool, str]]  # (index, label, taken, reason)
+    files: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+    written: Written | None = None
+
+    def __str__(self) -> str:
+        lines = [f"export of {self.notebook}: handler `{self.handler}`"]
+        for _, label, taken, reason in self.cells:
+            lines.append(f"  {'+' if taken else '-'} {label}: {reason}")
+        if self.written is not None:
+            target = self.directory or "."
+            changed = ", ".join(self.written.written) or "nothing"
+            lines.append(f"wrote to {target}: {changed}")
+            if self.written.unchanged:
+                lines.append(f"unchanged: {', '.join(self.written.unchanged)}")
+            if self.written.overwritten_edits:
+                lines.append(
+                    f"overwrote edits (--force): {', '.join(self.written.overwritten_edits)}"
+                )
+        lines.extend(f"note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def _read_notebook(notebook: Any) -> tuple[Any, str]:
+    import nbformat
+
+    if isinstance(notebook, (str, os.PathLike)):
+        path = Path(notebook)
+        try:
+            return nbformat.read(path, as_version=4), path.name
+        except FileNotFoundError:
+            raise ExportError(f"no such notebook: {path}") from None
+        except (OSError, ValueError) as err:
+            raise ExportError(f"cannot read {path} as a notebook: {err}") from None
+    return notebook, str(notebook.get("metadata", {}).get("nbworker_name", "notebook.ipynb"))
+
+
+def _check_secrets(cells: list[Cell]) -> None:
+    from nbworker.export import secrets
+
+    findings = secrets.find_secrets([(cell.index, cell.source) for cell in cells])
+    if findings:
+        first = findings[0]
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        raise ExportError(secrets.describe(first) + more, cell=first.cell, line=first.line)
+
+
+def build_worker(
+    notebook: Any, *, handler: str | None = None, notebook_name: str | None = None
+) -> ExportReport:
+    """The worker's files as text (relative path -> text), and the report; nothing written."""
+    import nbformat
+
+    from nbworker.export import docker, requirements, testfiles
+
+    nb, name = _read_notebook(notebook)
+    name = notebook_name or name
+    cells = read_cells(nb)
+    _check_secrets(cells)
+    selection: Selection = select_cells(cells, handler=handler)
+    by_index = {cell.index: cell for cell in cells}
+    taken = [by_index[index] for index in selection.taken]
+
+    from nbworker.export.handler import render_handler
+
+    notes: list[str] = []
+    modules = set().union(*(cell.imports for cell in taken))
+    pip = [word for cell in taken for word in cell.pip]
+    requirement_lines, requirement_notes = requirements.pinned_requirements(modules, pip)
+    notes += requirement_notes
+    cuda = docker.torch_cuda() if "torch" in modules else None
+    base, reason = docker.base_image(cuda)
+    notes.append(reason)
+
+    records = [record for cell in cells for record in cell.records]
+    cases = testfiles.select_cases(records, handler=selection.name)
+    files = {
+        "handler.py": render_handler(cells, selection, notebook=name),
+        "requirements.txt": f"# RunPod worker exported by nbworker from {name}.\n"
+        + "".join(f"{line}\n" for line in requirement_lines),
+        "Dockerfile": docker.dockerfile(base=base, notebook=name),
+    }
+    if cases:
+        files["test_input.json"] = testfiles.test_input(cases)
+        files[".runpod/tests.json"] = testfiles.hub_tests(cases)
+    else:
+        notes.append(
+            f"no %rp_test run of `{selection.name}` is recorded in the notebook: no "
+            "test_input.json and no test cases were written"
+        )
+    files.update(
+        testfiles.test_files(
+            cases=cases,
+            handler=selection.name,
+            streaming=_streams(selection),
+            notebook_name=name,
+        )
+    )
+    copy = nbformat.writes(nb)
+    files[f"tests/{name}"] = copy if copy.endswith("\n") else copy + "\n"
+
+    report_cells = []
+    for cell in cells:
+        taken_reason = selection.taken.get(cell.index)
+        reason = taken_reason or selection.left_out.get(cell.index, "")
+        report_cells.append((cell.index, cell.label, taken_reason is not None, reason))
+    for cell in taken:
+        if cell.pip:
+            notes.append(
+                f"{cell.label}: `pip install {' '.join(cell.pip)}` went to requirements.txt"
+            )
+        for line, text in cell.dropped:
+            notes.append(f"{cell.label}, line {line}: `{text}` dropped (notebook only)")
+    return ExportReport(name, selection.name, None, report_cells, files, notes)
+
+
+def _streams(selection: Selection) -> bool:
+    import ast
+
+    tree = ast.parse(selection.handler.code)
+    for node in tree.body:
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.name == selection.name
+        ):
+            return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_nodes(node))
+    return False
+
+
+def _own_nodes(function: Any) -> list[Any]:
+    """The nodes of a function's body, not those of functions defined inside it."""
+    import ast
+
+    nodes, pending = [], list(function.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        nodes.append(node)
+        pending.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def export_notebook(
+    notebook: Any,
+    directory: str | os.PathLike[str],
+    *,
+    handler: str | None = None,
+    force: bool = False,
+) -> ExportReport:
+    """Export `notebook` (a path or an nbformat notebook) to the worker `directory`."""
+    report = build_worker(notebook, handler=handler)
+    report.directory = str(directory)
+    report.written = write_files(Path(directory), report.files, force=force)
+    return report

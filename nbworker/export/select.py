@@ -1,0 +1,155 @@
+"""Which cells go into handler.py: the chosen handler's cell and, traced back through the
+notebook, every cell that defines a name it needs, transitively."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nbworker.errors import NbworkerError
+from nbworker.export.cells import Cell
+from nbworker.registry import DEFAULT_NAME
+
+__all__ = ["ExportError", "Selection", "choose_handler", "select_cells"]
+
+
+class ExportError(NbworkerError):
+    """The notebook cannot be exported as it is; `cell` and `line` say where (if known)."""
+
+    def __init__(self, message: str, *, cell: int | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.cell = cell
+        self.line = line
+
+
+@dataclass
+class Selection:
+    """The handler to export and the cells it takes, each with why (in notebook order)."""
+
+    name: str
+    handler: Cell
+    taken: dict[int, str] = field(default_factory=dict)  # cell index -> reason
+    left_out: dict[int, str] = field(default_factory=dict)
+
+
+def registered_name(cell: Cell) -> str | None:
+    """The name a %%handler cell registers, by the magic's own rule (None if it can't tell)."""
+    if cell.options is not None and cell.options.name:
+        return str(cell.options.name)
+    if DEFAULT_NAME in cell.binds:
+        return DEFAULT_NAME
+    if len(cell.functions) == 1:
+        return cell.functions[0]
+    return None
+
+
+def choose_handler(cells: list[Cell], name: str | None) -> tuple[Cell, str]:
+    """The %%handler cell to export: the one registering `name`; by default the one named
+    `handler`, else the only one. The last such cell wins, as when the notebook runs."""
+    handlers: dict[str, Cell] = {}
+    for cell in cells:
+        if cell.kind == "handler" and not cell.skipped and cell.error is None:
+            registered = registered_name(cell)
+            if registered is not None:
+                handlers[registered] = cell
+    if not handlers:
+        raise ExportError(
+            "the notebook has no %%handler cell to export: write the handler in a cell that "
+            "starts with %%handler"
+        )
+    if name is not None:
+        if name not in handlers:
+            raise ExportError(
+                f"no %%handler cell registers {name!r}; the notebook's handlers: "
+                f"{', '.join(sorted(handlers))}"
+            )
+        return handlers[name], name
+    if DEFAULT_NAME in handlers:
+        return handlers[DEFAULT_NAME], DEFAULT_NAME
+    if len(handlers) == 1:
+        ((only, cell),) = handlers.items()
+        return cell, only
+    raise ExportError(
+        f"the notebook registers {len(handlers)} handlers ({', '.join(sorted(handlers))}) and "
+        f"none is named {DEFAULT_NAME!r}: choose one with --handler NAME"
+    )
+
+
+def _check_exportable(cell: Cell) -> None:
+    if cell.error is not None:
+        raise ExportError(cell.error, cell=cell.index)
+    if cell.problems:
+        line, text = cell.problems[0]
+        raise ExportError(
+            f"{cell.label}, line {line}: `{text}` is IPython syntax a worker cannot run: "
+            "write it as Python, move it to a cell the handler does not need, or tag that "
+            "cell nbworker:skip",
+            cell=cell.index,
+            line=line,
+        )
+    if "nbworker" in cell.imports:
+        raise ExportError(
+            f"{cell.label} imports nbworker: the exported worker must not depend on it; move "
+            "that import to a cell the handler does not need",
+            cell=cell.index,
+        )
+
+
+def _provider(cells: list[Cell], name: str, before: int) -> Cell | None:
+    """The cell that defines `name` for a cell at index `before`: the last one above it,
+    else the first one below it (a function reads globals when called, not defined)."""
+    candidates = [
+        cell
+        for cell in cells
+        if cell.kind in ("code", "handler", "model")
+        and not cell.skipped
+        and cell.error is None
+        and name in cell.binds
+    ]
+    above = [cell for cell in candidates if cell.index < before]
+    if above:
+        return above[-1]
+    below = [cell for cell in candidates if cell.index > before]
+    return below[0] if below else None
+
+
+def select_cells(cells: list[Cell], *, handler: str | None = None) -> Selection:
+    """Choose the handler and trace the cells it needs."""
+    handler_cell, name = choose_handler(cells, handler)
+    selection = Selection(name=name, handler=handler_cell)
+    selection.taken[handler_cell.index] = f"the {name} handler"
+    queue = [handler_cell]
+    for cell in cells:
+        if cell.forced and not cell.skipped and cell.kind != "markdown":
+            selection.taken.setdefault(cell.index, "tagged nbworker:export")
+            queue.append(cell)
+    unreadable = [cell for cell in cells if cell.error is not None]
+    while queue:
+        cell = queue.pop(0)
+        _check_exportable(cell)
+        for used in sorted(cell.uses):
+            provider = _provider(cells, used, cell.index)
+            if provider is None:
+                hint = f" ({unreadable[0].error})" if unreadable else ""
+                raise ExportError(
+                    f"`{used}` is used by {cell.label} but no cell defines it{hint}",
+                    cell=cell.index,
+                )
+            if provider.index not in selection.taken:
+                selection.taken[provider.index] = f"defines {used}, used by cell {cell.index}"
+                queue.append(provider)
+    for cell in cells:
+        if cell.index in selection.taken:
+            continue
+        if cell.kind in ("markdown", "raw"):
+            reason = cell.kind
+        elif cell.skipped:
+            reason = "tagged nbworker:skip"
+        elif cell.records or (cell.dropped and not cell.code.strip()):
+            reason = "notebook tools only (%rp_test, display)"
+        elif cell.kind == "handler":
+            reason = "another handler, not needed by this one"
+        else:
+            reason = f"not needed by `{name}`"
+        selection.left_out[cell.index] = reason
+    selection.taken = dict(sorted(selection.taken.items()))
+    return selection

@@ -1,0 +1,128 @@
+"""What a piece of Python code binds, uses and imports, read from its syntax tree.
+
+Shared by the magics (which function a `%%handler` cell defines, what a `%%model` cell
+binds) and the exporter (which cells a handler depends on).
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import symtable
+
+__all__ = ["bound_names", "functions", "imported_modules", "used_names"]
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+BUILTINS = frozenset(dir(builtins))
+
+
+def functions(tree: ast.Module) -> list[str]:
+    """The functions a module defines at top level, in order."""
+    return [
+        node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+
+
+def _binds(node: ast.AST) -> set[str]:
+    """Names a statement binds in the scope it runs in: assignments, imports, defs and
+    classes, loop and `with` targets, walrus and `match` captures; not names local to the
+    functions, classes and comprehensions in it."""
+    bound: set[str] = set()
+    pending: list[ast.AST] = [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, _SCOPES):
+            if not isinstance(node, ast.Lambda):
+                bound.add(node.name)
+                pending.extend(node.decorator_list)
+            continue
+        if isinstance(node, _COMPREHENSIONS):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+        pending.extend(ast.iter_child_nodes(node))
+    bound.discard("*")  # from x import *
+    return bound
+
+
+def bound_names(tree: ast.Module) -> set[str]:
+    """Every name a module binds at top level."""
+    names: set[str] = set()
+    for statement in tree.body:
+        names |= _binds(statement)
+    return names
+
+
+def _loads(node: ast.AST) -> set[str]:
+    """Names read when a statement runs, outside the bodies of the functions, lambdas and
+    comprehensions it defines (whose reads happen later, or in their own scope)."""
+    loads: set[str] = set()
+    pending: list[ast.AST] = [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            # decorators, defaults and annotations are evaluated where the def runs
+            pending.extend(node.decorator_list)
+            pending.extend(node.args.defaults)
+            pending.extend(d for d in node.args.kw_defaults if d is not None)
+            continue
+        if isinstance(node, ast.ClassDef):
+            pending.extend(node.decorator_list)
+            pending.extend(node.bases)
+            pending.extend(keyword.value for keyword in node.keywords)
+            continue
+        if isinstance(node, ast.Lambda):
+            pending.extend(node.args.defaults)
+            continue
+        if isinstance(node, _COMPREHENSIONS):
+            pending.append(node.generators[0].iter)  # the first iterable runs here
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            loads.add(node.id)
+        elif isinstance(node, (ast.AugAssign)) and isinstance(node.target, ast.Name):
+            loads.add(node.target.id)  # x += 1 reads x
+        pending.extend(ast.iter_child_nodes(node))
+    return loads
+
+
+def _global_reads(table: symtable.SymbolTable) -> set[str]:
+    """Global names read anywhere inside the nested scopes of a symbol table."""
+    names: set[str] = set()
+    for child in table.get_children():
+        for symbol in child.get_symbols():
+            if symbol.is_referenced() and symbol.is_global():
+                names.add(symbol.get_name())
+        names |= _global_reads(child)
+    return names
+
+
+def used_names(source: str, tree: ast.Module | None = None) -> set[str]:
+    """Names a module needs from outside itself: read at top level before the module binds
+    them, or read as globals by its functions, classes, lambdas and comprehensions (and
+    not bound anywhere in the module). Builtins are left out."""
+    tree = tree if tree is not None else ast.parse(source)
+    used: set[str] = set()
+    bound: set[str] = set()
+    for statement in tree.body:
+        used |= _loads(statement) - bound
+        bound |= _binds(statement)
+    used |= _global_reads(symtable.symtable(source, "<cell>", "exec")) - bound
+    return used - BUILTINS
+
+
+def imported_modules(tree: ast.Module) -> set[str]:
+    """Top-level names of the modules a module imports absolutely, anywhere in it."""
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.add(node.module.split(".")[0])
+    return modules
