@@ -199,7 +199,7 @@ def test_a_file_nbworker_never_wrote_is_not_overwritten(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM my-own-image\n")
     with pytest.raises(
         ExportError,
-        match=r"Dockerfile .* changed since nbworker last wrote it .or nbworker never did\.",
+        match=r"Dockerfile .* changed since nbworker last wrote it \(or nbworker never did\)",
     ):
         write_files(tmp_path, {"Dockerfile": "FROM runpod/base\n"})
 
