@@ -181,7 +181,9 @@ def test_write_is_atomic_and_refuses_to_overwrite_edits(tmp_path: Path) -> None:
     again = write_files(tmp_path, {"handler.py": "v1\n", "tests/cases.json": "{}\n"})
     assert again.written == [] and again.unchanged == ["handler.py", "tests/cases.json"]
     (tmp_path / "handler.py").write_text("v1 plus a hand edit\n")
-    with pytest.raises(ExportError, match=r"handler\.py in .* changed since nbworker last wrote it"):
+    with pytest.raises(
+        ExportError, match=r"handler\.py in .* changed since nbworker last wrote it"
+    ):
         write_files(tmp_path, {"handler.py": "v2\n", "tests/cases.json": "[]\n"})
     assert (tmp_path / "handler.py").read_text() == "v1 plus a hand edit\n"
     assert (tmp_path / "tests/cases.json").read_text() == "{}\n"  # nothing was written
