@@ -24,7 +24,12 @@ def _parser() -> argparse.ArgumentParser:
         ".runpod/tests.json and tests/ for the notebook's handler.",
     )
     export.add_argument("notebook", metavar="NOTEBOOK.ipynb")
-    export.add_argument("-o", "--output", required=True, metavar="DIR", help="the worker directory")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="the worker directory (default: NOTEBOOK-worker beside the notebook)",
+    )
     export.add_argument(
         "--handler",
         metavar="NAME",

@@ -18,6 +18,7 @@ from nbworker.jobs import RECORD_MIMETYPE, Run
 
 __all__ = [
     "LiveStream",
+    "ago",
     "cache_bundle",
     "entry_line",
     "released_line",
@@ -249,7 +250,8 @@ class LiveStream:
             self._update(final)
 
 
-def _ago(seconds: float) -> str:
+def ago(seconds: float) -> str:
+    """A duration as `12 s`, `4 min` or `1.5 h`."""
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:
@@ -262,7 +264,7 @@ def entry_line(entry: Entry, *, hit: bool) -> str:
     names = ", ".join(entry.data_names) or "no data"
     if hit:
         return (
-            f"{entry.name}: cache hit, loaded {_ago(time.time() - entry.loaded_at)} ago "
+            f"{entry.name}: cache hit, loaded {ago(time.time() - entry.loaded_at)} ago "
             f"in {entry.load_seconds:.2f} s, {entry.describe_memory()} ({names})"
         )
     cuda = f"; {entry.describe_cuda()}" if entry.describe_cuda() else ""
@@ -292,7 +294,7 @@ def cache_bundle(entries: list[Entry], *, budget: int | None) -> dict[str, Any]:
             *(memory.format_bytes(entry.memory[d]) if d in entry.memory else "" for d in devices),
             f"{entry.load_seconds:.2f} s",
             str(entry.hits),
-            f"{_ago(now - entry.last_used)} ago",
+            f"{ago(now - entry.last_used)} ago",
         ]
         for entry in entries
     ]

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -426,6 +427,58 @@ class NbworkerMagics(Magics):
             print("\n".join(lines))
         else:
             display(views.cache_bundle(cache.info(), budget=cache.budget), raw=True)
+
+    # ----------------------------------------------------------------- %rp_export
+
+    @magic_arguments()
+    @argument(
+        "notebook",
+        nargs="?",
+        metavar="NOTEBOOK.ipynb",
+        help="the notebook to export; default: the one this kernel runs, when Jupyter says",
+    )
+    @argument("-o", "--output", metavar="DIR", help="default: NOTEBOOK-worker beside it")
+    @argument("--handler", metavar="NAME", help="default: `handler`, or the only one")
+    @argument("--force", action="store_true", help="overwrite files edited since last export")
+    @no_var_expand
+    @line_magic
+    def rp_export(self, line: str) -> None:
+        """Export the notebook, as last saved, to a RunPod worker directory (handler.py,
+        requirements.txt, Dockerfile, test_input.json, .runpod/tests.json, tests/).
+
+        The same as `nbworker export NOTEBOOK.ipynb -o DIR` on the command line.
+        """
+        from nbworker.export import ExportError, export_notebook
+
+        args = parse_argstring(self.rp_export, line)
+        path = args.notebook or this_notebook(self.shell.user_ns)
+        if path is None:
+            raise UsageError(
+                "%rp_export: this kernel does not know its notebook's path; "
+                "give it: %rp_export NOTEBOOK.ipynb"
+            )
+        try:
+            report = export_notebook(path, args.output, handler=args.handler, force=args.force)
+        except ExportError as err:
+            raise UsageError(f"%rp_export: {err}") from None
+        age = views.ago(time.time() - os.path.getmtime(path)) + " ago"
+        print(f"{report}\n(from {path} as saved {age}: edits not saved since are not in it)")
+
+
+def this_notebook(user_ns: dict[str, Any]) -> str | None:
+    """The path of the notebook this kernel runs, where the front end tells: VS Code's
+    `__vsc_ipynb_file__`, Jupyter server's JPY_SESSION_NAME (ipykernel's `__session__`)."""
+    for candidate in (
+        user_ns.get("__vsc_ipynb_file__"),
+        os.environ.get("JPY_SESSION_NAME"),
+        user_ns.get("__session__"),
+    ):
+        if not isinstance(candidate, str) or not candidate.endswith(".ipynb"):
+            continue
+        for path in (candidate, os.path.basename(candidate)):  # the kernel runs in its folder
+            if os.path.isfile(path):
+                return path
+    return None
 
 
 def install(shell: Any, session: Session) -> NbworkerMagics:

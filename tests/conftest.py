@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # helper modules beside the tests
+# Example notebooks and the golden worker folders: their tests run in exported workers.
+collect_ignore_glob = ["data/*"]
 
 # Kernels started by the tests run this interpreter: the python3 kernelspec that ipykernel
 # installs in this environment comes before any user-wide one.

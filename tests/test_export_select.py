@@ -45,7 +45,7 @@ def test_the_handler_takes_what_it_uses_transitively_in_notebook_order() -> None
         1: "defines math, used by cell 3",
         2: "defines SCALE, used by cell 3",
         3: "defines helper, used by cell 5",
-        5: "the handler handler",
+        5: "the handler `handler`",
     }
     assert selection.left_out[4] == "not needed by `handler`"
     assert selection.left_out[6] == "notebook tools only (%rp_test, display)"
@@ -75,7 +75,7 @@ def test_a_model_cell_below_the_handler_is_found_and_export_tags_force_cells_in(
         tags={2: ["nbworker:export"]},
     )
     assert selection.taken == {
-        0: "the handler handler",
+        0: "the handler `handler`",
         1: "defines MODEL, used by cell 0",
         2: "tagged nbworker:export",
     }

@@ -20,7 +20,13 @@ from nbworker.export.cells import Cell, read_cells
 from nbworker.export.select import ExportError, Selection, select_cells
 from nbworker.export.write import Written, write_files
 
-__all__ = ["ExportError", "ExportReport", "build_worker", "export_notebook"]
+__all__ = [
+    "ExportError",
+    "ExportReport",
+    "build_worker",
+    "default_directory",
+    "export_notebook",
+]
 
 
 @dataclass
@@ -104,7 +110,7 @@ def build_worker(
     base, reason = docker.base_image(cuda)
     notes.append(reason)
 
-    records = [record for cell in cells for record in cell.records]
+    records = [dict(record, cell=cell.index) for cell in cells for record in cell.records]
     cases = testfiles.select_cases(records, handler=selection.name)
     files = {
         "handler.py": render_handler(cells, selection, notebook=name),
@@ -114,7 +120,9 @@ def build_worker(
     }
     if cases:
         files["test_input.json"] = testfiles.test_input(cases)
-        files[".runpod/tests.json"] = testfiles.hub_tests(cases)
+        files[".runpod/tests.json"] = testfiles.hub_tests(
+            cases, cuda_versions=docker.host_cuda_versions(base)
+        )
     else:
         notes.append(
             f"no %rp_test run of `{selection.name}` is recorded in the notebook: no "
@@ -173,14 +181,25 @@ def _own_nodes(function: Any) -> list[Any]:
     return nodes
 
 
+def default_directory(notebook: str | os.PathLike[str]) -> Path:
+    """Where a notebook's worker goes when no directory is given: `<stem>-worker` beside it."""
+    path = Path(notebook)
+    return path.with_name(f"{path.stem}-worker")
+
+
 def export_notebook(
     notebook: Any,
-    directory: str | os.PathLike[str],
+    directory: str | os.PathLike[str] | None = None,
     *,
     handler: str | None = None,
     force: bool = False,
 ) -> ExportReport:
-    """Export `notebook` (a path or an nbformat notebook) to the worker `directory`."""
+    """Export `notebook` (a path or an nbformat notebook) to the worker `directory`
+    (by default `<stem>-worker` beside a notebook given by path)."""
+    if directory is None:
+        if not isinstance(notebook, (str, os.PathLike)):
+            raise ExportError("give the worker directory: the notebook was not read from a path")
+        directory = default_directory(notebook)
     report = build_worker(notebook, handler=handler)
     report.directory = str(directory)
     report.written = write_files(Path(directory), report.files, force=force)

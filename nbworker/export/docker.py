@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["DEFAULT_BASE", "base_image", "dockerfile", "torch_cuda"]
+__all__ = ["DEFAULT_BASE", "base_image", "dockerfile", "host_cuda_versions", "torch_cuda"]
 
 DEFAULT_BASE = "runpod/base:0.6.2-cuda12.2.0"
 
@@ -18,6 +18,32 @@ BASE_IMAGES: dict[tuple[int, int], str] = {
     (12, 1): "runpod/base:0.6.0-cuda12.1.1",
     (12, 2): "runpod/base:0.6.2-cuda12.2.0",
 }
+
+# CUDA versions a RunPod host's driver may offer (the Hub's `allowedCudaVersions`), newest first.
+HOST_CUDA_VERSIONS = (
+    "12.8",
+    "12.7",
+    "12.6",
+    "12.5",
+    "12.4",
+    "12.3",
+    "12.2",
+    "12.1",
+    "12.0",
+    "11.8",
+)
+
+
+def host_cuda_versions(base: str) -> tuple[str, ...]:
+    """The host CUDA versions that can run image `base`: its own CUDA version or newer."""
+    for (major, minor), tag in BASE_IMAGES.items():
+        if tag == base:
+            return tuple(
+                version
+                for version in HOST_CUDA_VERSIONS
+                if tuple(int(part) for part in version.split(".")) >= (major, minor)
+            )
+    return HOST_CUDA_VERSIONS
 
 
 def base_image(torch_cuda: str | None) -> tuple[str, str]:

@@ -116,7 +116,7 @@ def select_cells(cells: list[Cell], *, handler: str | None = None) -> Selection:
     """Choose the handler and trace the cells it needs."""
     handler_cell, name = choose_handler(cells, handler)
     selection = Selection(name=name, handler=handler_cell)
-    selection.taken[handler_cell.index] = f"the {name} handler"
+    selection.taken[handler_cell.index] = f"the handler `{name}`"
     queue = [handler_cell]
     for cell in cells:
         if cell.forced and not cell.skipped and cell.kind != "markdown":

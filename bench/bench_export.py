@@ -1,0 +1,765 @@
+#!/usr/bin/env python
+"""Benchmark of `nbworker export` and of the command line's start-up, each figure next to
+its floor or to what it would cost otherwise.
+
+    python bench/bench_export.py           # full run, about 60 s on 2 cores
+    python bench/bench_export.py --quick   # fewer repetitions, about 30 s
+    python bench/bench_export.py --profile # also cProfile build_worker on the largest
+                                           # notebook (done anyway when the growth from
+                                           # the second largest is clearly super-linear)
+    python bench/bench_export.py --sizes 10,100,1000,3000   # other notebook sizes
+
+1. Export time of generated notebooks of 10, 100 and 1000 cells (a realistic mix: imports,
+   helper functions calling earlier helpers, exploration cells the handler does not need,
+   markdown, a `%%model` cell, a `%%handler` cell and `%rp_test` cells with their recorded
+   runs): `nbworker.export.build_worker(nb)` (pure, nothing written) and
+   `nbworker.export.export_notebook(path, dir)` (reads the file, writes the worker), median per
+   export, per cell, and the growth from one size to the next (t ~ n^k). Next to them:
+   `nbformat.read(path)` (the floor of reading the notebook) and the stages of the export
+   timed alone (reading the cells, the secrets scan, tracing the cells the handler needs,
+   the notebook copy), to say which one grows how.
+2. Start-up of the command line: `nbworker --help` and `nbworker --version` in a
+   subprocess, next to `python -c pass` (the interpreter's floor) and `python -c "import
+   IPython"` / `python -c "import runpod"` (what eager imports would cost); and a whole
+   `nbworker export` of the 100-cell notebook, next to the same export in-process.
+
+Every ratio compares figures measured in this same run. Nothing touches the network;
+files go to a temporary directory, removed at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import cProfile
+import gc
+import io
+import json
+import math
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORD_MIMETYPE = "application/vnd.nbworker.run+json"  # checked against nbworker below
+TABLE_SIZE = 20
+# Modules `nbworker --help` must not import: each costs tens of ms to seconds.
+HEAVY_MODULES = (
+    "IPython",
+    "nbformat",
+    "runpod",
+    "ipykernel",
+    "jupyter_client",
+    "papermill",
+    "nbworker.export",
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, q in [0, 100]."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def fmt_s(seconds: float, *, signed: bool = False) -> str:
+    """A duration in the unit that reads best."""
+    sign = "+" if signed else ""
+    magnitude = abs(seconds)
+    if magnitude < 1e-3:
+        return f"{seconds * 1e6:{sign}.2f} µs"
+    if magnitude < 1:
+        return f"{seconds * 1e3:{sign}.3f} ms"
+    return f"{seconds:{sign}.3f} s"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+class BenchFailure(RuntimeError):
+    """A benchmark's own check failed: the figure would measure the wrong thing."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise BenchFailure(message)
+
+
+def sample(
+    variants: dict[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    warmup: int,
+    checks: dict[str, Callable[[Any], None]] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant, one call per variant per round, in turn (so that
+    drift of the machine affects them alike); gc stays enabled (an export allocates, and
+    collecting is part of its cost). `checks[name]` sees each call's result (warm-up calls
+    too), outside the timed region."""
+    checks = checks or {}
+    for name, function in variants.items():
+        verify = checks.get(name)
+        for _ in range(warmup):
+            result = function()
+            if verify is not None:
+                verify(result)
+    samples: dict[str, list[int]] = {name: [] for name in variants}
+    clock = time.perf_counter_ns
+    gc.collect()
+    for _ in range(rounds):
+        for name, function in variants.items():
+            verify = checks.get(name)
+            start = clock()
+            result = function()
+            samples[name].append(clock() - start)
+            if verify is not None:
+                verify(result)
+            del result
+    return {name: [ns / 1e9 for ns in values] for name, values in samples.items()}
+
+
+def exponent(n1: int, t1: float, n2: int, t2: float) -> float:
+    """k in t ~ n^k between two sizes."""
+    return math.log(t2 / t1) / math.log(n2 / n1)
+
+
+def growth_verdict(k: float) -> str:
+    if k < 0.85:
+        return "sub-linear (fixed costs weigh at the smaller size)"
+    if k < 1.15:
+        return "~linear"
+    if k < 1.5:
+        return "somewhat super-linear"
+    return "super-linear (k = 2 is quadratic)"
+
+
+@dataclass
+class Row:
+    """One line of the final table."""
+
+    key: str
+    what: str
+    value: str
+    versus: str = ""
+    versus_value: str = ""
+    result: str = ""
+    target: str = ""
+    ok: bool | None = None
+
+
+ROWS: list[Row] = []
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+@dataclass
+class Generated:
+    """A generated notebook and what its export must give."""
+
+    cells: int
+    notebook: Any
+    taken: set[int]  # cell indices handler.py must hold
+    helpers: int
+    recorded: int  # %rp_test cells with a recorded run
+    completed: list[tuple[dict[str, Any], Any]]  # (job, output) of the COMPLETED runs
+
+
+def helper_cell(i: int) -> str:
+    """`helper_i`: the first two stand alone; the others call helper_{i-2}, so the helpers
+    form two chains (even and odd) and the handler needs only part of them."""
+    if i < 2:
+        body = f"    return x + {i + 1}"
+    elif i % 5 == 3:
+        body = f"    y = helper_{i - 2}(x)\n    return len(json.dumps([y])) + y"
+    elif i % 5 == 4:
+        body = f"    return math.isqrt(abs(helper_{i - 2}(x))) + {i % 7}"
+    else:
+        body = f"    return helper_{i - 2}(x) + {i % 7}"
+    return f'def helper_{i}(x):\n    """Step {i} of the pipeline."""\n{body}'
+
+
+def make_notebook(n_cells: int) -> Generated:
+    """A notebook of exactly `n_cells` cells, in the order a user would write them:
+
+    markdown title, `%load_ext nbworker`, imports (`import json`, `import math`), the
+    `%%model m` cell (binds TABLE and SCALE), then a repeating mix of helper cells (2 in
+    5), exploration cells the handler does not need (2 in 5: a bare expression, or a
+    `probe_k = [...]` binding nothing else uses) and markdown (1 in 5), then the `%%handler`
+    cell (uses TABLE, SCALE, the last even helper and helper_1) and `%rp_test` cells (1 in
+    20 of all cells, at least 2) whose runs are recorded as nbworker records them: each
+    job really run by the handler through `nbworker.Session.run_job` and shown with
+    `nbworker.display.run_bundle`; the last one FAILS (bad input).
+    """
+    from nbformat import v4
+
+    import nbworker
+    from nbworker import display
+
+    recorded = max(2, n_cells // 20)
+    filler = n_cells - 5 - recorded
+    check(filler >= 3, f"{n_cells} cells is too few for the mix")
+    table = "{" + ", ".join(f'"k{j}": {j * j}' for j in range(TABLE_SIZE)) + "}"
+    model_body = f"TABLE = {table}\nSCALE = math.isqrt(len(TABLE))"
+    cells = [
+        v4.new_markdown_cell(f"# Generated worker ({n_cells} cells)\n\nFor the benchmark."),
+        v4.new_code_cell("%load_ext nbworker"),
+        v4.new_code_cell("import json\nimport math"),
+        v4.new_code_cell(f"%%model m\n{model_body}"),
+    ]
+    code = ["import json\nimport math", model_body]  # what the notebook runs, as Python
+    helper_index: dict[int, int] = {}  # helper number -> cell index
+    pattern = ("helper", "explore", "helper", "markdown", "explore")
+    helpers = probes = 0
+    for k in range(filler):
+        kind = pattern[k % len(pattern)]
+        if kind == "helper":
+            source = helper_cell(helpers)
+            helper_index[helpers] = len(cells)
+            cells.append(v4.new_code_cell(source))
+            code.append(source)
+            helpers += 1
+        elif kind == "explore":
+            latest = max(helpers - 1, 0)
+            if probes % 2:
+                source = f"probe_{probes} = [helper_{latest}(x) for x in range(3)]\nprobe_{probes}"
+            else:
+                source = f'helper_{latest}(3) + TABLE["k2"] * SCALE'
+            cells.append(v4.new_code_cell(source))
+            probes += 1
+        else:
+            cells.append(v4.new_markdown_cell(f"## Part {k // len(pattern) + 1}\n\nNotes."))
+    last_even = helpers - 1 if (helpers - 1) % 2 == 0 else helpers - 2
+    handler_body = (
+        "def handler(job):\n"
+        '    x = int(job["input"]["x"])\n'
+        '    key = job["input"].get("key", "k1")\n'
+        f'    return {{"y": helper_{last_even}(x) + helper_1(x) + TABLE[key] * SCALE}}'
+    )
+    handler_index = len(cells)
+    cells.append(v4.new_code_cell(f"%%handler\n{handler_body}"))
+    code.append(handler_body)
+
+    namespace: dict[str, Any] = {}
+    exec(compile("\n\n".join(code), "<generated notebook>", "exec"), namespace)
+    session = nbworker.Session()
+    session.register_handler(namespace["handler"])
+    completed = []
+    try:
+        for j in range(recorded):
+            job_input: dict[str, Any] = (
+                {"x": j, "key": f"k{j % TABLE_SIZE}"} if j < recorded - 1 else {"x": "oops"}
+            )
+            cell = v4.new_code_cell(f"%rp_test {json.dumps({'input': job_input})}")
+            run = session.run_job({"input": job_input})
+            expected = "COMPLETED" if j < recorded - 1 else "FAILED"
+            check(run.status == expected, f"recording run {j}: {run!r}")
+            if run.status == "COMPLETED":
+                completed.append(({"input": job_input}, run.output))
+            bundle = display.run_bundle(run)
+            check(RECORD_MIMETYPE in bundle, f"no {RECORD_MIMETYPE} in {list(bundle)}")
+            cell.outputs = [v4.new_output("display_data", data=bundle)]
+            cell.execution_count = len(cells) + 1
+            cells.append(cell)
+    finally:
+        session.close()
+    notebook = v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
+    check(len(notebook.cells) == n_cells, f"{len(notebook.cells)} cells, wanted {n_cells}")
+
+    # The cells handler.py must hold: imports, model, handler, and the helpers on the
+    # even chain from the last even helper down, plus helper_1 (the odd chain's start).
+    needed = {1} | set(range(last_even, -1, -2))
+    taken = {2, 3, handler_index} | {helper_index[i] for i in needed}
+    return Generated(n_cells, notebook, taken, helpers, recorded, completed)
+
+
+EXPECTED_FILES = {
+    "handler.py",
+    "requirements.txt",
+    "Dockerfile",
+    "test_input.json",
+    ".runpod/tests.json",
+    "tests/cases.json",
+    "tests/test_handler.py",
+    "tests/test_notebook.py",
+    "tests/requirements.txt",
+}
+
+
+def check_report(report: Any, gen: Generated, notebook_name: str) -> None:
+    """The export of `gen` is what it must be: its files, the cells taken, and a handler.py
+    that gives the recorded outputs."""
+    files = set(report.files)
+    wanted = EXPECTED_FILES | {f"tests/{notebook_name}"}
+    check(files == wanted, f"files {sorted(files)}, expected {sorted(wanted)}")
+    check(report.handler == "handler", f"exported handler {report.handler!r}")
+    taken = {index for index, _, is_taken, _ in report.cells if is_taken}
+    check(
+        taken == gen.taken,
+        f"{gen.cells} cells: took {sorted(taken - gen.taken)} too many, "
+        f"missed {sorted(gen.taken - taken)}",
+    )
+    cases = json.loads(report.files["tests/cases.json"])["cases"]
+    check(len(cases) == gen.recorded, f"{len(cases)} cases for {gen.recorded} recorded runs")
+    namespace: dict[str, Any] = {"__name__": "exported_handler"}
+    exec(compile(report.files["handler.py"], "handler.py", "exec"), namespace)
+    for job, output in gen.completed:
+        got = namespace["handler"](dict(job, id="check"))
+        check(got == output, f"handler.py gave {got!r} for {job}, the notebook {output!r}")
+
+
+# ----------------------------------------------------------------------------- 1. export
+
+
+def bench_export(
+    generated: dict[int, Generated], paths: dict[int, Path], workdir: Path, quick: bool
+) -> dict[int, float]:
+    import nbformat
+
+    from nbworker.export import build_worker, export_notebook
+    from nbworker.export.cells import RECORD_MIMETYPE as NBWORKER_MIMETYPE
+    from nbworker.export.cells import read_cells
+    from nbworker.export.secrets import find_secrets
+    from nbworker.export.select import select_cells
+
+    check(NBWORKER_MIMETYPE == RECORD_MIMETYPE, f"nbworker records {NBWORKER_MIMETYPE}")
+    log("[1] export time of generated notebooks (median per export; gc enabled)")
+    sizes = sorted(generated)
+    build: dict[int, float] = {}
+    export: dict[int, float] = {}
+    results: dict[int, dict[str, list[float]]] = {}
+    for n in sizes:
+        gen, path = generated[n], paths[n]
+        nb = gen.notebook
+        check_report(build_worker(nb), gen, "notebook.ipynb")  # build_worker's default name
+        target = workdir / f"check-{n}"
+        report = export_notebook(path, target)
+        check_report(report, gen, path.name)
+        on_disk = {
+            str(p.relative_to(target)): p.read_text(encoding="utf-8")
+            for p in target.rglob("*")
+            if p.is_file() and p.name != ".nbworker-export.json"
+        }
+        check(on_disk == report.files, f"export_notebook wrote {sorted(on_disk)}")
+
+        fresh = workdir / f"fresh-{n}"
+        counter = iter(range(1_000_000))
+        again = workdir / f"again-{n}"
+        export_notebook(path, again)
+        cells = read_cells(nb)
+        sources = [(cell.index, cell.source) for cell in cells]
+
+        def new_dir(fresh: Path = fresh, counter: Any = counter, path: Path = path) -> Any:
+            return export_notebook(path, fresh / str(next(counter)))
+
+        def same_dir(again: Path = again, path: Path = path) -> Any:
+            return export_notebook(path, again)
+
+        def files_written(count: int) -> Callable[[Any], None]:
+            def verify(report: Any) -> None:
+                check(
+                    len(report.written.written) == count,
+                    f"wrote {report.written.written}, expected {count} files",
+                )
+
+            return verify
+
+        # Sizes: about the same total time per size, at least 5 rounds.
+        rounds = {10: 40, 100: 15}.get(n, 5 if n <= 1000 else 3)
+        if quick:
+            rounds = max(3, rounds // 3)
+        times = sample(
+            {
+                "build_worker": lambda nb=nb: build_worker(nb),
+                "export_notebook": new_dir,
+                "export_notebook again": same_dir,
+                "nbformat.read": lambda path=path: nbformat.read(path, as_version=4),
+                "read_cells": lambda nb=nb: read_cells(nb),
+                "find_secrets": lambda sources=sources: find_secrets(sources),
+                "select_cells": lambda cells=cells: select_cells(cells),
+                "nbformat.writes": lambda nb=nb: nbformat.writes(nb),
+            },
+            rounds=rounds,
+            warmup=1,
+            checks={
+                "build_worker": lambda r: check(r.handler == "handler", "wrong handler"),
+                # 10 worker files + the manifest, then nothing (all unchanged).
+                "export_notebook": files_written(len(EXPECTED_FILES) + 1),
+                "export_notebook again": files_written(0),
+            },
+        )
+        shutil.rmtree(fresh, ignore_errors=True)
+        results[n] = times
+        build[n] = median(times["build_worker"])
+        export[n] = median(times["export_notebook"])
+        size_kb = path.stat().st_size / 1024
+        log(
+            f"  {n} cells ({gen.helpers} helpers, {len(gen.taken)} cells taken, "
+            f"{gen.recorded} recorded runs; {size_kb:,.0f} KiB on disk), {rounds} rounds:"
+        )
+        for name, values in times.items():
+            per_cell = median(values) / n
+            log(
+                f"    {name:<24} median {fmt_s(median(values)):>11}  "
+                f"p90 {fmt_s(pct(values, 90)):>11}  per cell {fmt_s(per_cell):>10}"
+            )
+
+    log("  growth (t ~ n^k):")
+    for smaller, larger in zip(sizes, sizes[1:], strict=False):
+        for name in results[smaller]:
+            t1, t2 = median(results[smaller][name]), median(results[larger][name])
+            k = exponent(smaller, t1, larger, t2)
+            log(
+                f"    {name:<24} {larger}/{smaller}: {t2 / t1:6.1f}x  k = {k:4.2f}  "
+                f"{growth_verdict(k)}"
+            )
+
+    for n in sizes:
+        prev = sizes[sizes.index(n) - 1] if sizes.index(n) > 0 else None
+        for name, medians in (("build_worker(nb)", build), ("export_notebook(path, dir)", export)):
+            row = Row(
+                "1",
+                f"{name}, {n} cells, median",
+                fmt_s(medians[n]),
+                "per cell",
+                fmt_s(medians[n] / n),
+            )
+            if prev is not None:
+                k = exponent(prev, medians[prev], n, medians[n])
+                row.result = f"{n}/{prev}: {medians[n] / medians[prev]:.1f}x, k = {k:.2f}"
+                if n == sizes[-1] and name.startswith("build"):
+                    row.target = "~linear: k < 1.15"
+                    row.ok = k < 1.15
+            ROWS.append(row)
+        times = results[n]
+        read, again = median(times["nbformat.read"]), median(times["export_notebook again"])
+        ROWS.append(
+            Row(
+                "1",
+                "  same dir again (files unchanged)",
+                fmt_s(again),
+                "nbformat.read(path) (floor of reading)",
+                fmt_s(read),
+                f"export_notebook - build_worker {fmt_s(export[n] - build[n], signed=True)}",
+            )
+        )
+    big = sizes[-1]
+    for name in ("read_cells", "find_secrets", "select_cells", "nbformat.writes"):
+        value = median(results[big][name])
+        row = Row(
+            "1s",
+            f"{name}, {big} cells, median",
+            fmt_s(value),
+            "build_worker, same size",
+            fmt_s(build[big]),
+            f"{value / build[big]:.0%} of it",
+        )
+        if len(sizes) > 1:
+            prev = sizes[-2]
+            k = exponent(prev, median(results[prev][name]), big, value)
+            row.result += f"; {big}/{prev}: k = {k:.2f}"
+        ROWS.append(row)
+    return build
+
+
+def profile_build(gen: Generated, n: int) -> None:
+    from nbworker.export import build_worker
+
+    log(f"    cProfile of {n} x build_worker on the {gen.cells}-cell notebook:")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        build_worker(gen.notebook)
+    profiler.disable()
+    for order, count in (("cumulative", 30), ("tottime", 15)):
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(count)
+        log(f"    by {order} time:")
+        log(textwrap.indent(text.getvalue().strip(), "    "))
+
+
+# ----------------------------------------------------------------------------- 2. start-up
+
+MODULES_PROBE = """\
+import contextlib, io, json, sys
+from nbworker.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+print(json.dumps({"heavy": [m for m in %r if m in sys.modules], "modules": len(sys.modules)}))
+"""
+
+
+def run_command(argv: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return time.perf_counter() - start, proc
+
+
+def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool) -> None:
+    import nbworker
+
+    log("[2] start-up of the command line: wall time of a subprocess, median")
+    python = sys.executable
+    script = Path(python).parent / "nbworker"
+    check(script.is_file(), f"no console script {script}: install the package in the venv")
+    version = f"nbworker {nbworker.__version__}"
+    exports = workdir / "cli-exports"
+    counter = iter(range(1_000_000))
+
+    def ok(needle: str) -> Callable[[subprocess.CompletedProcess[str]], None]:
+        def verify(proc: subprocess.CompletedProcess[str]) -> None:
+            check(proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}")
+            check(needle in proc.stdout, f"{needle!r} not in stdout: {proc.stdout[-2000:]}")
+
+        return verify
+
+    commands: dict[str, tuple[Callable[[], list[str]], Callable[[Any], None]]] = {
+        "python -c pass": (lambda: [python, "-c", "pass"], ok("")),
+        "python -c 'import nbworker'": (lambda: [python, "-c", "import nbworker"], ok("")),
+        "nbworker --help": (lambda: [str(script), "--help"], ok("usage: nbworker")),
+        "nbworker --version": (lambda: [str(script), "--version"], ok(version)),
+        "python -c 'import IPython'": (lambda: [python, "-c", "import IPython"], ok("")),
+        "python -c 'import runpod'": (lambda: [python, "-c", "import runpod"], ok("")),
+        f"nbworker export ({notebook.stem})": (
+            lambda: [str(script), "export", str(notebook), "-o", str(exports / str(next(counter)))],
+            ok("wrote to"),
+        ),
+    }
+    runs = 5 if quick else 10
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for round_ in range(runs + 1):  # the first round warms up (bytecode, page cache)
+        for name, (argv, verify) in commands.items():
+            elapsed, proc = run_command(argv(), workdir)
+            verify(proc)
+            if round_ > 0:
+                times[name].append(elapsed)
+    shutil.rmtree(exports, ignore_errors=True)
+
+    probe = subprocess.run(
+        [python, "-c", MODULES_PROBE % (HEAVY_MODULES,)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    check(probe.returncode == 0, f"module probe failed: {probe.stderr[-2000:]}")
+    loaded = json.loads(probe.stdout)
+    floor = subprocess.run(
+        [python, "-c", "import sys; print(len(sys.modules))"], capture_output=True, text=True
+    )
+    check(loaded["heavy"] == [], f"`nbworker --help` imports {loaded['heavy']}")
+
+    log(f"    {runs} runs each, interleaved, after one warm-up round")
+    base = median(times["python -c pass"])
+    for name, values in times.items():
+        value = median(values)
+        log(
+            f"    {name:<32} median {fmt_s(value):>11}  p90 {fmt_s(pct(values, 90)):>11}  "
+            f"{value / base:5.1f}x `python -c pass`  ({fmt_s(value - base, signed=True)})"
+        )
+    log(
+        f"    modules loaded after `nbworker --help`: {loaded['modules']} "
+        f"(`python -c pass`: {floor.stdout.strip()}); none of {', '.join(HEAVY_MODULES)}"
+    )
+
+    help_, version_ = median(times["nbworker --help"]), median(times["nbworker --version"])
+    ipython = median(times["python -c 'import IPython'"])
+    runpod = median(times["python -c 'import runpod'"])
+    cli_export = median(times[f"nbworker export ({notebook.stem})"])
+    ROWS.extend(
+        [
+            Row(
+                "2",
+                f"nbworker --help, subprocess, median of {runs}",
+                fmt_s(help_),
+                "python -c pass (interpreter floor)",
+                fmt_s(base),
+                f"{help_ / base:.2f}x ({fmt_s(help_ - base, signed=True)})",
+            ),
+            Row(
+                "2",
+                f"nbworker --version, median of {runs}",
+                fmt_s(version_),
+                "python -c pass",
+                fmt_s(base),
+                f"{version_ / base:.2f}x ({fmt_s(version_ - base, signed=True)})",
+            ),
+            Row(
+                "2",
+                "",
+                "",
+                "python -c 'import IPython'",
+                fmt_s(ipython),
+                f"{ipython / help_:.1f}x --help (if imported eagerly)",
+            ),
+            Row(
+                "2",
+                "",
+                "",
+                "python -c 'import runpod'",
+                fmt_s(runpod),
+                f"{runpod / help_:.1f}x --help (if imported eagerly)",
+            ),
+            Row(
+                "2",
+                f"nbworker export {notebook.name} -o DIR, median of {runs}",
+                fmt_s(cli_export),
+                "export_notebook in-process, same notebook",
+                fmt_s(in_process),
+                f"start-up + imports {fmt_s(cli_export - in_process, signed=True)}",
+            ),
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- table
+
+
+ORDER = ["1", "1s", "2"]
+
+
+def print_table(elapsed: float) -> None:
+    ROWS.sort(key=lambda row: ORDER.index(row.key))  # stable: keeps each group's order
+    headers = ("#", "measured", "nbworker", "alternative", "alt.", "comparison", "target", "")
+    body = [
+        (
+            r.key,
+            r.what,
+            r.value,
+            r.versus,
+            r.versus_value,
+            r.result,
+            r.target,
+            "" if r.ok is None else ("OK" if r.ok else "MISSED"),
+        )
+        for r in ROWS
+    ]
+    widths = [max(len(str(row[i])) for row in [headers, *body]) for i in range(len(headers))]
+    right = {2, 4}
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    log()
+    log("=" * len(line(headers)))
+    log(line(headers))
+    log("-" * len(line(headers)))
+    previous = None
+    for row in body:
+        if previous is not None and row[0] != previous:
+            log("")
+        previous = row[0]
+        log(line(row))
+    log("=" * len(line(headers)))
+    missed = [r for r in ROWS if r.ok is False]
+    log(
+        f"targets: {sum(r.ok is True for r in ROWS)} met, {len(missed)} missed; "
+        f"benchmark took {elapsed:.0f} s; load average now {load_average()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~30 s)")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile build_worker on the largest notebook"
+    )
+    parser.add_argument(
+        "--sizes",
+        default="10,100,1000",
+        help="notebook sizes in cells, comma-separated (default: 10,100,1000; at least 10)",
+    )
+    args = parser.parse_args()
+    sizes = sorted({int(size) for size in args.sizes.split(",")})
+    if sizes[0] < 10:
+        parser.error("--sizes: at least 10 cells")
+
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="nbworker-bench-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    # Nothing here needs an IPython profile, but keep the user's ~/.ipython out of reach.
+    os.environ["IPYTHONDIR"] = str(workdir / "ipython")
+    from importlib import metadata
+
+    import IPython
+    import nbformat
+
+    import nbworker
+
+    log(
+        f"nbworker {nbworker.__version__}, IPython {IPython.__version__}, nbformat "
+        f"{nbformat.__version__}, runpod {metadata.version('runpod')}, Python "
+        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load_average()}"
+        + (" (--quick)" if args.quick else "")
+    )
+    try:
+        generated: dict[int, Generated] = {}
+        paths: dict[int, Path] = {}
+        for n in sorted({*sizes, 100}):  # 100 cells are also the CLI's notebook
+            start = time.perf_counter()
+            gen = make_notebook(n)
+            path = workdir / f"generated-{n}.ipynb"
+            nbformat.write(gen.notebook, path)
+            paths[n] = path
+            if n in sizes:
+                generated[n] = gen
+            log(f"    generated {path.name} in {fmt_s(time.perf_counter() - start)}")
+        build = bench_export(generated, paths, workdir, args.quick)
+        if len(sizes) > 1:
+            k = exponent(sizes[-2], build[sizes[-2]], sizes[-1], build[sizes[-1]])
+            if args.profile or k >= 1.5:
+                profile_build(generated[sizes[-1]], 3)
+        elif args.profile:
+            profile_build(generated[sizes[-1]], 3)
+        # The in-process figure to put next to the CLI's: export_notebook, 100 cells.
+        from nbworker.export import export_notebook
+
+        in_process = []
+        for i in range(5):
+            start = time.perf_counter()
+            export_notebook(paths[100], workdir / f"in-process-{i}")
+            in_process.append(time.perf_counter() - start)
+        bench_startup(workdir, paths[100], median(in_process), args.quick)
+    except BenchFailure as err:
+        log(f"BENCHMARK CHECK FAILED: {err}")
+        return 2
+    print_table(time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Replay the notebook's recorded runs against handler.py, under the real RunPod SDK.
+
+Each case in tests/cases.json is a job run in the notebook (`%rp_test`) with what it gave,
+for the handler `handler`.
+Here each job runs as RunPod's own local test runs it, `python handler.py --test_input JOB`
+in the worker folder, and must give the same: COMPLETED with the same output (floats within
+WORKER_TEST_REL_TOL, default 1e-6), or FAILED with the same error (for an exception: the
+same type and message). The SDK's logger cuts messages over 4096 characters, so a result
+too long for its log line is fetched from the SDK's local API server instead.
+
+Run from the worker folder: `python -m pytest tests`. WORKER_TEST_TIMEOUT (seconds, default
+600) bounds each job, the worker's start (model loading) included.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+TESTS = Path(__file__).resolve().parent
+WORKER = TESTS.parent  # handler.py's folder: the worker runs there, as in its container
+CASES = json.loads((TESTS / "cases.json").read_text(encoding="utf-8"))["cases"]
+TIMEOUT = float(os.environ.get("WORKER_TEST_TIMEOUT", "600"))
+REL_TOL = float(os.environ.get("WORKER_TEST_REL_TOL", "1e-6"))
+ABS_TOL = 1e-9  # for floats near zero
+# Set on a deployed worker only: they would switch the SDK to another mode or log format.
+DEPLOYED_ONLY = (
+    "RUNPOD_ENDPOINT_ID",
+    "RUNPOD_REALTIME_PORT",
+    "RUNPOD_WEBHOOK_GET_JOB",
+    "RUNPOD_WEBHOOK_PING",
+)
+
+
+def worker_env(log_level: str) -> dict[str, str]:
+    """This environment, as on a development machine, with the SDK's log level set."""
+    env = {key: value for key, value in os.environ.items() if key not in DEPLOYED_ONLY}
+    env.update(RUNPOD_LOG_LEVEL=log_level, PYTHONIOENCODING="utf-8")
+    return env
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def case_id(case: dict[str, Any]) -> str:
+    """The case's name, and the notebook cell that recorded it when known."""
+    cell = case.get("cell")
+    return case["name"] if cell is None else f"{case['name']} (cell {cell})"
+
+
+def short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}...{text[-30:]} ({len(text)} chars)"
+
+
+def plain(value: Any) -> Any:
+    """A value as the notebook recorded it: JSON, NaN and infinities as null, tuples as
+    lists, anything else JSON has no type for as its repr."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return repr(value)
+
+
+def assert_same(actual: Any, recorded: Any, where: str) -> None:
+    """Equal as JSON values, floats within REL_TOL; the message names the first difference."""
+    if isinstance(actual, bool) or isinstance(recorded, bool):
+        assert actual is recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
+    elif isinstance(actual, (int, float)) and isinstance(recorded, (int, float)):
+        if isinstance(actual, int) and isinstance(recorded, int):
+            assert actual == recorded, f"{where}: got {actual}, recorded {recorded}"
+        else:
+            assert math.isclose(actual, recorded, rel_tol=REL_TOL, abs_tol=ABS_TOL), (
+                f"{where}: got {actual!r}, recorded {recorded!r} (rel_tol {REL_TOL:g})"
+            )
+    elif isinstance(actual, dict) and isinstance(recorded, dict):
+        missing = [key for key in recorded if key not in actual]
+        extra = [key for key in actual if key not in recorded]
+        assert not missing and not extra, (
+            f"{where}: keys differ: missing {missing}, unexpected {extra}; "
+            f"got {short(actual)}, recorded {short(recorded)}"
+        )
+        for key, item in recorded.items():
+            assert_same(actual[key], item, f"{where}[{key!r}]")
+    elif isinstance(actual, list) and isinstance(recorded, list):
+        assert len(actual) == len(recorded), (
+            f"{where}: {len(actual)} items, recorded {len(recorded)}; "
+            f"got {short(actual)}, recorded {short(recorded)}"
+        )
+        for index, (item, expected) in enumerate(zip(actual, recorded, strict=True)):
+            assert_same(item, expected, f"{where}[{index}]")
+    else:
+        assert actual == recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
+
+
+LEADING_FIELDS = re.compile(  # the start of RunPod's error JSON
+    r'\{"error_type": ("(?:[^"\\]|\\.)*"), "error_message": ("(?:[^"\\]|\\.)*")'
+)
+
+
+def exception_fields(error: Any) -> dict[str, str] | None:
+    """error_type and error_message of RunPod's error JSON for a handler that raised, else
+    None. Read from the start of the text too, should a log have cut the rest."""
+    if not isinstance(error, str) or not error.startswith("{"):
+        return None
+    try:
+        fields = json.loads(error)
+    except ValueError:
+        found = LEADING_FIELDS.match(error)
+        if found is None:
+            return None
+        fields = {"error_type": json.loads(found[1]), "error_message": json.loads(found[2])}
+    if not isinstance(fields, dict) or not {"error_type", "error_message"} <= fields.keys():
+        return None
+    return {"error_type": fields["error_type"], "error_message": fields["error_message"]}
+
+
+def streamed_exception(error: Any) -> str | None:
+    """The message of a generator handler that raised (RunPod reports
+    `handler: <message> \\ntraceback: ...`), else None."""
+    if isinstance(error, str) and error.startswith("handler: ") and " \ntraceback: " in error:
+        return error[len("handler: ") : error.index(" \ntraceback: ")]
+    return None
+
+
+def check_error(actual: Any, recorded: Any) -> None:
+    """The same failure: for an exception the same type and message, else the same error."""
+    expected = exception_fields(recorded)
+    if expected is not None:
+        got = exception_fields(actual)
+        assert got is not None, (
+            f"error: expected the handler to raise {expected['error_type']} "
+            f"{expected['error_message']!r}, got the error {short(actual)}"
+        )
+        assert got == expected, f"error: got {got}, recorded {expected}"
+        return
+    message = streamed_exception(recorded)
+    if message is not None:
+        got = streamed_exception(actual)
+        assert got == message, f"error: got {short(actual)}, recorded a raise of {message!r}"
+        return
+    assert_same(plain(actual), recorded, "error")
+
+
+class _Floats(ast.NodeTransformer):
+    """`nan` and `inf` as repr() prints floats, for literal_eval."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in ("nan", "inf"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
+
+
+def python_value(text: str) -> Any:
+    """A value the SDK logged with repr(): a Python literal (NaN and infinities included)."""
+    try:
+        tree = _Floats().visit(ast.parse(text.strip(), mode="eval"))
+        return ast.literal_eval(tree)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as err:
+        pytest.fail(f"the SDK logged a value that is not a Python literal ({err}): {short(text)}")
+
+
+TRUNCATED = re.compile(r"\n\.\.\.TRUNCATED \d+ CHARACTERS\.\.\.\n")  # the SDK logger's cut
+ARG_LIMIT = 100_000  # longer jobs do not fit on a command line
+
+
+def run_test_input(job: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`python handler.py --test_input JOB` in the worker folder."""
+    try:
+        return subprocess.run(
+            [sys.executable, "handler.py", "--test_input", json.dumps(job)],
+            cwd=WORKER,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=TIMEOUT,
+            env=worker_env("INFO"),
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"handler.py did not finish the job in {TIMEOUT:g} s (WORKER_TEST_TIMEOUT)")
+
+
+def logged(stdout: str, marker: str) -> str | None:
+    """What the SDK's last log line starting with `marker` says, to the end of the output."""
+    index = stdout.rfind(marker)
+    if index < 0:
+        return None
+    text = stdout[index + len(marker) :]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalAPI:
+    """`python handler.py --rp_serve_api`: the SDK's local API server on 127.0.0.1, started
+    on first use (again if it died), logging to a file, stopped by its PID."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.http = requests.Session()
+        self.http.trust_env = False  # no proxy between the tests and 127.0.0.1
+        self.failure: str | None = None
+
+    def log(self, start: int = 0) -> str:
+        with self.log_path.open("rb") as file:
+            file.seek(start)
+            return file.read().decode("utf-8", "replace")
+
+    def start(self) -> None:
+        for _attempt in range(3):  # another program may take the free port first
+            port = free_port()
+            start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            command = ["handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1"]
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, *command, "--rp_api_port", str(port)],
+                    cwd=WORKER,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=worker_env("DEBUG"),  # the chunks are logged at DEBUG
+                )
+            self.url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + TIMEOUT
+            while self.process.poll() is None and time.monotonic() < deadline:
+                try:
+                    self.http.get(f"{self.url}/openapi.json", timeout=5)
+                    return
+                except (requests.ConnectionError, requests.Timeout):
+                    time.sleep(0.1)
+            if self.process.poll() is None:
+                self.stop()
+                self.failure = f"the local API server did not answer in {TIMEOUT:g} s"
+                break
+            if "address already in use" not in self.log(start).lower():
+                self.failure = f"the local API server exited with code {self.process.returncode}"
+                break
+        self.failure = self.failure or "the local API server found no free port"
+        pytest.fail(f"{self.failure}:\n{tail(self.log())}")
+
+    def runsync(self, job: dict[str, Any]) -> tuple[requests.Response, str]:
+        """POST the job's input to /runsync: the answer, and what the server logged meanwhile."""
+        if self.failure is not None:
+            pytest.fail(self.failure)
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        start = self.log_path.stat().st_size
+        body = {"input": job["input"]}
+        response = self.http.post(f"{self.url}/runsync", json=body, timeout=TIMEOUT)
+        return response, self.log(start)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAPI]:
+    server = LocalAPI(tmp_path_factory.mktemp("api") / "server.log")
+    yield server
+    server.stop()
+
+
+def skip_unless_servable(case: dict[str, Any]) -> None:
+    """Skip a job the local API server cannot run as it was recorded."""
+    others = sorted(key for key in case["job"] if key != "input")
+    if others:
+        pytest.skip(f"the local API server passes the handler the input only, not {others}")
+    if not isinstance(case["job"]["input"], dict):
+        pytest.skip("the local API server takes only an object as input (HTTP 422 otherwise)")
+
+
+def check_via_api(case: dict[str, Any], api: LocalAPI, why: str) -> None:
+    """Replay the case through the local API server's /runsync instead (`why`)."""
+    skip_unless_servable(case)
+    response, log = api.runsync(case["job"])
+    if response.status_code == 500 and case["status"] == "FAILED":
+        pytest.skip(f"{why}, and the local API server answers HTTP 500 for a non-string error")
+    assert response.status_code == 200, (
+        f"{why}; /runsync: HTTP {response.status_code}: {response.text[:500]}\n{tail(log)}"
+    )
+    body = response.json()
+    assert body.get("status") == case["status"], f"{why}; /runsync: {short(body)}"
+    if case["status"] == "COMPLETED":
+        assert_same(plain(body.get("output")), case["output"], "output (from /runsync)")
+    else:
+        check_error(body.get("error"), case["error"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_case(case: dict[str, Any], api: LocalAPI) -> None:
+    job = case["job"]
+    if len(json.dumps(job)) > ARG_LIMIT:
+        check_via_api(case, api, why=f"the job is too long for --test_input (> {ARG_LIMIT})")
+        return
+    done = run_test_input(job)
+    output = tail(done.stdout + done.stderr)
+    where = f"python handler.py --test_input exited with code {done.returncode}:\n{output}"
+    if case["status"] == "COMPLETED":
+        assert done.returncode == 0, where
+        result = logged(done.stdout, "| Job result: ")
+        assert result is not None, f"no 'Job result:' line; {where}"
+        if TRUNCATED.search(result):
+            check_via_api(case, api, why="the SDK's logger cut the Job result line")
+            return
+        result = python_value(result.split("\n", 1)[0])
+        assert isinstance(result, dict), f"Job result is not a dict: {short(result)}"
+        assert_same(plain(result.get("output")), case["output"], "output")
+        assert bool(result.get("stopPod")) == case["refresh_worker"], (
+            f"refresh_worker: got {bool(result.get('stopPod'))}, recorded {case['refresh_worker']}"
+        )
+        return
+    assert done.returncode == 1, where
+    error = logged(done.stdout, "| Job local_test failed with error: ")
+    assert error is not None, f"no 'Job ... failed with error:' line; {where}"
+    recorded = case["error"]
+    if exception_fields(recorded) is not None:
+        check_error(error.split("\n", 1)[0], recorded)  # its start, even if the log cut it
+    elif TRUNCATED.search(error):
+        check_via_api(case, api, why="the SDK's logger cut the error line")
+    elif isinstance(recorded, str):
+        assert error == recorded, f"error: got {short(error)}, recorded {short(recorded)}"
+    else:  # an error that is not a string is logged with repr()
+        check_error(python_value(error), recorded)
