@@ -2,8 +2,8 @@
 """Benchmark of `nbworker export` and of the command line's start-up, each figure next to
 its floor or to what it would cost otherwise.
 
-    python bench/bench_export.py           # full run, about 60 s on 2 cores
-    python bench/bench_export.py --quick   # fewer repetitions, about 30 s
+    python bench/bench_export.py           # full run, about 40 s on 2 cores
+    python bench/bench_export.py --quick   # fewer repetitions, about 25 s
     python bench/bench_export.py --profile # also cProfile build_worker on the largest
                                            # notebook (done anyway when the growth from
                                            # the second largest is clearly super-linear)
@@ -13,7 +13,7 @@ its floor or to what it would cost otherwise.
    helper functions calling earlier helpers, exploration cells the handler does not need,
    markdown, a `%%model` cell, a `%%handler` cell and `%rp_test` cells with their recorded
    runs): `nbworker.export.build_worker(nb)` (pure, nothing written) and
-   `nbworker.export.export_notebook(path, dir)` (reads the file, writes the worker), median per
+   `nbworker.export_notebook(path, dir)` (reads the file, writes the worker), median per
    export, per cell, and the growth from one size to the next (t ~ n^k). Next to them:
    `nbformat.read(path)` (the floor of reading the notebook) and the stages of the export
    timed alone (reading the cells, the secrets scan, tracing the cells the handler needs,
@@ -34,6 +34,7 @@ import atexit
 import cProfile
 import gc
 import io
+import itertools
 import json
 import math
 import os
@@ -340,6 +341,16 @@ def check_report(report: Any, gen: Generated, notebook_name: str) -> None:
 # ----------------------------------------------------------------------------- 1. export
 
 
+def files_written(count: int) -> Callable[[Any], None]:
+    """A check of an export_notebook report: it wrote `count` files."""
+
+    def verify(done: Any) -> None:
+        written = done.written.written
+        check(len(written) == count, f"wrote {written}, expected {count} files")
+
+    return verify
+
+
 def bench_export(
     generated: dict[int, Generated], paths: dict[int, Path], workdir: Path, quick: bool
 ) -> dict[int, float]:
@@ -357,6 +368,7 @@ def bench_export(
     build: dict[int, float] = {}
     export: dict[int, float] = {}
     results: dict[int, dict[str, list[float]]] = {}
+    stages: dict[int, dict[str, Callable[[], Any]]] = {}
     for n in sizes:
         gen, path = generated[n], paths[n]
         nb = gen.notebook
@@ -384,29 +396,23 @@ def bench_export(
         def same_dir(again: Path = again, path: Path = path) -> Any:
             return export_notebook(path, again)
 
-        def files_written(count: int) -> Callable[[Any], None]:
-            def verify(report: Any) -> None:
-                check(
-                    len(report.written.written) == count,
-                    f"wrote {report.written.written}, expected {count} files",
-                )
-
-            return verify
-
         # Sizes: about the same total time per size, at least 5 rounds.
         rounds = {10: 40, 100: 15}.get(n, 5 if n <= 1000 else 3)
         if quick:
             rounds = max(3, rounds // 3)
+        stages[n] = {
+            "read_cells": lambda nb=nb: read_cells(nb),
+            "find_secrets": lambda sources=sources: find_secrets(sources),
+            "select_cells": lambda cells=cells: select_cells(cells),
+            "nbformat.writes": lambda nb=nb: nbformat.writes(nb),
+        }
         times = sample(
             {
                 "build_worker": lambda nb=nb: build_worker(nb),
                 "export_notebook": new_dir,
                 "export_notebook again": same_dir,
                 "nbformat.read": lambda path=path: nbformat.read(path, as_version=4),
-                "read_cells": lambda nb=nb: read_cells(nb),
-                "find_secrets": lambda sources=sources: find_secrets(sources),
-                "select_cells": lambda cells=cells: select_cells(cells),
-                "nbformat.writes": lambda nb=nb: nbformat.writes(nb),
+                **stages[n],
             },
             rounds=rounds,
             warmup=1,
@@ -434,7 +440,7 @@ def bench_export(
             )
 
     log("  growth (t ~ n^k):")
-    for smaller, larger in zip(sizes, sizes[1:], strict=False):
+    for smaller, larger in itertools.pairwise(sizes):
         for name in results[smaller]:
             t1, t2 = median(results[smaller][name]), median(results[larger][name])
             k = exponent(smaller, t1, larger, t2)
@@ -442,6 +448,14 @@ def bench_export(
                 f"    {name:<24} {larger}/{smaller}: {t2 / t1:6.1f}x  k = {k:4.2f}  "
                 f"{growth_verdict(k)}"
             )
+    if len(sizes) > 1:
+        # A stage that grows clearly faster than the cells, at the largest sizes: where?
+        smaller, larger = sizes[-2], sizes[-1]
+        for name, function in stages[larger].items():
+            t1, t2 = median(results[smaller][name]), median(results[larger][name])
+            if exponent(smaller, t1, larger, t2) >= 1.5:
+                label = f"{name} on the {larger}-cell notebook"
+                profile_calls(label, function, 5, (("tottime", 8),))
 
     for n in sizes:
         prev = sizes[sizes.index(n) - 1] if sizes.index(n) > 0 else None
@@ -469,7 +483,7 @@ def bench_export(
                 fmt_s(again),
                 "nbformat.read(path) (floor of reading)",
                 fmt_s(read),
-                f"export_notebook - build_worker {fmt_s(export[n] - build[n], signed=True)}",
+                f"new dir - build_worker {fmt_s(export[n] - build[n], signed=True)} (read + write)",
             )
         )
     big = sizes[-1]
@@ -491,52 +505,102 @@ def bench_export(
     return build
 
 
-def profile_build(gen: Generated, n: int) -> None:
-    from nbworker.export import build_worker
-
-    log(f"    cProfile of {n} x build_worker on the {gen.cells}-cell notebook:")
+def profile_calls(
+    label: str,
+    function: Callable[[], Any],
+    n: int,
+    orders: tuple[tuple[str, int], ...] = (("cumulative", 30), ("tottime", 15)),
+) -> None:
+    """Print a cProfile of `n` calls of `function`, sorted by each of `orders`."""
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(n):
-        build_worker(gen.notebook)
+        function()
     profiler.disable()
-    for order, count in (("cumulative", 30), ("tottime", 15)):
+    for order, count in orders:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(count)
-        log(f"    by {order} time:")
+        log(f"    cProfile of {n} x {label}, by {order} time:")
         log(textwrap.indent(text.getvalue().strip(), "    "))
 
 
 # ----------------------------------------------------------------------------- 2. start-up
 
-MODULES_PROBE = """\
-import contextlib, io, json, sys
+HELP_PROBE = """\
+import contextlib, io, json, sys, time
+t0 = time.perf_counter()
 from nbworker.cli import main
-with contextlib.redirect_stdout(io.StringIO()):
+t1 = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()) as out:
     try:
         main(["--help"])
     except SystemExit:
         pass
-print(json.dumps({"heavy": [m for m in %r if m in sys.modules], "modules": len(sys.modules)}))
+t2 = time.perf_counter()
+print(json.dumps({
+    "heavy": [m for m in %r if m in sys.modules],
+    "modules": len(sys.modules),
+    "import": t1 - t0,
+    "main": t2 - t1,
+    "usage": out.getvalue().startswith("usage: nbworker"),
+}))
 """
 
+# Where the time of a whole `nbworker export` goes, in a fresh process: the same work as
+# the command, in phases. The lazy imports and `packages_distributions()` (the scan of
+# installed distributions that maps imports to requirements) are paid once per process.
+PHASES_PROBE = """\
+import json, sys, time
+t0 = time.perf_counter()
+from nbworker.export import export_notebook
+t1 = time.perf_counter()
+import IPython.core.inputtransformer2, nbformat
+from nbworker.export import docker, handler, requirements, secrets, testfiles
+t2 = time.perf_counter()
+requirements._module_distributions()
+t3 = time.perf_counter()
+export_notebook(sys.argv[1], sys.argv[2] + "-first")
+t4 = time.perf_counter()
+export_notebook(sys.argv[1], sys.argv[2] + "-second")
+t5 = time.perf_counter()
+print(json.dumps([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]))
+"""
+IMPORT_NBWORKER = "python -c 'import nbworker'"
+PHASES = (
+    "import nbworker.export",
+    "import what export uses (IPython, nbformat, packaging...)",
+    "map modules to distributions (packages_distributions)",
+    "first export_notebook in the process",
+    "second export_notebook (warm)",
+)
 
-def run_command(argv: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+
+def run_command(
+    argv: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     return time.perf_counter() - start, proc
 
 
 def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool) -> None:
     import nbworker
 
-    log("[2] start-up of the command line: wall time of a subprocess, median")
+    log("[2] start-up of the command line: wall time of a subprocess")
     python = sys.executable
     script = Path(python).parent / "nbworker"
     check(script.is_file(), f"no console script {script}: install the package in the venv")
     version = f"nbworker {nbworker.__version__}"
     exports = workdir / "cli-exports"
     counter = iter(range(1_000_000))
+    # Every subprocess gets a bytecode cache of its own (written by the warm-up round), as
+    # an installed package has its .pyc files: without it, PYTHONDONTWRITEBYTECODE (or a
+    # read-only checkout) would make each run compile nbworker's sources again; and the
+    # repository gets no __pycache__.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    phases: list[list[float]] = []
+    helps: list[dict[str, Any]] = []
 
     def ok(needle: str) -> Callable[[subprocess.CompletedProcess[str]], None]:
         def verify(proc: subprocess.CompletedProcess[str]) -> None:
@@ -545,58 +609,86 @@ def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool)
 
         return verify
 
+    def keep_phases(proc: subprocess.CompletedProcess[str]) -> None:
+        ok("[")(proc)
+        phases.append(json.loads(proc.stdout))
+
+    def keep_help(proc: subprocess.CompletedProcess[str]) -> None:
+        ok("{")(proc)
+        probe = json.loads(proc.stdout)
+        check(probe["usage"], "main(['--help']) printed no usage")
+        check(probe["heavy"] == [], f"`nbworker --help` imports {probe['heavy']}")
+        helps.append(probe)
+
+    def fresh_dir() -> str:
+        return str(exports / str(next(counter)))
+
+    cli_export = f"nbworker export {notebook.name} -o DIR"
     commands: dict[str, tuple[Callable[[], list[str]], Callable[[Any], None]]] = {
         "python -c pass": (lambda: [python, "-c", "pass"], ok("")),
-        "python -c 'import nbworker'": (lambda: [python, "-c", "import nbworker"], ok("")),
+        "python -c 'import argparse'": (lambda: [python, "-c", "import argparse"], ok("")),
+        IMPORT_NBWORKER: (lambda: [python, "-c", "import nbworker"], ok("")),
         "nbworker --help": (lambda: [str(script), "--help"], ok("usage: nbworker")),
         "nbworker --version": (lambda: [str(script), "--version"], ok(version)),
         "python -c 'import IPython'": (lambda: [python, "-c", "import IPython"], ok("")),
         "python -c 'import runpod'": (lambda: [python, "-c", "import runpod"], ok("")),
-        f"nbworker export ({notebook.stem})": (
-            lambda: [str(script), "export", str(notebook), "-o", str(exports / str(next(counter)))],
+        cli_export: (
+            lambda: [str(script), "export", str(notebook), "-o", fresh_dir()],
             ok("wrote to"),
+        ),
+        "--help phases (probe)": (lambda: [python, "-c", HELP_PROBE % (HEAVY_MODULES,)], keep_help),
+        "export phases (probe)": (
+            lambda: [python, "-c", PHASES_PROBE, str(notebook), fresh_dir()],
+            keep_phases,
         ),
     }
     runs = 5 if quick else 10
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for round_ in range(runs + 1):  # the first round warms up (bytecode, page cache)
+    for round_ in range(runs + 1):  # the first round warms up (bytecode cache, page cache)
         for name, (argv, verify) in commands.items():
-            elapsed, proc = run_command(argv(), workdir)
+            elapsed, proc = run_command(argv(), workdir, env)
             verify(proc)
             if round_ > 0:
                 times[name].append(elapsed)
+    del phases[0], helps[0]  # the warm-up round's
     shutil.rmtree(exports, ignore_errors=True)
-
-    probe = subprocess.run(
-        [python, "-c", MODULES_PROBE % (HEAVY_MODULES,)],
+    floor_modules = subprocess.run(
+        [python, "-c", "import sys; print(len(sys.modules))"],
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
-    )
-    check(probe.returncode == 0, f"module probe failed: {probe.stderr[-2000:]}")
-    loaded = json.loads(probe.stdout)
-    floor = subprocess.run(
-        [python, "-c", "import sys; print(len(sys.modules))"], capture_output=True, text=True
-    )
-    check(loaded["heavy"] == [], f"`nbworker --help` imports {loaded['heavy']}")
+    ).stdout.strip()
 
-    log(f"    {runs} runs each, interleaved, after one warm-up round")
+    log(f"    {runs} runs each, interleaved, after one warm-up round; bytecode cached")
     base = median(times["python -c pass"])
     for name, values in times.items():
+        if name.endswith("(probe)"):
+            continue
         value = median(values)
         log(
-            f"    {name:<32} median {fmt_s(value):>11}  p90 {fmt_s(pct(values, 90)):>11}  "
-            f"{value / base:5.1f}x `python -c pass`  ({fmt_s(value - base, signed=True)})"
+            f"    {name:<44} median {fmt_s(value):>11}  min {fmt_s(min(values)):>11}  "
+            f"{value / base:5.1f}x `python -c pass` ({fmt_s(value - base, signed=True)})"
         )
+    help_import = median([probe["import"] for probe in helps])
+    help_main = median([probe["main"] for probe in helps])
     log(
-        f"    modules loaded after `nbworker --help`: {loaded['modules']} "
-        f"(`python -c pass`: {floor.stdout.strip()}); none of {', '.join(HEAVY_MODULES)}"
+        f"    `nbworker --help` in-process (median of {runs}): import nbworker.cli "
+        f"{fmt_s(help_import)}, main(['--help']) {fmt_s(help_main)} (build the parser, format)"
     )
+    log(
+        f"    modules loaded by `nbworker --help`: {helps[0]['modules']} (`python -c pass`: "
+        f"{floor_modules}); none of {', '.join(HEAVY_MODULES)}"
+    )
+    log(f"    {cli_export} in a fresh process, by phase (median of {runs}):")
+    phase_medians = [median([run[i] for run in phases]) for i in range(len(PHASES))]
+    for label, value in zip(PHASES, phase_medians, strict=True):
+        log(f"      {label:<58} {fmt_s(value):>11}")
 
     help_, version_ = median(times["nbworker --help"]), median(times["nbworker --version"])
     ipython = median(times["python -c 'import IPython'"])
     runpod = median(times["python -c 'import runpod'"])
-    cli_export = median(times[f"nbworker export ({notebook.stem})"])
+    whole = median(times[cli_export])
     ROWS.extend(
         [
             Row(
@@ -606,6 +698,14 @@ def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool)
                 "python -c pass (interpreter floor)",
                 fmt_s(base),
                 f"{help_ / base:.2f}x ({fmt_s(help_ - base, signed=True)})",
+            ),
+            Row(
+                "2",
+                "  of which import nbworker.cli; main(['--help'])",
+                f"{fmt_s(help_import)}; {fmt_s(help_main)}",
+                "python -c 'import nbworker'",
+                fmt_s(median(times[IMPORT_NBWORKER])),
+                f"{fmt_s(median(times[IMPORT_NBWORKER]) - base, signed=True)} over pass",
             ),
             Row(
                 "2",
@@ -621,7 +721,7 @@ def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool)
                 "",
                 "python -c 'import IPython'",
                 fmt_s(ipython),
-                f"{ipython / help_:.1f}x --help (if imported eagerly)",
+                f"{ipython / help_:.1f}x --help (were it imported eagerly)",
             ),
             Row(
                 "2",
@@ -629,15 +729,23 @@ def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool)
                 "",
                 "python -c 'import runpod'",
                 fmt_s(runpod),
-                f"{runpod / help_:.1f}x --help (if imported eagerly)",
+                f"{runpod / help_:.1f}x --help (were it imported eagerly)",
             ),
             Row(
                 "2",
-                f"nbworker export {notebook.name} -o DIR, median of {runs}",
-                fmt_s(cli_export),
-                "export_notebook in-process, same notebook",
+                f"{cli_export}, median of {runs}",
+                fmt_s(whole),
+                "export_notebook in-process (warm), same notebook",
                 fmt_s(in_process),
-                f"start-up + imports {fmt_s(cli_export - in_process, signed=True)}",
+                f"{whole / in_process:.1f}x ({fmt_s(whole - in_process, signed=True)})",
+            ),
+            Row(
+                "2",
+                "  of which imports + distribution scan, fresh process",
+                fmt_s(sum(phase_medians[:3])),
+                "first export_notebook in a fresh process",
+                fmt_s(phase_medians[3]),
+                f"second one {fmt_s(phase_medians[4])}",
             ),
         ]
     )
@@ -694,7 +802,7 @@ def print_table(elapsed: float) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~30 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~25 s)")
     parser.add_argument(
         "--profile", action="store_true", help="cProfile build_worker on the largest notebook"
     )
@@ -741,10 +849,13 @@ def main() -> int:
         build = bench_export(generated, paths, workdir, args.quick)
         if len(sizes) > 1:
             k = exponent(sizes[-2], build[sizes[-2]], sizes[-1], build[sizes[-1]])
-            if args.profile or k >= 1.5:
-                profile_build(generated[sizes[-1]], 3)
-        elif args.profile:
-            profile_build(generated[sizes[-1]], 3)
+        else:
+            k = 1.0
+        if args.profile or k >= 1.5:
+            from nbworker.export import build_worker
+
+            largest = generated[sizes[-1]].notebook
+            profile_calls(f"build_worker, {sizes[-1]} cells", lambda: build_worker(largest), 3)
         # The in-process figure to put next to the CLI's: export_notebook, 100 cells.
         from nbworker.export import export_notebook
 

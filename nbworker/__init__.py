@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExportError",
+    "ExportReport",
     "HandlerError",
     "HandlerNotFound",
     "HandlerSpec",
@@ -33,6 +35,7 @@ __all__ = [
     "__version__",
     "cache",
     "default_session",
+    "export_notebook",
     "load_ipython_extension",
     "register_handler",
     "run_job",
@@ -43,6 +46,9 @@ _LAZY = {
     "ModelCache": "nbworker.cache",
     "Run": "nbworker.jobs",
     "HandlerSpec": "nbworker.registry",
+    "ExportError": "nbworker.export",
+    "ExportReport": "nbworker.export",
+    "export_notebook": "nbworker.export",
     "Session": "nbworker.session",
     "default_session": "nbworker.session",
     "register_handler": "nbworker.session",

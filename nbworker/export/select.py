@@ -3,6 +3,7 @@ notebook, every cell that defines a name it needs, transitively."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from nbworker.errors import NbworkerError
@@ -94,21 +95,24 @@ def _check_exportable(cell: Cell) -> None:
         )
 
 
-def _provider(cells: list[Cell], name: str, before: int) -> Cell | None:
+def _definers(cells: list[Cell]) -> dict[str, list[Cell]]:
+    """For each name, the cells that may provide it, in notebook order."""
+    definers: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if cell.kind in ("code", "handler", "model") and not cell.skipped and cell.error is None:
+            for name in cell.binds:
+                definers.setdefault(name, []).append(cell)
+    return definers
+
+
+def _provider(definers: dict[str, list[Cell]], name: str, before: int) -> Cell | None:
     """The cell that defines `name` for a cell at index `before`: the last one above it,
     else the first one below it (a function reads globals when called, not defined)."""
-    candidates = [
-        cell
-        for cell in cells
-        if cell.kind in ("code", "handler", "model")
-        and not cell.skipped
-        and cell.error is None
-        and name in cell.binds
-    ]
-    above = [cell for cell in candidates if cell.index < before]
-    if above:
-        return above[-1]
-    below = [cell for cell in candidates if cell.index > before]
+    candidates = definers.get(name, [])
+    position = bisect.bisect_left([cell.index for cell in candidates], before)
+    if position > 0:
+        return candidates[position - 1]
+    below = [cell for cell in candidates[position:] if cell.index > before]
     return below[0] if below else None
 
 
@@ -123,11 +127,12 @@ def select_cells(cells: list[Cell], *, handler: str | None = None) -> Selection:
             selection.taken.setdefault(cell.index, "tagged nbworker:export")
             queue.append(cell)
     unreadable = [cell for cell in cells if cell.error is not None]
+    definers = _definers(cells)
     while queue:
         cell = queue.pop(0)
         _check_exportable(cell)
         for used in sorted(cell.uses):
-            provider = _provider(cells, used, cell.index)
+            provider = _provider(definers, used, cell.index)
             if provider is None:
                 hint = f" ({unreadable[0].error})" if unreadable else ""
                 raise ExportError(
