@@ -244,7 +244,7 @@ def test_hub_tests_are_the_completed_cases_in_runpods_format() -> None:
         testfiles.hub_tests(cases, timeout_ms=0)
 
 
-def test_test_files_are_the_four_files_and_deterministic() -> None:
+def test_test_files_are_the_five_files_and_deterministic() -> None:
     cases = sync_cases()
     options = {"handler": "handler", "streaming": False, "notebook_name": "worker.ipynb"}
 
@@ -252,6 +252,7 @@ def test_test_files_are_the_four_files_and_deterministic() -> None:
 
     assert list(files) == [
         "tests/cases.json",
+        "tests/compare.py",
         "tests/test_handler.py",
         "tests/test_notebook.py",
         "tests/requirements.txt",
@@ -296,7 +297,7 @@ def test_generated_files_compile_and_pass_ruff(tmp_path: Path, streaming: bool) 
     files = testfiles.test_files(
         cases=sync_cases(), handler="handler", streaming=streaming, notebook_name="w.ipynb"
     )
-    for name in ("tests/test_handler.py", "tests/test_notebook.py"):
+    for name in ("tests/compare.py", "tests/test_handler.py", "tests/test_notebook.py"):
         path = tmp_path / name
         path.parent.mkdir(exist_ok=True)
         path.write_text(files[name], encoding="utf-8")
@@ -522,7 +523,7 @@ def test_generated_notebook_test_passes_then_names_the_case_that_changed(
 def test_case_ids_name_the_cell_when_known() -> None:
     text = testfiles.test_files(
         cases=[], handler="handler", streaming=False, notebook_name="w.ipynb"
-    )["tests/test_handler.py"]
+    )["tests/compare.py"]
     namespace: dict[str, Any] = {}
     start = text.index("def case_id")
     exec(textwrap.dedent(text[start : text.index("\n\n\n", start)]), namespace)

@@ -159,18 +159,18 @@ def test_files(
     runner = _STREAM_TESTS if streaming else _CLI_TESTS
     handler_tests = (
         (_STREAM_DOC if streaming else _CLI_DOC).replace("{handler}", handler)
-        + _IMPORTS
+        + _IMPORTS.replace("{compare}", _STREAM_COMPARE if streaming else _CLI_COMPARE)
         + _SETTINGS
-        + _COMPARE
         + (_PARSE_STREAM_LOG if streaming else _PARSE_TEST_INPUT)
         + _LOCAL_API
         + runner
     )
-    notebook_tests = _NOTEBOOK_DOC.replace("{handler}", handler) + _NOTEBOOK_HEAD + _COMPARE
+    notebook_tests = _NOTEBOOK_DOC.replace("{handler}", handler) + _NOTEBOOK_HEAD
     return {
         "tests/cases.json": cases_json(
             cases, handler=handler, streaming=streaming, notebook_name=notebook_name
         ),
+        "tests/compare.py": _COMPARE.rstrip("\n") + "\n",
         "tests/test_handler.py": handler_tests,
         "tests/test_notebook.py": notebook_tests + _NOTEBOOK_TESTS,
         "tests/requirements.txt": _REQUIREMENTS.replace("{version}", __version__),
@@ -217,11 +217,13 @@ Run from the worker folder: `python -m pytest tests`. WORKER_TEST_TIMEOUT (secon
 
 '''
 
+_CLI_COMPARE = "assert_same, case_id, check_error, exception_fields, plain, short"
+_STREAM_COMPARE = "assert_same, case_id, plain, short, streamed_exception"
+
 _IMPORTS = """from __future__ import annotations
 
 import ast
 import json
-import math
 import os
 import re
 import socket
@@ -234,6 +236,7 @@ from typing import Any
 
 import pytest
 import requests
+from compare import {compare}
 
 """
 
@@ -241,8 +244,6 @@ _SETTINGS = """TESTS = Path(__file__).resolve().parent
 WORKER = TESTS.parent  # handler.py's folder: the worker runs there, as in its container
 CASES = json.loads((TESTS / "cases.json").read_text(encoding="utf-8"))["cases"]
 TIMEOUT = float(os.environ.get("WORKER_TEST_TIMEOUT", "600"))
-REL_TOL = float(os.environ.get("WORKER_TEST_REL_TOL", "1e-6"))
-ABS_TOL = 1e-9  # for floats near zero
 # Set on a deployed worker only: they would switch the SDK to another mode or log format.
 DEPLOYED_ONLY = (
     "RUNPOD_ENDPOINT_ID",
@@ -264,8 +265,25 @@ def tail(text: str, lines: int = 40) -> str:
 
 """
 
-# Shared by test_handler.py and test_notebook.py (each generated file stands alone).
-_COMPARE = '''
+# tests/compare.py: how a result is compared with the recorded one, for both test files.
+_COMPARE = '''"""How a result of the worker or of the re-run notebook is compared with the record.
+
+Values compare as JSON: floats within WORKER_TEST_REL_TOL (default 1e-6), everything else
+exactly; a failed job by its error (for an exception: its type and message).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from typing import Any
+
+REL_TOL = float(os.environ.get("WORKER_TEST_REL_TOL", "1e-6"))
+ABS_TOL = 1e-9  # for floats near zero
+
+
 def case_id(case: dict[str, Any]) -> str:
     """The case's name, and the notebook cell that recorded it when known."""
     cell = case.get("cell")
@@ -675,14 +693,13 @@ WORKER_TEST_TIMEOUT (seconds, default 600) bounds each cell.
 _NOTEBOOK_HEAD = """from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from compare import assert_same, case_id, check_error, short
 
 TESTS = Path(__file__).resolve().parent
 SPEC = json.loads((TESTS / "cases.json").read_text(encoding="utf-8"))
@@ -690,8 +707,6 @@ CASES = SPEC["cases"]
 NOTEBOOK = TESTS / SPEC["notebook"]
 RECORD = "application/vnd.nbworker.run+json"  # where nbworker records each %rp_test run
 TIMEOUT = float(os.environ.get("WORKER_TEST_TIMEOUT", "600"))
-REL_TOL = float(os.environ.get("WORKER_TEST_REL_TOL", "1e-6"))
-ABS_TOL = 1e-9  # for floats near zero
 
 """
 
