@@ -73,6 +73,19 @@ def _read_notebook(notebook: Any) -> tuple[Any, str]:
     return notebook, str(notebook.get("metadata", {}).get("nbworker_name", "notebook.ipynb"))
 
 
+def _checked_name(name: str) -> str:
+    """The notebook's file name, fit for handler.py's header and the copy in tests/."""
+    if not name.endswith(".ipynb") or name == ".ipynb":
+        raise ExportError(f"the notebook's file name must end in .ipynb: {name!r}")
+    unsafe = [c for c in name if c in '/\\"' or not c.isprintable()]
+    if unsafe:
+        raise ExportError(
+            f"the notebook's file name {name!r} has characters the worker's files cannot "
+            f"carry ({''.join(sorted(set(unsafe)))!r}); rename the notebook"
+        )
+    return name
+
+
 def _check_secrets(cells: list[Cell]) -> None:
     from nbworker.export import secrets
 
@@ -92,7 +105,7 @@ def build_worker(
     from nbworker.export import docker, requirements, testfiles
 
     nb, name = _read_notebook(notebook)
-    name = notebook_name or name
+    name = _checked_name(notebook_name or name)
     cells = read_cells(nb)
     _check_secrets(cells)
     selection: Selection = select_cells(cells, handler=handler)

@@ -76,7 +76,7 @@ class Cell:
     @property
     def label(self) -> str:
         """How the report and the errors name the cell: `cell 5 (%%handler)`."""
-        first = self.source.split("\n", 1)[0].strip()
+        first = (self.source.splitlines() or [""])[0].strip()
         if self.kind in ("handler", "model"):
             return f"cell {self.index} ({first})"
         return f"cell {self.index}"
@@ -118,7 +118,10 @@ def _pip_install(kind: str, name: str, argument: str) -> list[str] | None:
     if kind == "line" and name == "pip":
         words = argument.split()
     elif kind == "system":
-        words = shlex.split(argument) if argument.strip() else []
+        try:
+            words = shlex.split(argument)
+        except ValueError:  # an unclosed quote: not a pip line shlex can read
+            words = argument.split()
         for prefix in (["pip"], ["pip3"], ["python", "-m", "pip"], ["python3", "-m", "pip"]):
             if words[: len(prefix)] == prefix:
                 words = words[len(prefix) :]
@@ -154,6 +157,9 @@ def _read_code(cell: Cell, body: str, offset: int) -> None:
         line = (err.lineno or 0) + offset
         cell.error = f"{cell.label}, line {line}: {type(err).__name__}: {err.msg}"
         return
+    except ValueError as err:  # null bytes, lone surrogates: not Python source
+        cell.error = f"{cell.label}: not Python source ({_one_line(err)})"
+        return
     lines = body.split("\n")
     removed: set[int] = set()
     for node in ast.walk(tree):
@@ -186,10 +192,18 @@ def _read_code(cell: Cell, body: str, offset: int) -> None:
         except SyntaxError as err:  # IPython syntax of a kind not handled above
             cell.error = f"{cell.label}, line {(err.lineno or 0) + offset}: {err.msg}"
             return
+    try:
+        cell.uses = source.used_names(code, code_tree) - {"get_ipython"}
+    except SyntaxError as err:  # a scope error only symtable sees (`nonlocal` at top level)
+        cell.error = f"{cell.label}, line {(err.lineno or 0) + offset}: {err.msg}"
+        return
     cell.binds = source.bound_names(code_tree)
-    cell.uses = source.used_names(code, code_tree) - {"get_ipython"}
     cell.functions = source.functions(code_tree)
     cell.imports = source.imported_modules(code_tree)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _records(raw: Any) -> list[dict[str, Any]]:
@@ -219,8 +233,13 @@ def read_cells(notebook: Any) -> list[Cell]:
             try:
                 cell.options = arguments.parse(declared, line, prog=f"%%{magic}")
             except ValueError as err:
-                cell.error = f"{cell.label}: {err}"
+                cell.error = f"{cell.label}: {_one_line(err)}"
+            name = getattr(cell.options, "name", None)
+            if name is not None and not name.isidentifier():
+                cell.error = f"cell {index}: %%{magic} {name!r}: not a Python name"
             _read_code(cell, body, offset=1)
+            if magic == "handler" and name and cell.error is None and name not in cell.binds:
+                cell.uses.add(name)  # registered from an earlier cell: trace it there
         elif magic in TRANSPARENT_CELL_MAGICS:
             _read_code(cell, body, offset=1)
         elif magic is not None:

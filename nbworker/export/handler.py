@@ -14,7 +14,7 @@ def _section(cell: Cell) -> str:
             f"cell {cell.index}: %%model {cell.options.name} (runs once, when the worker starts)"
         )
     elif cell.kind == "handler":
-        title = f"cell {cell.index}: {cell.source.split(chr(10), 1)[0].strip()}"
+        title = f"cell {cell.index}: {(cell.source.splitlines() or [''])[0].strip()}"
     else:
         title = f"cell {cell.index}"
     return f"# --- {title}\n{cell.code.strip()}\n"

@@ -52,6 +52,9 @@ def choose_handler(cells: list[Cell], name: str | None) -> tuple[Cell, str]:
             registered = registered_name(cell)
             if registered is not None:
                 handlers[registered] = cell
+    broken = [c for c in cells if c.kind == "handler" and not c.skipped and c.error is not None]
+    if not handlers and broken:
+        raise ExportError(f"no %%handler cell can be read: {broken[0].error}", cell=broken[0].index)
     if not handlers:
         raise ExportError(
             "the notebook has no %%handler cell to export: write the handler in a cell that "
