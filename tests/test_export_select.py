@@ -137,7 +137,7 @@ def test_pip_lines_become_requirements_and_display_magics_are_dropped() -> None:
         (
             ["%%handler --concurrency many\ndef handler(job): pass"],
             None,
-            "the notebook has no %%handler cell to export: write the handler in a cell that starts with %%handler",
+            "no %%handler cell can be read: cell 0 (%%handler --concurrency many): argument --concurrency: invalid int value: 'many'",
         ),
         (
             ["def helper(:\n    pass", "%%handler\ndef handler(job):\n    return helper()"],
