@@ -1,4 +1,5 @@
-"""`nbworker export`: the command line. Imports stay lazy so that `nbworker --help` is quick."""
+"""`nbworker export` and `nbworker test`: the command line. Imports stay lazy so that
+`nbworker --help` is quick."""
 
 from __future__ import annotations
 
@@ -38,11 +39,92 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--force", action="store_true", help="overwrite files edited since the last export"
     )
+    test = commands.add_parser(
+        "test",
+        help="replay the runs recorded in notebooks, in a fresh kernel and against the worker",
+        description="Every %%rp_test run recorded in a notebook is a test case. The notebook "
+        "runs top to bottom in a fresh kernel (papermill), each %%rp_test comparing its run "
+        "with the recorded one; then the notebook is exported and the same cases run against "
+        "handler.py under the runpod SDK. Exit codes: 0 all passed, 1 a case mismatched, "
+        "2 usage error, 3 a notebook failed outside a test.",
+    )
+    test.add_argument("notebooks", nargs="+", metavar="NOTEBOOK.ipynb")
+    side = test.add_mutually_exclusive_group()
+    side.add_argument("--notebook-only", action="store_true", help="skip the worker replay")
+    side.add_argument("--worker-only", action="store_true", help="skip the notebook replay")
+    test.add_argument("--junit-xml", metavar="FILE", help="write the results as JUnit XML")
+    test.add_argument(
+        "-k", dest="select", metavar="PATTERN", help="only cases whose id or handler matches"
+    )
+    test.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="per cell, and per worker job"
+    )
+    test.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-6,
+        metavar="X",
+        help="relative tolerance for floats (default 1e-6)",
+    )
+    test.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="keep the executed notebooks there (default: a temporary folder)",
+    )
+    test.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a papermill parameter (VALUE read as YAML: 3, 0.5, true, text)",
+    )
+    test.add_argument("-j", "--jobs", type=int, metavar="N", help="notebooks run at once")
+    test.add_argument("--kernel", metavar="NAME", help="kernel name (default: the notebook's)")
     return parser
 
 
+def _test(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from nbworker import testing
+
+    for notebook in args.notebooks:
+        if not Path(notebook).is_file():
+            parser.error(f"no such notebook: {notebook}")
+    if not args.rtol >= 0:
+        parser.error(f"--rtol must be >= 0, not {args.rtol}")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error(f"--timeout must be positive, not {args.timeout}")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    import yaml  # papermill's own way of reading -p values
+
+    options = testing.Options(
+        notebook=not args.worker_only,
+        worker=not args.notebook_only,
+        select=args.select,
+        timeout=args.timeout,
+        rtol=args.rtol,
+        output_dir=args.output_dir,
+        parameters={name: yaml.safe_load(value) for name, value in args.parameter},
+        kernel_name=args.kernel,
+    )
+    progress = testing.Progress(len(args.notebooks))
+    reports = testing.test_notebooks(args.notebooks, options, jobs=args.jobs, on_done=progress.done)
+    progress.close()
+    print(testing.summary(reports))
+    if args.junit_xml:
+        Path(args.junit_xml).write_text(testing.junit_xml(reports), encoding="utf-8")
+    return testing.exit_code(reports)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "test":
+        return _test(args, parser)
     if args.command == "export":
         from nbworker.export import ExportError, export_notebook
 

@@ -22,7 +22,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from nbworker import arguments, memory, source
+from nbworker import arguments, memory, replay, source
 from nbworker import display as views
 from nbworker.cache import Entry
 from nbworker.errors import NbworkerError
@@ -217,6 +217,17 @@ class NbworkerMagics(Magics):
         metavar="SECONDS",
         help="stop the handler after this long; the run is TIMED_OUT and the kernel lives on",
     )
+    @argument(
+        "--no-compare",
+        action="store_true",
+        help="under `nbworker test`, do not compare this run with the recorded one",
+    )
+    @argument(
+        "--ignore",
+        metavar="KEY[,KEY]",
+        help="under `nbworker test`, leave these keys (at any depth of the output and stream, "
+        "or all of output, stream, error) out of the comparison",
+    )
     @no_var_expand
     @line_magic
     def rp_test(self, line: str) -> Run:
@@ -259,6 +270,16 @@ class NbworkerMagics(Magics):
             # handler was; the kernel, the handlers and the loaded models live on.
             interrupt, run.interrupt = run.interrupt, None
             raise interrupt
+        active = replay.current()
+        if active is not None:  # under `nbworker test`: compare with the recorded run
+            ignore = [key.strip() for key in (args.ignore or "").split(",") if key.strip()]
+            outcome = active.check(run.to_record(), compare=not args.no_compare, ignore=ignore)
+            display(
+                {"text/plain": outcome.summary(), replay.REPLAY_MIMETYPE: outcome.to_json()},
+                raw=True,
+            )
+            if outcome.result == "failed":
+                raise replay.ReplayMismatch(outcome)
         return run
 
     def _job_from(self, args: Any, job_text: str | None) -> tuple[str | None, dict[str, Any]]:

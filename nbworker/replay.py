@@ -1,0 +1,321 @@
+"""Replay: each `%rp_test` run of a notebook re-run is compared with the run it recorded.
+
+`nbworker test` runs a notebook top to bottom in a fresh kernel with a first cell that
+calls `start(...)` with the runs the stored notebook holds. From then on every cell is
+matched to its stored counterpart by its source (the n-th run of a source is the n-th cell
+with that source), and each `%rp_test` in it compares its new run with the recorded one, in
+order: status, output, stream chunk by chunk (floats within a relative tolerance) and the
+error (for an exception: its type and message, not the traceback or host). The outcome is
+shown in the cell and recorded under `REPLAY_MIMETYPE`; a mismatch then raises
+`ReplayMismatch`, which fails that cell with the differences and nothing else.
+
+Pure Python except `install_display`, which teaches IPython to show a mismatch briefly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "REPLAY_MIMETYPE",
+    "Expected",
+    "Outcome",
+    "Replay",
+    "ReplayMismatch",
+    "compare_runs",
+    "current",
+    "start",
+    "stop",
+]
+
+REPLAY_MIMETYPE = "application/vnd.nbworker.replay+json"
+DEFAULT_RTOL = 1e-6
+ABS_TOL = 1e-9  # floats near zero
+SHOWN = 200  # characters of a value shown in a difference
+
+
+class ReplayMismatch(Exception):
+    """A `%rp_test` run differs from the run the notebook recorded."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.summary())
+        self.outcome = outcome
+
+
+@dataclass
+class Expected:
+    """The runs one code cell of the stored notebook recorded, in order."""
+
+    cell: int  # index in the stored notebook
+    cell_id: str | None
+    source: str
+    records: list[dict[str, Any]]
+
+
+@dataclass
+class Outcome:
+    """How one run compared with the run recorded for it."""
+
+    cell: int | None  # index in the stored notebook (None: a run nothing was recorded for)
+    cell_id: str | None
+    case: int  # 1-based, among the runs of that cell
+    handler: str
+    result: str  # "passed", "failed", "skipped" (--no-compare), "new" (nothing recorded)
+    differences: list[str] = field(default_factory=list)
+    duration_ms: float | None = None  # of the new run
+
+    def summary(self) -> str:
+        where = "a new run" if self.cell is None else f"cell {self.cell} case {self.case}"
+        head = f"replay of {where} ({self.handler}): {self.result}"
+        if not self.differences:
+            return head
+        return head + "\n" + "\n".join(f"  {line}" for line in self.differences)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell,
+            "cell_id": self.cell_id,
+            "case": self.case,
+            "handler": self.handler,
+            "result": self.result,
+            "differences": list(self.differences),
+            "duration_ms": self.duration_ms,
+        }
+
+
+# ------------------------------------------------------------------------ comparing
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=repr) if value is not None else "null"
+    if len(text) <= SHOWN:
+        return text
+    return f"{text[: SHOWN - 30]}...{text[-20:]} ({len(text)} chars)"
+
+
+def _drop(value: Any, ignore: frozenset[str]) -> Any:
+    """`value` without the dict keys in `ignore`, at any depth."""
+    if not ignore:
+        return value
+    if isinstance(value, dict):
+        return {k: _drop(v, ignore) for k, v in value.items() if k not in ignore}
+    if isinstance(value, list):
+        return [_drop(item, ignore) for item in value]
+    return value
+
+
+def _same(got: Any, recorded: Any, where: str, rtol: float, out: list[str]) -> None:
+    """Append to `out` the differences between two JSON values (floats within rtol)."""
+    if isinstance(got, bool) or isinstance(recorded, bool):
+        if got is not recorded:
+            out.append(f"{where}: got {_short(got)}, recorded {_short(recorded)}")
+    elif isinstance(got, (int, float)) and isinstance(recorded, (int, float)):
+        if isinstance(got, int) and isinstance(recorded, int):
+            if got != recorded:
+                out.append(f"{where}: got {got}, recorded {recorded}")
+        elif not math.isclose(got, recorded, rel_tol=rtol, abs_tol=ABS_TOL):
+            out.append(f"{where}: got {got!r}, recorded {recorded!r} (rtol {rtol:g})")
+    elif isinstance(got, dict) and isinstance(recorded, dict):
+        missing = [k for k in recorded if k not in got]
+        extra = [k for k in got if k not in recorded]
+        if missing:
+            out.append(f"{where}: missing keys {missing}")
+        if extra:
+            out.append(f"{where}: unexpected keys {extra}")
+        for key in recorded:
+            if key in got:
+                _same(got[key], recorded[key], f"{where}[{key!r}]", rtol, out)
+    elif isinstance(got, list) and isinstance(recorded, list):
+        if len(got) != len(recorded):
+            out.append(f"{where}: {len(got)} items, recorded {len(recorded)}")
+        for index, (item, expected) in enumerate(zip(got, recorded, strict=False)):
+            _same(item, expected, f"{where}[{index}]", rtol, out)
+    elif got != recorded:
+        out.append(f"{where}: got {_short(got)}, recorded {_short(recorded)}")
+
+
+def _error_key(error: Any) -> Any:
+    """What identifies a failure across runs: for RunPod's exception JSON its type and
+    message (traceback, host and worker id vary); for a generator that raised, the message
+    before its traceback; else the error itself."""
+    if isinstance(error, str) and error.startswith("{"):
+        try:
+            fields = json.loads(error)
+        except ValueError:
+            fields = None
+        if isinstance(fields, dict) and {"error_type", "error_message"} <= fields.keys():
+            return {"error_type": fields["error_type"], "error_message": fields["error_message"]}
+    if isinstance(error, str) and error.startswith("handler: ") and "\ntraceback: " in error:
+        return error[: error.index("\ntraceback: ")].rstrip()
+    return error
+
+
+def compare_runs(
+    got: Mapping[str, Any],
+    recorded: Mapping[str, Any],
+    *,
+    rtol: float = DEFAULT_RTOL,
+    ignore: Iterable[str] = (),
+) -> list[str]:
+    """The differences between a new run record and the recorded one ([] if the same).
+
+    `ignore` names dict keys left out of the output and stream chunks at any depth, or the
+    whole `output`, `stream` or `error`.
+    """
+    ignored = frozenset(ignore)
+    out: list[str] = []
+    if got.get("handler") != recorded.get("handler"):
+        out.append(f"handler: got {got.get('handler')!r}, recorded {recorded.get('handler')!r}")
+    if got.get("status") != recorded.get("status"):
+        detail = f", error {_short(_error_key(got.get('error')))}" if got.get("error") else ""
+        out.append(f"status: got {got.get('status')}, recorded {recorded.get('status')}{detail}")
+    for key in ("output", "stream"):
+        if key not in ignored:
+            _same(_drop(got.get(key), ignored), _drop(recorded.get(key), ignored), key, rtol, out)
+    if "error" not in ignored:
+        _same(_error_key(got.get("error")), _error_key(recorded.get("error")), "error", rtol, out)
+    if bool(got.get("refresh_worker")) != bool(recorded.get("refresh_worker")):
+        out.append(
+            f"refresh_worker: got {bool(got.get('refresh_worker'))}, "
+            f"recorded {bool(recorded.get('refresh_worker'))}"
+        )
+    return out
+
+
+# ------------------------------------------------------------------------ the replay
+
+
+class Replay:
+    """Matches the cells of a re-run to the stored ones, and checks each run in order."""
+
+    def __init__(self, expected: Iterable[Expected], *, rtol: float = DEFAULT_RTOL) -> None:
+        if not rtol >= 0:
+            raise ValueError(f"rtol must be a number >= 0, not {rtol!r}")
+        self.expected = list(expected)
+        self.rtol = rtol
+        self.outcomes: list[Outcome] = []
+        self._used: set[int] = set()  # positions in self.expected already matched
+        self._cell: Expected | None = None
+        self._runs = 0  # runs checked in the current cell
+        self._lock = threading.Lock()
+
+    def start_cell(self, source: str) -> None:
+        """A cell is about to run: find the stored cell it is (the first unmatched one with
+        the same source)."""
+        with self._lock:
+            self._cell, self._runs = None, 0
+            for position, expected in enumerate(self.expected):
+                if position not in self._used and expected.source == source:
+                    self._used.add(position)
+                    self._cell = expected
+                    return
+
+    def check(
+        self, record: Mapping[str, Any], *, compare: bool = True, ignore: Iterable[str] = ()
+    ) -> Outcome:
+        """Compare a new run of the current cell with the run recorded in its place."""
+        with self._lock:
+            self._runs += 1
+            cell = self._cell
+            handler = str(record.get("handler"))
+            if cell is None or self._runs > len(cell.records):
+                outcome = Outcome(
+                    None if cell is None else cell.cell,
+                    None if cell is None else cell.cell_id,
+                    self._runs,
+                    handler,
+                    "new",
+                    ["no run was recorded here: nothing to compare with"],
+                )
+            elif not compare:
+                outcome = Outcome(cell.cell, cell.cell_id, self._runs, handler, "skipped")
+            else:
+                differences = compare_runs(
+                    record, cell.records[self._runs - 1], rtol=self.rtol, ignore=ignore
+                )
+                result = "failed" if differences else "passed"
+                outcome = Outcome(cell.cell, cell.cell_id, self._runs, handler, result, differences)
+            outcome.duration_ms = record.get("duration_ms")
+            self.outcomes.append(outcome)
+            return outcome
+
+
+def expected_runs(notebook: Any) -> list[Expected]:
+    """The recorded runs of an nbformat notebook, cell by cell (cells with none left out)."""
+    from nbworker.jobs import RECORD_MIMETYPE
+
+    found = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        records = [
+            output["data"][RECORD_MIMETYPE]
+            for output in cell.get("outputs", [])
+            if RECORD_MIMETYPE in output.get("data", {})
+        ]
+        if records:
+            source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+            found.append(Expected(index, cell.get("id"), source, records))
+    return found
+
+
+_current: Replay | None = None
+
+
+def current() -> Replay | None:
+    """The replay this kernel is in, if `nbworker test` started one."""
+    return _current
+
+
+def start(expected: str | list[dict[str, Any]], *, rtol: float = DEFAULT_RTOL) -> Replay:
+    """Turn on replay in this kernel: `expected` is a JSON file (or its content) listing
+    `{"cell", "cell_id", "source", "records"}` per stored cell. Called by `nbworker test`
+    in the cell it puts first."""
+    global _current
+    if isinstance(expected, str):
+        with open(expected, encoding="utf-8") as file:
+            expected = json.load(file)
+    _current = Replay((Expected(**item) for item in expected), rtol=rtol)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: no cells to watch
+        return _current
+    shell = get_ipython()
+    if shell is not None:
+        shell.events.register("pre_run_cell", _pre_run_cell)
+        install_display(shell)
+    return _current
+
+
+def stop() -> None:
+    global _current
+    _current = None
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        with contextlib.suppress(ValueError):  # not registered
+            shell.events.unregister("pre_run_cell", _pre_run_cell)
+
+
+def _pre_run_cell(info: Any) -> None:
+    replay = _current
+    if replay is not None:
+        replay.start_cell(info.raw_cell)
+
+
+def install_display(shell: Any) -> None:
+    """Show a `ReplayMismatch` as its differences, not as a traceback into nbworker."""
+
+    def show(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None):
+        return [f"{etype.__name__}: {value}"]
+
+    shell.set_custom_exc((ReplayMismatch,), show)
