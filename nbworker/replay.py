@@ -9,7 +9,7 @@ error (for an exception: its type and message, not the traceback or host). The o
 shown in the cell and recorded under `REPLAY_MIMETYPE`; a mismatch then raises
 `ReplayMismatch`, which fails that cell with the differences and nothing else.
 
-Pure Python except `install_display`, which teaches IPython to show a mismatch briefly.
+Pure Python: IPython is only asked for its shell, to watch cells start.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class ReplayMismatch(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.summary())
         self.outcome = outcome
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for it: the differences, not a traceback into nbworker."""
+        return [f"ReplayMismatch: {self}"]
 
 
 @dataclass
@@ -289,7 +293,6 @@ def start(expected: str | list[dict[str, Any]], *, rtol: float = DEFAULT_RTOL) -
     shell = get_ipython()
     if shell is not None:
         shell.events.register("pre_run_cell", _pre_run_cell)
-        install_display(shell)
     return _current
 
 
@@ -310,12 +313,3 @@ def _pre_run_cell(info: Any) -> None:
     replay = _current
     if replay is not None:
         replay.start_cell(info.raw_cell)
-
-
-def install_display(shell: Any) -> None:
-    """Show a `ReplayMismatch` as its differences, not as a traceback into nbworker."""
-
-    def show(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None):
-        return [f"{etype.__name__}: {value}"]
-
-    shell.set_custom_exc((ReplayMismatch,), show)

@@ -163,7 +163,12 @@ def test_select_cases_keeps_completed_and_failed_runs_of_the_handler_in_order() 
     assert [case["status"] for case in cases] == ["COMPLETED", "FAILED", "FAILED"]
     assert list(cases[0]) == [
         "name", "cell", "job", "status", "output", "error", "stream", "refresh_worker",
+        "ignore", "compare",
     ]  # fmt: skip
+    assert (cases[0]["ignore"], cases[0]["compare"]) == ([], True)
+    options = dict(records[0], ignore=["at", "id"], compare=False)
+    assert testfiles.select_cases([options], handler="handler")[0]["ignore"] == ["at", "id"]
+    assert testfiles.select_cases([options], handler="handler")[0]["compare"] is False
     assert cases[0]["job"] == {"input": {"text": "I love this, it is great!"}}  # no "id"
     assert cases[0]["output"] == {"label": "positive", "score": 3.5 / 3, "words": 6}
     assert (cases[0]["cell"], cases[1]["cell"]) == (None, 7)

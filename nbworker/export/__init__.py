@@ -12,6 +12,7 @@ the runs recorded in the notebook. Pure functions over nbformat notebooks: no ke
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def build_worker(
     base, reason = docker.base_image(cuda)
     notes.append(reason)
 
-    records = [dict(record, cell=cell.index) for cell in cells for record in cell.records]
+    records = [record for cell in cells for record in _with_options(cell)]
     cases = testfiles.select_cases(records, handler=selection.name)
     files = {
         "handler.py": render_handler(cells, selection, notebook=name),
@@ -165,6 +166,28 @@ def build_worker(
         for line, text in cell.dropped:
             notes.append(f"{cell.label}, line {line}: `{text}` dropped (notebook only)")
     return ExportReport(name, selection.name, None, report_cells, files, notes)
+
+
+_RP_TEST = re.compile(r"%rp_test\b(.*)$", re.MULTILINE)
+_IGNORE = re.compile(r"--ignore[= ]+(\S+)")
+
+
+def _with_options(cell: Cell) -> list[dict[str, Any]]:
+    """The cell's records, each with its cell and the comparison options of the `%rp_test`
+    line that made it (the n-th line made the n-th record; one line, in a loop, made all)."""
+    lines = [match[1] for match in _RP_TEST.finditer(cell.source)]
+    if len(lines) == 1:
+        lines = lines * len(cell.records)
+    records = []
+    for number, record in enumerate(cell.records):
+        record = dict(record, cell=cell.index)
+        if len(lines) == len(cell.records):
+            line = lines[number]
+            found = _IGNORE.search(line)
+            record["ignore"] = [k for k in (found[1].split(",") if found else []) if k]
+            record["compare"] = "--no-compare" not in line
+        records.append(record)
+    return records
 
 
 def _streams(selection: Selection) -> bool:

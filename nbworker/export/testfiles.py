@@ -48,9 +48,11 @@ def select_cases(records: Sequence[Mapping[str, Any]], *, handler: str) -> list[
     """The test cases among `%rp_test` records: the COMPLETED and FAILED runs of `handler`.
 
     Each case is `{"name": "case-N", "cell", "job", "status", "output", "error", "stream",
-    "refresh_worker"}`, numbered in the order of the records. `job` is the recorded job
-    without its `id` (the SDK's local tools give their own). `cell` is the record's own
-    `cell` key when the caller set one (where the run was recorded), else None.
+    "refresh_worker", "ignore", "compare"}`, numbered in the order of the records. `job` is
+    the recorded job without its `id` (the SDK's local tools give their own). `cell` is the
+    record's own `cell` key when the caller set one (where the run was recorded), else None;
+    `ignore` and `compare` come from the record's keys of those names when set (the
+    `%rp_test --ignore KEY,KEY` and `--no-compare` of its line), else [] and True.
     """
     cases: list[dict[str, Any]] = []
     for record in records:
@@ -74,6 +76,8 @@ def select_cases(records: Sequence[Mapping[str, Any]], *, handler: str) -> list[
                 "error": _plain(record.get("error"), f"{name} error"),
                 "stream": None if stream is None else _plain(list(stream), f"{name} stream"),
                 "refresh_worker": bool(record.get("refresh_worker", False)),
+                "ignore": sorted(str(key) for key in record.get("ignore") or ()),
+                "compare": bool(record.get("compare", True)),
             }
         )
     return cases
@@ -217,8 +221,8 @@ Run from the worker folder: `python -m pytest tests`. WORKER_TEST_TIMEOUT (secon
 
 '''
 
-_CLI_COMPARE = "assert_same, case_id, check_error, exception_fields, plain, short"
-_STREAM_COMPARE = "assert_same, case_id, plain, short, streamed_exception"
+_CLI_COMPARE = "assert_same, case_id, check_error, exception_fields, ignored, plain, short"
+_STREAM_COMPARE = "assert_same, case_id, ignored, plain, short, streamed_exception"
 
 _IMPORTS = """from __future__ import annotations
 
@@ -311,8 +315,18 @@ def plain(value: Any) -> Any:
     return repr(value)
 
 
-def assert_same(actual: Any, recorded: Any, where: str) -> None:
-    """Equal as JSON values, floats within REL_TOL; the message names the first difference."""
+def ignored(case: dict[str, Any]) -> frozenset[str]:
+    """The keys the notebook leaves out of this case's comparison (`%rp_test --ignore`)."""
+    return frozenset(case.get("ignore") or ())
+
+
+def assert_same(
+    actual: Any, recorded: Any, where: str, ignore: frozenset[str] = frozenset()
+) -> None:
+    """Equal as JSON values, floats within REL_TOL, the keys in `ignore` left out at any
+    depth (all of `where` when it is one of them); the message names the first difference."""
+    if where.partition(" ")[0] in ignore:
+        return
     if isinstance(actual, bool) or isinstance(recorded, bool):
         assert actual is recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
     elif isinstance(actual, (int, float)) and isinstance(recorded, (int, float)):
@@ -323,21 +337,22 @@ def assert_same(actual: Any, recorded: Any, where: str) -> None:
                 f"{where}: got {actual!r}, recorded {recorded!r} (rel_tol {REL_TOL:g})"
             )
     elif isinstance(actual, dict) and isinstance(recorded, dict):
-        missing = [key for key in recorded if key not in actual]
-        extra = [key for key in actual if key not in recorded]
+        missing = [key for key in recorded if key not in actual and key not in ignore]
+        extra = [key for key in actual if key not in recorded and key not in ignore]
         assert not missing and not extra, (
             f"{where}: keys differ: missing {missing}, unexpected {extra}; "
             f"got {short(actual)}, recorded {short(recorded)}"
         )
         for key, item in recorded.items():
-            assert_same(actual[key], item, f"{where}[{key!r}]")
+            if key not in ignore:
+                assert_same(actual[key], item, f"{where}[{key!r}]", ignore)
     elif isinstance(actual, list) and isinstance(recorded, list):
         assert len(actual) == len(recorded), (
             f"{where}: {len(actual)} items, recorded {len(recorded)}; "
             f"got {short(actual)}, recorded {short(recorded)}"
         )
         for index, (item, expected) in enumerate(zip(actual, recorded, strict=True)):
-            assert_same(item, expected, f"{where}[{index}]")
+            assert_same(item, expected, f"{where}[{index}]", ignore)
     else:
         assert actual == recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
 
@@ -589,13 +604,16 @@ def check_via_api(case: dict[str, Any], api: LocalAPI, why: str) -> None:
     body = response.json()
     assert body.get("status") == case["status"], f"{why}; /runsync: {short(body)}"
     if case["status"] == "COMPLETED":
-        assert_same(plain(body.get("output")), case["output"], "output (from /runsync)")
+        output = plain(body.get("output"))
+        assert_same(output, case["output"], "output (from /runsync)", ignored(case))
     else:
         check_error(body.get("error"), case["error"])
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_case(case: dict[str, Any], api: LocalAPI) -> None:
+    if not case.get("compare", True):
+        pytest.skip("the notebook runs this case with %rp_test --no-compare")
     job = case["job"]
     if len(json.dumps(job)) > ARG_LIMIT:
         check_via_api(case, api, why=f"the job is too long for --test_input (> {ARG_LIMIT})")
@@ -612,7 +630,7 @@ def test_case(case: dict[str, Any], api: LocalAPI) -> None:
             return
         result = python_value(result.split("\\n", 1)[0])
         assert isinstance(result, dict), f"Job result is not a dict: {short(result)}"
-        assert_same(plain(result.get("output")), case["output"], "output")
+        assert_same(plain(result.get("output")), case["output"], "output", ignored(case))
         assert bool(result.get("stopPod")) == case["refresh_worker"], (
             f"refresh_worker: got {bool(result.get('stopPod'))}, recorded {case['refresh_worker']}"
         )
@@ -634,6 +652,8 @@ def test_case(case: dict[str, Any], api: LocalAPI) -> None:
 _STREAM_TESTS = """
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_case(case: dict[str, Any], api: LocalAPI) -> None:
+    if not case.get("compare", True):
+        pytest.skip("the notebook runs this case with %rp_test --no-compare")
     skip_unless_servable(case)
     response, log = api.runsync(case["job"])
     recorded = case["stream"]
@@ -655,7 +675,7 @@ def test_case(case: dict[str, Any], api: LocalAPI) -> None:
                 f"stream: {chunks} chunks before the raise, recorded {len(recorded)}"
             )
         else:
-            assert_same(chunks, recorded, "stream")
+            assert_same(chunks, recorded, "stream", ignored(case))
         return
     assert response.status_code == 200, (
         f"/runsync: HTTP {response.status_code}: {response.text[:500]}\\n{tail(log)}"
@@ -664,11 +684,11 @@ def test_case(case: dict[str, Any], api: LocalAPI) -> None:
     assert body.get("status") == "COMPLETED", f"/runsync: {short(body)}"
     chunks = plain(body.get("output", []))
     if case["status"] == "COMPLETED":
-        assert_same(chunks, recorded, "stream")
+        assert_same(chunks, recorded, "stream", ignored(case))
         return
     # A yielded {"error": ...} ends the stream of a deployed worker and fails its job; the
     # local server passes it on as a chunk and goes on. Compare up to it, and it.
-    assert_same(chunks[: len(recorded)], recorded, "stream")
+    assert_same(chunks[: len(recorded)], recorded, "stream", ignored(case))
     stopper = chunks[len(recorded)] if len(chunks) > len(recorded) else None
     assert isinstance(stopper, dict) and stopper.get("error"), (
         f"expected chunk {len(recorded)} to be an error, {case['error']!r}; got {short(stopper)}"
@@ -699,7 +719,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compare import assert_same, case_id, check_error, short
+from compare import assert_same, case_id, check_error, ignored, short
 
 TESTS = Path(__file__).resolve().parent
 SPEC = json.loads((TESTS / "cases.json").read_text(encoding="utf-8"))
@@ -751,13 +771,15 @@ def test_the_notebook_records_a_run_per_case(runs: list[dict[str, Any]]) -> None
 
 @pytest.mark.parametrize(("index", "case"), list(enumerate(CASES)), ids=[case_id(c) for c in CASES])
 def test_case_still_holds(runs: list[dict[str, Any]], index: int, case: dict[str, Any]) -> None:
+    if not case.get("compare", True):
+        pytest.skip("the notebook runs this case with %rp_test --no-compare")
     assert index < len(runs), f"the notebook recorded {len(runs)} runs of {SPEC['handler']}"
     run = runs[index]
     assert run["status"] == case["status"], (
         f"status: got {run['status']}, error {short(run['error'])}"
     )
-    assert_same(run["output"], case["output"], "output")
-    assert_same(run["stream"], case["stream"], "stream")
+    assert_same(run["output"], case["output"], "output", ignored(case))
+    assert_same(run["stream"], case["stream"], "stream", ignored(case))
     if case["status"] == "FAILED":
         check_error(run["error"], case["error"])
     assert run["refresh_worker"] == case["refresh_worker"], "refresh_worker"

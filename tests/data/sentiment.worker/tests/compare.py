@@ -43,8 +43,18 @@ def plain(value: Any) -> Any:
     return repr(value)
 
 
-def assert_same(actual: Any, recorded: Any, where: str) -> None:
-    """Equal as JSON values, floats within REL_TOL; the message names the first difference."""
+def ignored(case: dict[str, Any]) -> frozenset[str]:
+    """The keys the notebook leaves out of this case's comparison (`%rp_test --ignore`)."""
+    return frozenset(case.get("ignore") or ())
+
+
+def assert_same(
+    actual: Any, recorded: Any, where: str, ignore: frozenset[str] = frozenset()
+) -> None:
+    """Equal as JSON values, floats within REL_TOL, the keys in `ignore` left out at any
+    depth (all of `where` when it is one of them); the message names the first difference."""
+    if where.partition(" ")[0] in ignore:
+        return
     if isinstance(actual, bool) or isinstance(recorded, bool):
         assert actual is recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
     elif isinstance(actual, (int, float)) and isinstance(recorded, (int, float)):
@@ -55,21 +65,22 @@ def assert_same(actual: Any, recorded: Any, where: str) -> None:
                 f"{where}: got {actual!r}, recorded {recorded!r} (rel_tol {REL_TOL:g})"
             )
     elif isinstance(actual, dict) and isinstance(recorded, dict):
-        missing = [key for key in recorded if key not in actual]
-        extra = [key for key in actual if key not in recorded]
+        missing = [key for key in recorded if key not in actual and key not in ignore]
+        extra = [key for key in actual if key not in recorded and key not in ignore]
         assert not missing and not extra, (
             f"{where}: keys differ: missing {missing}, unexpected {extra}; "
             f"got {short(actual)}, recorded {short(recorded)}"
         )
         for key, item in recorded.items():
-            assert_same(actual[key], item, f"{where}[{key!r}]")
+            if key not in ignore:
+                assert_same(actual[key], item, f"{where}[{key!r}]", ignore)
     elif isinstance(actual, list) and isinstance(recorded, list):
         assert len(actual) == len(recorded), (
             f"{where}: {len(actual)} items, recorded {len(recorded)}; "
             f"got {short(actual)}, recorded {short(recorded)}"
         )
         for index, (item, expected) in enumerate(zip(actual, recorded, strict=True)):
-            assert_same(item, expected, f"{where}[{index}]")
+            assert_same(item, expected, f"{where}[{index}]", ignore)
     else:
         assert actual == recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compare import assert_same, case_id, check_error, short
+from compare import assert_same, case_id, check_error, ignored, short
 
 TESTS = Path(__file__).resolve().parent
 SPEC = json.loads((TESTS / "cases.json").read_text(encoding="utf-8"))
@@ -66,13 +66,15 @@ def test_the_notebook_records_a_run_per_case(runs: list[dict[str, Any]]) -> None
 
 @pytest.mark.parametrize(("index", "case"), list(enumerate(CASES)), ids=[case_id(c) for c in CASES])
 def test_case_still_holds(runs: list[dict[str, Any]], index: int, case: dict[str, Any]) -> None:
+    if not case.get("compare", True):
+        pytest.skip("the notebook runs this case with %rp_test --no-compare")
     assert index < len(runs), f"the notebook recorded {len(runs)} runs of {SPEC['handler']}"
     run = runs[index]
     assert run["status"] == case["status"], (
         f"status: got {run['status']}, error {short(run['error'])}"
     )
-    assert_same(run["output"], case["output"], "output")
-    assert_same(run["stream"], case["stream"], "stream")
+    assert_same(run["output"], case["output"], "output", ignored(case))
+    assert_same(run["stream"], case["stream"], "stream", ignored(case))
     if case["status"] == "FAILED":
         check_error(run["error"], case["error"])
     assert run["refresh_worker"] == case["refresh_worker"], "refresh_worker"
