@@ -1,0 +1,247 @@
+"""`nbworker test` end to end: notebooks recorded in a real kernel, replayed in a fresh one
+(papermill) and against the exported worker under the runpod SDK, through the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from nbworker import testing
+from nbworker.testing import Options
+
+pytestmark = pytest.mark.slow
+
+CALC = [
+    "%load_ext nbworker",
+    "import time\nSCALE = 2",
+    '%%handler\ndef handler(job):\n    x = job["input"]["x"]\n'
+    '    return {"y": x * SCALE, "third": x / 3, "at": time.time_ns()}',
+    '%rp_test {"input": {"x": 1}} --ignore at',
+    '%rp_test {"input": {"x": 2}} --ignore at',
+    '%%handler --aggregate\ndef words(job):\n    for word in job["input"]["text"].split():\n'
+    '        yield {"word": word, "n": len(word)}',
+    '%rp_test words {"input": {"text": "a bb ccc"}}',
+]
+
+
+def record(tmp_path: Path, sources: list[str], name: str = "calc.ipynb") -> Path:
+    """Write the notebook and run it once in a real kernel, as its author would: the saved
+    notebook then holds its %rp_test records."""
+    import papermill as pm
+
+    source = tmp_path / f"source-{name}"
+    nbformat.write(new_notebook(cells=[new_code_cell(text) for text in sources]), source)
+    recorded = tmp_path / name
+    pm.execute_notebook(
+        str(source), str(recorded), kernel_name="python3", cwd=str(tmp_path), progress_bar=False
+    )
+    return recorded
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Change a cell's source in the stored notebook, keeping its recorded outputs."""
+    nb = nbformat.read(path, 4)
+    (cell,) = [cell for cell in nb.cells if old in cell.source]
+    cell.source = cell.source.replace(old, new)
+    nbformat.write(nb, path)
+
+
+def set_record(path: Path, cell_index: int, **changes) -> None:
+    """Change what a stored cell recorded (as if the run had given something else)."""
+    from nbworker.jobs import RECORD_MIMETYPE
+
+    nb = nbformat.read(path, 4)
+    for output in nb.cells[cell_index].outputs:
+        if RECORD_MIMETYPE in output.get("data", {}):
+            output["data"][RECORD_MIMETYPE].update(changes)
+    nbformat.write(nb, path)
+
+
+def nbworker_test(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nbworker.cli", "test", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+
+
+@pytest.fixture(scope="module")
+def calc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return record(tmp_path_factory.mktemp("calc"), CALC)
+
+
+@pytest.fixture
+def copy(calc: Path, tmp_path: Path) -> Path:
+    target = tmp_path / calc.name
+    target.write_bytes(calc.read_bytes())
+    return target
+
+
+def test_every_case_passes_in_the_notebook_and_the_worker(copy: Path, tmp_path: Path) -> None:
+    done = nbworker_test(
+        copy.name, "--output-dir", "out", "--junit-xml", "results.xml", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == [
+        "case",
+        "handler",
+        "notebook",
+        "worker",
+        "time",
+        "(notebook",
+        "run",
+        "/",
+        "worker",
+        "test)",
+    ]
+    ids = [line.split()[0] for line in lines[2:5]]
+    nb = nbformat.read(copy, 4)
+    assert ids == [f"calc.ipynb::{nb.cells[i].id}::case-1" for i in (3, 4, 6)]
+    assert [line.split()[2:4] for line in lines[2:5]] == [
+        ["passed", "passed"],
+        ["passed", "passed"],
+        ["passed", "-"],
+    ]
+    assert "3 passed, 0 failed, 0 notebook error(s), 1 notebook(s)" in done.stdout
+    # the executed notebook is the report, run in one kernel: counts 1, 2, 3, ... in order
+    executed = nbformat.read(tmp_path / "out" / "calc.ipynb", 4)
+    counts = [cell.execution_count for cell in executed.cells if cell.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1))
+    assert "nbworker-replay" in executed.cells[0].metadata.tags
+    suites = ElementTree.parse(tmp_path / "results.xml").getroot()
+    (suite,) = suites.iter("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "0", "0")
+    assert {case.get("name") for case in suite.iter("testcase")} >= {
+        f"{ids[0]} [notebook]",
+        f"{ids[0]} [worker]",
+    }
+
+
+def test_a_handler_changed_after_recording_fails_with_a_diff_naming_the_case(
+    copy: Path, tmp_path: Path
+) -> None:
+    edit(copy, "x * SCALE", "x * SCALE + 1")
+    done = nbworker_test(copy.name, "--junit-xml", "results.xml", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    nb = nbformat.read(copy, 4)
+    first = f"calc.ipynb::{nb.cells[3].id}::case-1"
+    assert f"{first} (notebook):\n    output['y']: got 3, recorded 2" in done.stdout
+    assert f"{first} (worker): output['y']: got 3, recorded 2" in done.stdout
+    assert "1 passed, 2 failed, 0 notebook error(s)" in done.stdout  # the stream still holds
+    failures = [
+        c
+        for c in ElementTree.parse(tmp_path / "results.xml").iter("testcase")
+        if c.find("failure") is not None
+    ]
+    assert len(failures) == 4  # two cases, each in the notebook and in the worker
+
+
+def test_a_setup_cell_that_raises_exits_3(copy: Path, tmp_path: Path) -> None:
+    edit(copy, "SCALE = 2", "SCALE = 2\nraise RuntimeError('no GPU here')")
+    done = nbworker_test(copy.name, cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "ERROR: calc.ipynb: cell 1 raised RuntimeError: no GPU here" in done.stdout
+
+
+def test_a_stream_is_compared_chunk_by_chunk(copy: Path, tmp_path: Path) -> None:
+    chunks = [{"word": "a", "n": 1}, {"word": "bb", "n": 2}, {"word": "ccc", "n": 4}]
+    set_record(copy, 6, stream=chunks, output=chunks)
+    done = nbworker_test(copy.name, "--notebook-only", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        "    stream[2]['n']: got 3, recorded 4\n    output[2]['n']: got 3, recorded 4"
+        not in done.stdout
+    )
+    assert "stream[2]['n']: got 3, recorded 4" in done.stdout
+    assert "output[2]['n']: got 3, recorded 4" in done.stdout
+    assert done.stdout.count("output[") == 1 and done.stdout.count("stream[") == 1
+
+
+def test_rtol_and_ignore_do_what_they_say(copy: Path, tmp_path: Path) -> None:
+    set_record(copy, 3, output={"y": 2, "third": 1 / 3 * (1 + 1e-4), "at": 0})
+    strict = nbworker_test(copy.name, "--notebook-only", cwd=tmp_path)
+    assert (
+        strict.returncode == 1
+        and "output['third']: got 0.3333333333333333, recorded 0.33336666666666664 (rtol 1e-06)"
+        in strict.stdout
+    )
+    loose = nbworker_test(copy.name, "--rtol", "1e-3", cwd=tmp_path)
+    assert loose.returncode == 0, loose.stdout + loose.stderr  # worker replay too (rtol passed on)
+    # without --ignore, the timestamp differs
+    edit(copy, '%rp_test {"input": {"x": 2}} --ignore at', '%rp_test {"input": {"x": 2}}')
+    done = nbworker_test(copy.name, "--notebook-only", "--rtol", "1e-3", cwd=tmp_path)
+    assert done.returncode == 1 and "output['at']: got " in done.stdout
+
+
+def test_select_with_k_and_usage_errors(copy: Path, tmp_path: Path) -> None:
+    done = nbworker_test(copy.name, "-k", "words", "--notebook-only", cwd=tmp_path)
+    assert done.returncode == 0 and "1 passed, 0 failed" in done.stdout
+    for args, message in [
+        (["missing.ipynb"], "no such notebook: missing.ipynb"),
+        ([copy.name, "--rtol", "-1"], "--rtol must be >= 0"),
+        ([copy.name, "--notebook-only", "--worker-only"], "not allowed with argument"),
+    ]:
+        done = nbworker_test(*args, cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_the_worker_replay_catches_what_export_does_not_carry(tmp_path: Path) -> None:
+    # SCALE changes after the handler's cell; export takes the definition above the handler
+    sources = [*CALC[:3], "SCALE = 3", *CALC[3:5]]
+    recorded = record(tmp_path, sources)
+    notebook_only = nbworker_test(recorded.name, "--notebook-only", cwd=tmp_path)
+    assert notebook_only.returncode == 0, notebook_only.stdout
+    done = nbworker_test(recorded.name, "--worker-only", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "(worker): output['y']: got 2, recorded 3" in done.stdout
+
+
+def test_parameters_pass_through_to_papermill(tmp_path: Path) -> None:
+    sources = [
+        'MODEL_SIZE = "tiny"',
+        "%load_ext nbworker",
+        'assert MODEL_SIZE in ("tiny", "base"), MODEL_SIZE\nDIM = {"tiny": 2, "base": 4}[MODEL_SIZE]',
+        '%%handler\ndef handler(job):\n    return {"dim": DIM}',
+        '%rp_test {"input": {}}',
+    ]
+    recorded = record(tmp_path, sources)
+    nb = nbformat.read(recorded, 4)
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, recorded)
+    assert nbworker_test(recorded.name, "--notebook-only", cwd=tmp_path).returncode == 0
+    base = nbworker_test(recorded.name, "--notebook-only", "-p", "MODEL_SIZE", "base", cwd=tmp_path)
+    assert base.returncode == 1 and "output['dim']: got 4, recorded 2" in base.stdout
+    huge = nbworker_test(recorded.name, "--notebook-only", "-p", "MODEL_SIZE", "huge", cwd=tmp_path)
+    assert huge.returncode == 3 and "AssertionError: huge" in huge.stdout
+
+
+def test_notebooks_run_in_parallel_and_report_in_order(calc: Path, tmp_path: Path) -> None:
+    paths = []
+    for name in ("one.ipynb", "two.ipynb"):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(calc.read_bytes())
+    edit(paths[1], "x * SCALE", "x * SCALE * 10")
+    reports = testing.test_notebooks(paths, Options(worker=False), jobs=2)
+    assert [Path(report.path).name for report in reports] == ["one.ipynb", "two.ipynb"]
+    assert [report.exit_code for report in reports] == [0, 1]
+    assert testing.exit_code(reports) == 1
+    assert [case.notebook_result for case in reports[1].cases] == ["failed", "failed", "passed"]
+
+
+def test_a_notebook_without_records_has_nothing_to_replay(tmp_path: Path) -> None:
+    path = tmp_path / "empty.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), path)
+    report = testing.test_notebook(path, Options(worker=False))
+    assert report.exit_code == 0 and report.cases == []
+    assert report.notes == ["no %rp_test run is recorded in this notebook: nothing to replay"]
+    assert json.loads(json.dumps(testing.junit_xml([report]) != ""))
