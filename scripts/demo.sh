@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole loop on the quickstart notebook: set up .venv, run notebooks/quickstart.ipynb
 # headless in a fresh kernel (papermill), print the runs it recorded, export it as a RunPod
-# worker (build/demo/worker), then run that worker's own tests under the real runpod SDK.
+# worker (build/demo/worker), run that worker's own tests under the real runpod SDK, then
+# `nbworker test`: the recorded runs replayed in a fresh kernel and against the worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,5 +17,8 @@ echo "== 2. exported as a RunPod worker"
 .venv/bin/nbworker export build/demo/quickstart.ipynb -o build/demo/worker --force
 echo
 echo "== 3. the worker's own tests (handler.py under the runpod SDK; the notebook replayed)"
-cd build/demo/worker
-exec ../../../.venv/bin/python -m pytest -p no:cacheprovider tests -v
+(cd build/demo/worker && ../../../.venv/bin/python -m pytest -p no:cacheprovider tests -v)
+echo
+echo "== 4. nbworker test: every recorded run replayed in a fresh kernel and in the worker"
+exec .venv/bin/nbworker test build/demo/quickstart.ipynb --output-dir build/demo/replay \
+  --junit-xml build/demo/replay/results.xml
