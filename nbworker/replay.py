@@ -97,7 +97,7 @@ class Outcome:
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=repr) if value is not None else "null"
+    text = repr(value)  # as the exported worker's tests show values
     if len(text) <= SHOWN:
         return text
     return f"{text[: SHOWN - 30]}...{text[-20:]} ({len(text)} chars)"

@@ -196,7 +196,9 @@ def replay_notebook(path: Path, cases: list[Case], options: Options, out: Path) 
                 work,
                 str(executed_path),
                 parameters=options.parameters or None,
-                kernel_name=options.kernel_name,
+                kernel_name=options.kernel_name
+                or stored.metadata.get("kernelspec", {}).get("name")
+                or "python3",
                 cwd=str(path.parent.resolve()),
                 execution_timeout=options.timeout,
                 progress_bar=False,
@@ -231,13 +233,15 @@ def replay_notebook(path: Path, cases: list[Case], options: Options, out: Path) 
             case.notebook_ms = outcome.get("duration_ms")
         error = _error_of(cell)
         if error is not None and error[0] != "ReplayMismatch" and report.error is None:
-            if REPLAY_TAG in cell.get("metadata", {}).get("tags", []):
+            where = f"cell {index_of.get(cell.get('id'), '?')} (id {cell.get('id')})"
+            if failure is not None:  # a timeout or a dead kernel: the cell that was running
+                report.error = f"{where}: {failure}"
+            elif REPLAY_TAG in cell.get("metadata", {}).get("tags", []):
                 report.error = f"replay could not start: {error[0]}: {error[1]}"
             else:
-                where = index_of.get(cell.get("id"), "?")
-                report.error = f"cell {where} raised {error[0]}: {error[1]}"
-    if failure is not None:
-        report.error = failure if report.error is None else f"{report.error}; {failure}"
+                report.error = f"{where} raised {error[0]}: {error[1]}"
+    if report.error is None and failure is not None:
+        report.error = failure
     return report
 
 
@@ -290,7 +294,8 @@ def replay_worker(path: Path, cases: list[Case], options: Options) -> list[str]:
             return [f"no recorded case of `{report.handler}` to replay against the worker"]
         Path(folder, "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # not ours
         junit = Path(folder, "junit.xml")
-        env = dict(os.environ, WORKER_TEST_REL_TOL=repr(options.rtol))
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}  # not for this run
+        env["WORKER_TEST_REL_TOL"] = repr(options.rtol)
         if options.timeout:
             env["WORKER_TEST_TIMEOUT"] = repr(options.timeout)
         done = subprocess.run(
@@ -363,10 +368,14 @@ def test_notebook(path: str | os.PathLike[str], options: Options | None = None) 
     started = time.perf_counter()
     stored = nbformat.read(path, as_version=4)
     cases = recorded_cases(stored, path.name)
-    out = Path(options.output_dir) if options.output_dir else Path(tempfile.mkdtemp())
-    out.mkdir(parents=True, exist_ok=True)
-    if options.notebook:
+    if options.notebook and options.output_dir:
+        out = Path(options.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
         report = replay_notebook(path, cases, options, out)
+    elif options.notebook:  # the executed notebook is not kept
+        with tempfile.TemporaryDirectory(prefix="nbworker-out-") as scratch:
+            report = replay_notebook(path, cases, options, Path(scratch))
+        report.executed = None
     else:
         report = NotebookReport(str(path), cases)
         for case in cases:
@@ -553,3 +562,325 @@ def junit_xml(reports: Sequence[NotebookReport]) -> str:
         suite.set("time", f"{report.seconds + report.worker_seconds:.3f}")
     ElementTree.indent(root)
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# ---- pytest plugin
+#
+# `pytest --nbworker notebooks/`: every run recorded in a .ipynb is a test item,
+# `NOTEBOOK.ipynb::CELL-ID::case-N`. Collection only reads the stored notebook. When the
+# tests start, every collected notebook is replayed (`test_notebook`: one kernel, then the
+# worker) in a pool of processes, notebooks in parallel across cores; each item waits for
+# its notebook's report and reads its case from it.
+#
+# pytest loads this module in every run (entry point `pytest11`), so the hooks below do
+# nothing without --nbworker, and pytest itself (a dev dependency only) is imported in them.
+
+PYTEST_PLUGIN = "nbworker-replays"  # the per-run state, registered with --nbworker only
+
+
+def pytest_addoption(parser: Any) -> None:
+    group = parser.getgroup("nbworker", "nbworker: replay the runs recorded in notebooks")
+    group.addoption(
+        "--nbworker",
+        action="store_true",
+        help="collect .ipynb files: each %%rp_test run they recorded is a test, replayed in "
+        "a fresh kernel and against the exported worker",
+    )
+    group.addoption("--nbworker-notebook-only", action="store_true", help="skip the worker replay")
+    group.addoption("--nbworker-worker-only", action="store_true", help="skip the notebook replay")
+    group.addoption(
+        "--nbworker-rtol",
+        type=float,
+        default=1e-6,
+        metavar="X",
+        help="relative tolerance for floats (default 1e-6)",
+    )
+    group.addoption(
+        "--nbworker-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per notebook cell, and per worker job",
+    )
+
+
+def pytest_configure(config: Any) -> None:
+    if not config.getoption("nbworker", False):
+        return
+    import pytest
+
+    notebook_only = config.getoption("nbworker_notebook_only")
+    worker_only = config.getoption("nbworker_worker_only")
+    rtol, timeout = config.getoption("nbworker_rtol"), config.getoption("nbworker_timeout")
+    if notebook_only and worker_only:
+        raise pytest.UsageError(
+            "--nbworker-notebook-only and --nbworker-worker-only exclude each other"
+        )
+    if not rtol >= 0:
+        raise pytest.UsageError(f"--nbworker-rtol must be >= 0, not {rtol}")
+    if timeout is not None and not timeout > 0:
+        raise pytest.UsageError(f"--nbworker-timeout must be positive, not {timeout}")
+    options = Options(
+        notebook=not worker_only, worker=not notebook_only, timeout=timeout, rtol=rtol
+    )
+    config.pluginmanager.register(_pytest_classes().Replays(config, options), PYTEST_PLUGIN)
+
+
+def pytest_collect_file(file_path: Path, parent: Any) -> Any:
+    if file_path.suffix != ".ipynb" or not parent.config.getoption("nbworker", False):
+        return None
+    if ".ipynb_checkpoints" in file_path.parts:  # Jupyter's autosaves
+        return None
+    return _pytest_classes().Notebook.from_parent(parent, path=file_path)
+
+
+def verdict(case: Case, report: NotebookReport) -> tuple[str, str]:
+    """What a case's replay means for its pytest item: ("passed" | "failed" | "skipped",
+    the text pytest shows). The first line says the most, as `pytest -ra` shows only it."""
+    executed = [f"executed notebook: {report.executed}"] if report.executed else []
+    if report.error is not None:
+        return "failed", "\n".join([f"the notebook failed: {report.error}", *executed])
+    lines: list[str] = []
+    if case.notebook_result == "failed":
+        lines += _side("notebook", case.differences or ["differs (no difference given)"])
+    elif case.notebook_result == "not run":
+        lines.append("notebook: the recorded run was not replayed (did its cell's source change?)")
+        lines += [f"    note: {note}" for note in report.notes]
+    elif case.notebook_result not in ("passed", "skipped", "-", "deselected"):
+        lines.append(f"notebook: {case.notebook_result}")
+    if case.worker_result in ("failed", "error"):
+        lines += _side("worker", case.worker_detail.strip().splitlines() or [case.worker_result])
+    elif case.worker_result not in ("passed", "skipped", "-", "deselected"):
+        lines.append(f"worker: {case.worker_result}")
+    if lines:
+        if case.notebook_result in ("failed", "not run"):
+            lines += executed
+        return "failed", "\n".join(lines)
+    if "passed" in (case.notebook_result, case.worker_result):
+        return "passed", ""
+    # Neither side compared anything: say why, rather than pass.
+    reasons = []
+    if case.notebook_result == "skipped":
+        reasons.append("notebook: not compared (%rp_test --no-compare)")
+    elif case.notebook_result == "-":
+        reasons.append("notebook: not replayed (--nbworker-worker-only)")
+    if case.worker_result == "skipped":
+        reasons.append(f"worker: skipped{f' ({case.worker_detail})' if case.worker_detail else ''}")
+    elif case.worker_result == "-":
+        reasons.append(f"worker: {case.worker_detail or 'not replayed (--nbworker-notebook-only)'}")
+    return "skipped", "; ".join(reasons) or "not replayed"
+
+
+def _side(side: str, lines: list[str]) -> list[str]:
+    """`side: the line`, or `side:` over the lines indented."""
+    if len(lines) == 1:
+        return [f"{side}: {lines[0]}"]
+    return [f"{side}:", *(f"    {line}" for line in lines)]
+
+
+def _quiet_worker() -> None:
+    """In a pool process: kernels' warnings go nowhere (pytest would show them under
+    whichever test happened to be running)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
+def _replay_for_pytest(path: str, options: Options) -> tuple[NotebookReport, dict[str, Any]]:
+    """`test_notebook` in a pool process, with where and when it ran."""
+    started = time.time()
+    report = test_notebook(path, options)
+    return report, {"pid": os.getpid(), "started": started, "finished": time.time()}
+
+
+_pytest_namespace: Any = None
+
+
+def _pytest_classes() -> Any:
+    """The plugin's pytest classes, defined on first use so that importing this module
+    does not import pytest."""
+    global _pytest_namespace
+    if _pytest_namespace is not None:
+        return _pytest_namespace
+    import multiprocessing
+    import types
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    import pytest
+
+    class CaseFailed(Exception):
+        """A case's replay failed: its message is all pytest shows."""
+
+    class Notebook(pytest.File):
+        """A .ipynb file: a `Cell` per code cell with recorded runs."""
+
+        def collect(self) -> Iterable[Any]:
+            import nbformat
+
+            try:
+                stored = nbformat.read(self.path, as_version=4)
+            except Exception as err:
+                raise self.CollectError(
+                    f"{self.path.name}: not a readable notebook: {err}"
+                ) from err
+            cells: dict[int, list[Case]] = {}
+            for case in recorded_cases(stored, self.path.name):
+                cells.setdefault(case.cell, []).append(case)
+            for cases in cells.values():
+                name = cases[0].cell_id or f"cell-{cases[0].cell}"
+                yield Cell.from_parent(self, name=name, cases=cases)
+
+    class Cell(pytest.Collector):
+        """A code cell with recorded runs: a `CaseItem` per run. (A collector rather than
+        items named `CELL-ID::case-N`, so that the node id given on the command line
+        selects an item, or every case of a cell.)"""
+
+        def __init__(self, *, cases: list[Case], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.cases = cases
+
+        def collect(self) -> Iterable[Any]:
+            for case in self.cases:
+                yield CaseItem.from_parent(self, name=f"case-{case.index}", case=case)
+
+    class CaseItem(pytest.Item):
+        """One recorded run, passed when its replays gave what was recorded."""
+
+        def __init__(self, *, case: Case, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.case = case
+
+        def runtest(self) -> None:
+            replays = self.config.pluginmanager.get_plugin(PYTEST_PLUGIN)
+            try:
+                report, run = replays.result(self.path)
+            except Exception as err:  # the pool process died, or nbworker has a bug
+                cause = getattr(err.__cause__, "tb", "")  # the traceback in the pool process
+                raise CaseFailed(
+                    f"{self.case.id}: replaying {self.path.name} raised "
+                    f"{type(err).__name__}: {err}{cause}"
+                ) from None
+            self.user_properties += [(f"nbworker_{key}", value) for key, value in run.items()]
+            if report.executed:
+                self.user_properties.append(("nbworker_executed", report.executed))
+            case = next(
+                (
+                    found
+                    for found in report.cases
+                    if (found.cell, found.index) == (self.case.cell, self.case.index)
+                ),
+                None,
+            )
+            if case is None:
+                raise CaseFailed(
+                    f"{self.case.id}: not in the replay's report (was the notebook changed "
+                    "during the test run?)"
+                )
+            outcome, text = verdict(case, report)
+            if outcome == "failed":
+                raise CaseFailed(text)
+            if outcome == "skipped":
+                pytest.skip(text)
+
+        def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
+            if isinstance(excinfo.value, CaseFailed):
+                return str(excinfo.value)
+            return super().repr_failure(excinfo, style=style)
+
+        def reportinfo(self) -> tuple[Path, int | None, str]:
+            # Not the bare id: pytest -v would show a name that ends the node id with its
+            # dots as `::` (`sentiment::ipynb::...`), as it does for `Class.method`.
+            return self.path, None, f"{self.case.id} ({self.case.handler})"
+
+    class Replays:
+        """The replays of one pytest run: a future per notebook, in a process pool."""
+
+        def __init__(self, config: Any, options: Options) -> None:
+            self.config = config
+            self.options = options
+            self.pool: ProcessPoolExecutor | None = None
+            self.futures: dict[str, Future[tuple[NotebookReport, dict[str, Any]]]] = {}
+
+        def start(self, paths: Iterable[Path]) -> None:
+            """Submit the notebooks not yet submitted; the pool is sized for the first
+            batch (every collected notebook, or one at a time under pytest-xdist)."""
+            new = [path for path in dict.fromkeys(map(str, paths)) if path not in self.futures]
+            if not new:
+                return
+            if self.options.notebook and self.options.output_dir is None:
+                # executed notebooks, the reports, go where pytest keeps its temporary files
+                factory = getattr(self.config, "_tmp_path_factory", None)
+                if factory is not None:
+                    self.options.output_dir = str(factory.mktemp("nbworker", numbered=True))
+            if self.pool is None:
+                self.pool = ProcessPoolExecutor(
+                    max_workers=max(1, min(len(new), os.cpu_count() or 1)),
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_quiet_worker,
+                )
+            for path in new:
+                self.futures[path] = self.pool.submit(_replay_for_pytest, path, self.options)
+
+        def result(self, path: Path) -> tuple[NotebookReport, dict[str, Any]]:
+            self.start([path])  # not started with the others (--setup-only, xdist, ...)
+            return self.futures[str(path)].result()
+
+        def close(self) -> None:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = None
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtestloop(self, session: Any) -> Any:
+            option = session.config.option
+            try:
+                blocked = session.testsfailed and not option.continue_on_collection_errors
+                if not (
+                    blocked
+                    or option.collectonly
+                    or getattr(option, "setuponly", False)
+                    or getattr(option, "setupplan", False)
+                    or hasattr(session.config, "workerinput")  # an xdist worker: run on demand
+                ):
+                    self.start(item.path for item in session.items if isinstance(item, CaseItem))
+                return (yield)
+            finally:
+                self.close()
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_makereport(self, item: Any, call: Any) -> Any:
+            report = yield
+            if isinstance(item, CaseItem) and report.skipped and isinstance(report.longrepr, tuple):
+                # at the notebook, not at the pytest.skip above
+                report.longrepr = (item.location[0], None, report.longrepr[2])
+            return report
+
+        def pytest_report_header(self, config: Any) -> str:
+            sides = [
+                side
+                for side, on in (
+                    ("the notebook", self.options.notebook),
+                    ("the worker", self.options.worker),
+                )
+                if on
+            ]
+            return (
+                f"nbworker: replaying recorded runs in {' and '.join(sides)} "
+                f"(rtol {self.options.rtol:g}, timeout {self.options.timeout or 'none'})"
+            )
+
+        def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+            notes = []
+            for path, future in self.futures.items():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    notes += [f"{Path(path).name}: {note}" for note in future.result()[0].notes]
+            if notes:
+                terminalreporter.write_sep("-", "nbworker notes")
+                for note in notes:
+                    terminalreporter.write_line(note)
+
+    _pytest_namespace = types.SimpleNamespace(
+        CaseFailed=CaseFailed, Notebook=Notebook, Cell=Cell, CaseItem=CaseItem, Replays=Replays
+    )
+    return _pytest_namespace

@@ -66,9 +66,9 @@ def test_each_difference_is_named_where_it_is() -> None:
     got = record(output={"label": "negative", "n": 4, "ok": 1, "words": ["a"], "extra": 0})
     assert compare_runs(got, recorded) == [
         "output: unexpected keys ['extra']",
-        'output[\'label\']: got "negative", recorded "positive"',
+        "output['label']: got 'negative', recorded 'positive'",
         "output['n']: got 4, recorded 3",
-        "output['ok']: got 1, recorded true",
+        "output['ok']: got 1, recorded True",
         "output['words']: 1 items, recorded 2",
     ]
 
@@ -77,7 +77,7 @@ def test_a_stream_is_compared_chunk_by_chunk() -> None:
     recorded = record(stream=[{"word": "a"}, {"word": "b"}, {"word": "c"}], output=None)
     got = record(stream=[{"word": "a"}, {"word": "B"}, {"word": "c"}], output=None)
     assert compare_runs(got, recorded) == [
-        'stream[1][\'word\']: got "B", recorded "b"',
+        "stream[1]['word']: got 'B', recorded 'b'",
     ]
 
 
@@ -98,7 +98,7 @@ def test_an_exception_compares_by_type_and_message_not_traceback_or_host() -> No
     assert compare_runs(same, recorded) == []
     assert compare_runs(other, recorded) == [
         "error['error_type']: got \"<class 'KeyError'>\", recorded \"<class 'ValueError'>\"",
-        "error['error_message']: got \"'text'\", recorded \"bad text\"",
+        "error['error_message']: got \"'text'\", recorded 'bad text'",
     ]
 
 
@@ -106,9 +106,9 @@ def test_status_and_refresh_worker_differences() -> None:
     recorded = record(output={"n": 1})
     got = record(status="FAILED", output=None, error="text is required", refresh_worker=True)
     assert compare_runs(got, recorded) == [
-        'status: got FAILED, recorded COMPLETED, error "text is required"',
-        'output: got null, recorded {"n": 1}',
-        'error: got "text is required", recorded null',
+        "status: got FAILED, recorded COMPLETED, error 'text is required'",
+        "output: got None, recorded {'n': 1}",
+        "error: got 'text is required', recorded None",
         "refresh_worker: got True, recorded False",
     ]
 

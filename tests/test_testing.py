@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -150,7 +151,9 @@ def test_a_setup_cell_that_raises_exits_3(copy: Path, tmp_path: Path) -> None:
     edit(copy, "SCALE = 2", "SCALE = 2\nraise RuntimeError('no GPU here')")
     done = nbworker_test(copy.name, cwd=tmp_path)
     assert done.returncode == 3, done.stdout + done.stderr
-    assert "ERROR: calc.ipynb: cell 1 raised RuntimeError: no GPU here" in done.stdout
+    assert re.search(
+        r"ERROR: calc.ipynb: cell 1 \(id \w+\) raised RuntimeError: no GPU here", done.stdout
+    )
 
 
 def test_a_stream_is_compared_chunk_by_chunk(copy: Path, tmp_path: Path) -> None:
@@ -245,3 +248,11 @@ def test_a_notebook_without_records_has_nothing_to_replay(tmp_path: Path) -> Non
     assert report.exit_code == 0 and report.cases == []
     assert report.notes == ["no %rp_test run is recorded in this notebook: nothing to replay"]
     assert json.loads(json.dumps(testing.junit_xml([report]) != ""))
+
+
+def test_a_cell_past_the_timeout_exits_3_naming_it(copy: Path, tmp_path: Path) -> None:
+    edit(copy, "SCALE = 2", "SCALE = 2\ntime.sleep(60)")
+    done = nbworker_test(copy.name, "--timeout", "2", "--notebook-only", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert re.search(r"ERROR: calc.ipynb: cell 1 \(id \w+\): CellTimeoutError: ", done.stdout)
+    assert "KeyboardInterrupt" not in done.stdout
