@@ -16,6 +16,7 @@ loaded by every pytest run in an environment with nbworker, so imports here stay
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import os
@@ -24,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,6 +404,23 @@ def _test_one(item: tuple[str, Options]) -> NotebookReport:
     return test_notebook(path, options)
 
 
+@contextlib.contextmanager
+def _spawnable_main() -> Iterator[None]:
+    """Let `spawn` start processes from IPython too: its `__main__` stand-in has no
+    `__spec__`, which multiprocessing reads. Our workers need nothing of `__main__`."""
+    main = sys.modules.get("__main__")
+    if main is None or hasattr(main, "__spec__"):
+        yield
+        return
+    bare = types.ModuleType("__main__")
+    bare.__spec__ = None
+    sys.modules["__main__"] = bare
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def test_notebooks(
     paths: Sequence[str | os.PathLike[str]],
     options: Options | None = None,
@@ -427,7 +446,8 @@ def test_notebooks(
     results: dict[int, NotebookReport] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_test_one, item): index for index, item in enumerate(items)}
+        with _spawnable_main():  # the processes start on submit
+            futures = {pool.submit(_test_one, item): index for index, item in enumerate(items)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             if on_done:
@@ -819,8 +839,9 @@ def _pytest_classes() -> Any:
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_quiet_worker,
                 )
-            for path in new:
-                self.futures[path] = self.pool.submit(_replay_for_pytest, path, self.options)
+            with _spawnable_main():  # the processes start on submit
+                for path in new:
+                    self.futures[path] = self.pool.submit(_replay_for_pytest, path, self.options)
 
         def result(self, path: Path) -> tuple[NotebookReport, dict[str, Any]]:
             self.start([path])  # not started with the others (--setup-only, xdist, ...)
