@@ -49,6 +49,7 @@ __all__ = [
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_NOTEBOOK = 0, 1, 2, 3
 REPLAY_TAG = "nbworker-replay"  # the cell `nbworker test` puts first
+REPLAY_ENGINE = "nbworker-replay"  # papermill engine
 WORKER_CASE = re.compile(r"\[(case-\d+)")
 
 
@@ -162,6 +163,28 @@ def _replay_cell(expected_path: Path, rtol: float) -> Any:
     return cell
 
 
+def _replay_engine() -> str:
+    """papermill's nbclient engine, which also writes the notebook when a cell times out or
+    the kernel dies (papermill itself does so only when it saves after every cell)."""
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.iorw import write_ipynb
+
+    class ReplayEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(  # type: ignore[override]
+            cls, nb_man: Any, kernel_name: str, save_on_failure: str | None = None, **kwargs: Any
+        ) -> Any:
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            except BaseException:
+                if save_on_failure:
+                    write_ipynb(nb_man.nb, save_on_failure)
+                raise
+
+    papermill_engines.register(REPLAY_ENGINE, ReplayEngine)
+    return REPLAY_ENGINE
+
+
 def _error_of(cell: Any) -> tuple[str, str] | None:
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
@@ -186,32 +209,37 @@ def replay_notebook(path: Path, cases: list[Case], options: Options, out: Path) 
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     expected = [vars(item) for item in expected_runs(stored)]
-    with tempfile.TemporaryDirectory(prefix="nbworker-test-") as scratch:
-        expected_path = Path(scratch, "expected.json")
-        expected_path.write_text(json.dumps(expected), encoding="utf-8")
-        work.cells.insert(0, _replay_cell(expected_path, options.rtol))
-        executed_path = out / path.name
-        report.executed = str(executed_path)
-        failure = None
-        try:
-            papermill.execute_notebook(
-                work,
-                str(executed_path),
-                parameters=options.parameters or None,
-                kernel_name=options.kernel_name
-                or stored.metadata.get("kernelspec", {}).get("name")
-                or "python3",
-                cwd=str(path.parent.resolve()),
-                execution_timeout=options.timeout,
-                progress_bar=False,
-                log_output=False,
-                allow_error_names=["ReplayMismatch"],  # a mismatch fails its cell, not the run
-            )
-        except PapermillExecutionError:
-            pass  # the cells say what failed, read below
-        except Exception as err:  # the kernel died, a cell timed out, ...
-            failure = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
-        executed = nbformat.read(executed_path, as_version=4) if executed_path.exists() else None
+    # beside the executed notebook, so that the report can be run again
+    expected_path = (out / f"{path.stem}.replay.json").resolve()
+    expected_path.write_text(json.dumps(expected), encoding="utf-8")
+    work.cells.insert(0, _replay_cell(expected_path, options.rtol))
+    executed_path = out / path.name
+    report.executed = str(executed_path)
+    failure = None
+    try:
+        papermill.execute_notebook(
+            work,
+            str(executed_path),
+            parameters=options.parameters or None,
+            kernel_name=options.kernel_name
+            or stored.metadata.get("kernelspec", {}).get("name")
+            or "python3",
+            cwd=str(path.parent.resolve()),
+            execution_timeout=options.timeout,
+            progress_bar=False,
+            log_output=False,
+            allow_error_names=["ReplayMismatch"],  # a mismatch fails its cell, not the run
+            # written once at the end, a timeout or a dead kernel included, not after
+            # every cell: that would cost O(cells^2)
+            request_save_on_cell_execute=False,
+            engine_name=_replay_engine(),
+            save_on_failure=str(executed_path),
+        )
+    except PapermillExecutionError:
+        pass  # the cells say what failed, read below
+    except Exception as err:  # the kernel died, a cell timed out, ...
+        failure = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
+    executed = nbformat.read(executed_path, as_version=4) if executed_path.exists() else None
     if executed is None:
         report.error = failure or "papermill wrote no executed notebook"
         return report
@@ -243,7 +271,17 @@ def replay_notebook(path: Path, cases: list[Case], options: Options, out: Path) 
             else:
                 report.error = f"{where} raised {error[0]}: {error[1]}"
     if report.error is None and failure is not None:
-        report.error = failure
+        started = [  # the last cell papermill started is the one that was running
+            cell
+            for cell in executed.cells
+            if cell.get("metadata", {}).get("papermill", {}).get("start_time")
+        ]
+        if started:
+            cell = started[-1]
+            where = f"cell {index_of.get(cell.get('id'), '?')} (id {cell.get('id')})"
+            report.error = f"{where}: {failure}"
+        else:
+            report.error = failure
     return report
 
 

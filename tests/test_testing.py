@@ -119,6 +119,7 @@ def test_every_case_passes_in_the_notebook_and_the_worker(copy: Path, tmp_path: 
     counts = [cell.execution_count for cell in executed.cells if cell.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1))
     assert "nbworker-replay" in executed.cells[0].metadata.tags
+    assert (tmp_path / "out" / "calc.replay.json").is_file()  # the report runs again
     suites = ElementTree.parse(tmp_path / "results.xml").getroot()
     (suite,) = suites.iter("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "0", "0")
