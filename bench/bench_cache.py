@@ -29,23 +29,35 @@ kernel's ZMQ sockets).
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import cProfile
-import gc
 import io
 import os
 import pstats
-import queue
-import shutil
-import statistics
 import sys
-import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from common import (
+    BenchFailure,
+    Kernel,
+    Row,
+    cell_ok,
+    check,
+    fmt_s,
+    log,
+    log_banner,
+    median,
+    pct,
+    print_table,
+    sample,
+    setup_workdir,
+    started_kernel,
+    stats_text,
+)
 
 MIB = 1024**2
 MODEL_SECONDS = 2.0
@@ -87,28 +99,6 @@ BIG_OBJECTS = {
 # ----------------------------------------------------------------------------- helpers
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def fmt_s(seconds: float, *, signed: bool = False) -> str:
-    """A duration in the unit that reads best."""
-    sign = "+" if signed else ""
-    magnitude = abs(seconds)
-    if magnitude < 1e-3:
-        return f"{seconds * 1e6:{sign}.2f} µs"
-    if magnitude < 1:
-        return f"{seconds * 1e3:{sign}.3f} ms"
-    return f"{seconds:{sign}.3f} s"
-
-
 def fmt_frac(fraction: float) -> str:
     """A share in percent; rounding noise around zero (a few pages) reads 0%."""
     return f"{fraction:.0%}" if abs(fraction) >= 0.005 else "0%"
@@ -118,88 +108,10 @@ def fmt_mib(size: float, *, signed: bool = False) -> str:
     return f"{size / MIB:{'+' if signed else ''}.1f} MiB"
 
 
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
 def rss() -> int:
     """This process's resident set size in bytes (/proc/self/statm: pages * page size)."""
     with open("/proc/self/statm", encoding="ascii") as file:
         return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class BenchFailure(RuntimeError):
-    """A benchmark's own check failed: the figure would measure the wrong thing."""
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise BenchFailure(message)
-
-
-def sample(
-    variants: dict[str, Callable[[], Any]],
-    *,
-    rounds: int,
-    per_round: int,
-    warmup: int,
-    gc_off: bool,
-    checks: dict[str, Callable[[Any], None]] | None = None,
-) -> dict[str, list[float]]:
-    """Seconds per call of each variant, timed call by call with perf_counter_ns.
-
-    Variants are interleaved (rounds of `per_round` calls each, in turn) so that drift of
-    the machine during the run affects them alike. `checks[name]` sees each call's result
-    (warm-up calls too), outside the timed region.
-    """
-    checks = checks or {}
-    for name, function in variants.items():
-        verify = checks.get(name)
-        for _ in range(warmup):
-            result = function()
-            if verify is not None:
-                verify(result)
-    samples: dict[str, list[int]] = {name: [] for name in variants}
-    clock = time.perf_counter_ns
-    gc.collect()
-    if gc_off:
-        gc.disable()
-    try:
-        for _ in range(rounds):
-            for name, function in variants.items():
-                out = samples[name]
-                verify = checks.get(name)
-                for _ in range(per_round):
-                    start = clock()
-                    result = function()
-                    out.append(clock() - start)
-                    if verify is not None:
-                        verify(result)
-    finally:
-        if gc_off:
-            gc.enable()
-    return {name: [ns / 1e9 for ns in values] for name, values in samples.items()}
-
-
-@dataclass
-class Row:
-    """One line of the final table."""
-
-    key: str
-    what: str
-    value: str
-    versus: str = ""
-    versus_value: str = ""
-    result: str = ""
-    target: str = ""
-    ok: bool | None = None
 
 
 ROWS: list[Row] = []
@@ -239,14 +151,6 @@ def make_shell(out: Captured) -> Any:
     return shell
 
 
-def cell_ok(result: Any) -> None:
-    if not result.success:
-        raise BenchFailure(
-            f"cell failed: {result.error_before_exec or result.error_in_exec!r} "
-            f"({result.info.raw_cell[:60]!r})"
-        )
-
-
 def run_ok(shell: Any, code: str) -> None:
     """Run a cell as a kernel does (store_history=True); fail the benchmark if it fails.
     Returns nothing: the ExecutionResult (which may hold the cell's value) is dropped."""
@@ -281,15 +185,11 @@ def profile_hits(shell: Any, out: Captured, n: int) -> None:
         f"    under the profiler: {fmt_s(total / n)} per cell, of which nbworker's %%model "
         f"magic {fmt_s(mine / n)} ({mine / total:.0%}); the rest is IPython's cell machinery"
     )
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(24)
-    log(textwrap.indent(text.getvalue().strip(), "    "))
+    log(stats_text(profiler, "cumulative", 24))
     log("    nbworker's own functions in those cells, by cumulative time:")
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(r"/nbworker/", 12)
-    lines = text.getvalue().strip().splitlines()
+    lines = stats_text(profiler, "cumulative", r"/nbworker/", 12).splitlines()
     start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
-    log(textwrap.indent("\n".join(lines[start:]), "    "))
+    log("\n".join(lines[start:]))
 
 
 # ----------------------------------------------------------------------------- 1. hits
@@ -513,69 +413,25 @@ def bench_hit_api(quick: bool) -> None:
     cache.clear()
 
 
-class Kernel:
-    """A real Jupyter kernel and a blocking client, with a timed execute round trip."""
-
-    def __init__(self, log_path: str) -> None:
-        from jupyter_client.manager import start_new_kernel
-
-        # The kernel's own stdout/stderr go to a file, shown should the kernel fail.
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in close())
-        start = time.perf_counter()
-        self.km, self.kc = start_new_kernel(
-            kernel_name="python3", startup_timeout=60, stdout=self._log, stderr=self._log
-        )
-        self.startup = time.perf_counter() - start
-
-    def execute(self, code: str, timeout: float = 60) -> tuple[float, str]:
-        """Send an execute_request; wait for its execute_reply and its idle status. Returns
-        the round trip in seconds and the text the cell wrote to stdout."""
-        kc = self.kc
-        start = time.perf_counter_ns()
-        msg_id = kc.execute(code, store_history=True)
-        deadline = time.monotonic() + timeout
-        reply = None
-        stdout = []
-        try:
-            while reply is None:
-                msg = kc.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    reply = msg
-            while True:
-                msg = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                kind = msg["msg_type"]
-                if kind == "status" and msg["content"]["execution_state"] == "idle":
-                    break
-                if kind == "stream" and msg["content"]["name"] == "stdout":
-                    stdout.append(msg["content"]["text"])
-        except queue.Empty:
-            raise BenchFailure(f"the kernel did not answer {code[:40]!r} in {timeout} s") from None
-        elapsed = (time.perf_counter_ns() - start) / 1e9
-        if reply["content"]["status"] != "ok":
-            raise BenchFailure(f"{code[:40]!r} failed in the kernel: {reply['content']}")
-        return elapsed, "".join(stdout)
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
-        self._log.close()
-
-    def log_tail(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as file:
-            return file.read()[-3000:]
+def execute(kernel: Kernel, code: str, timeout: float = 60) -> tuple[float, str]:
+    """A timed execute round trip in `kernel`: seconds, and the text the cell wrote to
+    stdout."""
+    elapsed, _, outputs = kernel.execute(code, timeout)
+    stdout = [
+        m["content"]["text"]
+        for m in outputs
+        if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+    ]
+    return elapsed, "".join(stdout)
 
 
-def bench_hit_kernel(workdir: str, quick: bool) -> None:
+def bench_hit_kernel(workdir: Path, quick: bool) -> None:
     log("[1k] the same %%model cell in a real Jupyter kernel (execute round trips)")
-    kernel = Kernel(os.path.join(workdir, "kernel.log"))
-    try:
-        kernel.execute("%load_ext nbworker")
-        kernel.execute(NOOP_DEFINITION)
-        imported, _ = kernel.execute("import time, torch", timeout=120)
-        load, text = kernel.execute(MODEL_CELL, timeout=120)
+    with started_kernel(workdir / "kernel.log") as kernel:
+        execute(kernel, "%load_ext nbworker")
+        execute(kernel, NOOP_DEFINITION)
+        imported, _ = execute(kernel, "import time, torch", timeout=120)
+        load, text = execute(kernel, MODEL_CELL, timeout=120)
         check(text.startswith("encoder: loaded in "), f"first run printed {text!r} in the kernel")
         log(
             f"    kernel started in {fmt_s(kernel.startup)}; `import time, torch` "
@@ -586,7 +442,7 @@ def bench_hit_kernel(workdir: str, quick: bool) -> None:
         # Interleaved cell by cell, so a burst of load on the machine hits all three alike.
         for i in range(warmup + n):
             for code, times in ((MODEL_CELL, hits), (NOOP_CELL, noops), ("pass", floors)):
-                elapsed, text = kernel.execute(code)
+                elapsed, text = execute(kernel, code)
                 if code is MODEL_CELL and not text.startswith("encoder: cache hit, loaded "):
                     raise BenchFailure(f"a re-run printed {text!r} in the kernel")
                 if code is NOOP_CELL and text != HIT_LINE + "\n":
@@ -595,12 +451,8 @@ def bench_hit_kernel(workdir: str, quick: bool) -> None:
                     raise BenchFailure(f"`pass` printed {text!r} in the kernel")
                 if i >= warmup:
                     times.append(elapsed)
-        _, text = kernel.execute("print(encoder.weight.shape)")
+        _, text = execute(kernel, "print(encoder.weight.shape)")
         check("torch.Size([4096, 4096])" in text, f"the kernel's encoder: {text!r}")
-    except BenchFailure as err:
-        raise BenchFailure(f"{err}\nkernel log:\n{kernel.log_tail()}") from None
-    finally:
-        kernel.close()
     hit, noop, floor = median(hits), median(noops), median(floors)
     log(
         f"    {n} round trips each, interleaved cell by cell after {warmup} warm-up rounds; "
@@ -888,49 +740,6 @@ def bench_accounting(quick: bool) -> None:
 ORDER = ["1", "1a", "1k", "2", "3"]
 
 
-def print_table(elapsed: float) -> None:
-    ROWS.sort(key=lambda row: ORDER.index(row.key))  # stable: keeps each group's order
-    headers = ("#", "measured", "nbworker", "alternative", "alt.", "comparison", "target", "")
-    body = [
-        (
-            r.key,
-            r.what,
-            r.value,
-            r.versus,
-            r.versus_value,
-            r.result,
-            r.target,
-            "" if r.ok is None else ("OK" if r.ok else "MISSED"),
-        )
-        for r in ROWS
-    ]
-    widths = [max(len(str(row[i])) for row in [headers, *body]) for i in range(len(headers))]
-    right = {2, 4}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            str(c).rjust(w) if i in right else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    log()
-    log("=" * len(line(headers)))
-    log(line(headers))
-    log("-" * len(line(headers)))
-    previous = None
-    for row in body:
-        if previous is not None and row[0] != previous:
-            log("")
-        previous = row[0]
-        log(line(row))
-    log("=" * len(line(headers)))
-    missed = [r for r in ROWS if r.ok is False]
-    log(
-        f"targets: {sum(r.ok is True for r in ROWS)} met, {len(missed)} missed; "
-        f"benchmark took {elapsed:.0f} s; load average now {load_average()}"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -938,13 +747,8 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    workdir = tempfile.mkdtemp(prefix="nbworker-bench-")
-    # Registered before IPython's own atexit hook (which closes the history database kept
-    # under workdir), so it runs after it.
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    # A fresh IPython profile (history database) for the shell and the kernel alike, so the
-    # run neither reads nor grows the user's ~/.ipython.
-    os.environ["IPYTHONDIR"] = os.path.join(workdir, "ipython")
+    # A fresh IPython profile (history database) for the shell and the kernel alike.
+    workdir = setup_workdir()
     from importlib import metadata
 
     import IPython
@@ -953,11 +757,15 @@ def main() -> int:
 
     import nbworker
 
-    log(
-        f"nbworker {nbworker.__version__}, IPython {IPython.__version__}, ipykernel "
-        f"{metadata.version('ipykernel')}, torch {torch.__version__}, numpy "
-        f"{numpy.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-        f"load average {load_average()}" + (" (--quick)" if args.quick else "")
+    log_banner(
+        {
+            "nbworker": nbworker.__version__,
+            "IPython": IPython.__version__,
+            "ipykernel": metadata.version("ipykernel"),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+        },
+        args.quick,
     )
     out = Captured()
     try:
@@ -970,7 +778,7 @@ def main() -> int:
     except BenchFailure as err:
         log(f"BENCHMARK CHECK FAILED: {err}")
         return 2
-    print_table(time.perf_counter() - started)
+    print_table(ROWS, ORDER, time.perf_counter() - started)
     return 0
 
 

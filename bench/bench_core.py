@@ -22,28 +22,37 @@ kernel's ZMQ sockets).
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import cProfile
-import gc
 import io
 import os
-import pstats
-import queue
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-# ----------------------------------------------------------------------------- helpers
+from common import (
+    RECORD_MIMETYPE,
+    BenchFailure,
+    Row,
+    cell_ok,
+    check,
+    fmt_s,
+    log,
+    log_banner,
+    median,
+    pct,
+    print_table,
+    sample,
+    setup_workdir,
+    started_kernel,
+    stats_text,
+    timed_run,
+)
 
-RECORD_MIMETYPE = "application/vnd.nbworker.run+json"  # checked against nbworker below
+# ----------------------------------------------------------------------------- the cells
+
 MODEL_SECONDS = 2.0
 MODEL_CELL = f"import time\ntime.sleep({MODEL_SECONDS})\nMODEL = {{'w': 3}}"
 
@@ -56,104 +65,6 @@ def handler_cell(k: int) -> str:
 
 
 RP_TEST_X = '%rp_test {"input": {"x": 2}}'
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def fmt_s(seconds: float, *, signed: bool = False) -> str:
-    """A duration in the unit that reads best."""
-    sign = "+" if signed else ""
-    magnitude = abs(seconds)
-    if magnitude < 1e-3:
-        return f"{seconds * 1e6:{sign}.2f} µs"
-    if magnitude < 1:
-        return f"{seconds * 1e3:{sign}.3f} ms"
-    return f"{seconds:{sign}.3f} s"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-class BenchFailure(RuntimeError):
-    """A benchmark's own check failed: the figure would measure the wrong thing."""
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise BenchFailure(message)
-
-
-def sample(
-    variants: dict[str, Callable[[], Any]],
-    *,
-    rounds: int,
-    per_round: int,
-    warmup: int,
-    gc_off: bool,
-    checks: dict[str, Callable[[Any], None]] | None = None,
-) -> dict[str, list[float]]:
-    """Seconds per call of each variant, timed call by call with perf_counter_ns.
-
-    Variants are interleaved (rounds of `per_round` calls each, in turn) so that drift of
-    the machine during the run affects them alike. `checks[name]` sees each call's result,
-    outside the timed region.
-    """
-    checks = checks or {}
-    for function in variants.values():
-        for _ in range(warmup):
-            function()
-    samples: dict[str, list[int]] = {name: [] for name in variants}
-    clock = time.perf_counter_ns
-    gc.collect()
-    if gc_off:
-        gc.disable()
-    try:
-        for _ in range(rounds):
-            for name, function in variants.items():
-                out = samples[name]
-                verify = checks.get(name)
-                for _ in range(per_round):
-                    start = clock()
-                    result = function()
-                    out.append(clock() - start)
-                    if verify is not None:
-                        verify(result)
-    finally:
-        if gc_off:
-            gc.enable()
-    return {name: [ns / 1e9 for ns in values] for name, values in samples.items()}
-
-
-@dataclass
-class Row:
-    """One line of the final table."""
-
-    key: str
-    what: str
-    value: str
-    versus: str = ""
-    versus_value: str = ""
-    result: str = ""
-    target: str = ""
-    ok: bool | None = None
-
 
 ROWS: list[Row] = []
 WARM_SHELL: list[float] = []  # 3b's median, for the 3c breakdown
@@ -282,14 +193,6 @@ def make_shell() -> Any:
     return shell
 
 
-def cell_ok(result: Any) -> None:
-    if not result.success:
-        raise BenchFailure(
-            f"cell failed: {result.error_before_exec or result.error_in_exec!r} "
-            f"({result.info.raw_cell[:60]!r})"
-        )
-
-
 def run_ok(expected_output: Any) -> Callable[[Any], None]:
     def verify(result: Any) -> None:
         cell_ok(result)
@@ -390,9 +293,7 @@ def profile_cell(shell: Any, code: str, n: int) -> None:
         for _ in range(n):
             shell.run_cell(code, store_history=True)
         profiler.disable()
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
-    log(textwrap.indent(text.getvalue().strip(), "    "))
+    log(stats_text(profiler, "cumulative", 30))
 
 
 # ----------------------------------------------------------------------------- 3. edit -> result
@@ -415,16 +316,15 @@ if __name__ == "__main__":
 """
 
 
-def bench_cold(workdir: str, quick: bool) -> float:
+def bench_cold(workdir: Path, quick: bool) -> float:
     log("[3a] cold: python handler.py --test_input ... under the RunPod SDK")
     with open(os.path.join(workdir, "handler.py"), "w", encoding="utf-8") as file:
         file.write(HANDLER_PY)
     command = [sys.executable, "handler.py", "--test_input", '{"input": {"x": 2}}']
     times = []
     for _ in range(1 if quick else 3):
-        start = time.perf_counter()
-        proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=120)
-        times.append(time.perf_counter() - start)
+        elapsed, proc = timed_run(command, workdir, timeout=120)
+        times.append(elapsed)
         check(proc.returncode == 0, f"handler.py exited {proc.returncode}: {proc.stderr[-2000:]}")
         check("Job result" in proc.stdout, f"no 'Job result' in stdout: {proc.stdout[-2000:]}")
         check("{'output': {'y': 6}}" in proc.stdout, f"wrong result: {proc.stdout[-2000:]}")
@@ -487,62 +387,6 @@ def bench_warm_shell(shell: Any, cold: float, quick: bool) -> None:
     )
 
 
-class Kernel:
-    """A real Jupyter kernel and a blocking client, with a timed execute round trip."""
-
-    def __init__(self, log_path: str) -> None:
-        from jupyter_client.manager import start_new_kernel
-
-        # The kernel's own stdout/stderr (e.g. its warning about unencrypted TCP) go to a
-        # file, shown should the kernel fail.
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in close())
-        start = time.perf_counter()
-        self.km, self.kc = start_new_kernel(
-            kernel_name="python3", startup_timeout=60, stdout=self._log, stderr=self._log
-        )
-        self.startup = time.perf_counter() - start
-
-    def execute(self, code: str, timeout: float = 60) -> tuple[float, dict[str, Any], list[Any]]:
-        """Send an execute_request; wait for its execute_reply and its idle status. Returns
-        the round trip in seconds, the reply content and the IOPub output messages."""
-        kc = self.kc
-        start = time.perf_counter_ns()
-        msg_id = kc.execute(code, store_history=True)
-        deadline = time.monotonic() + timeout
-        reply = None
-        outputs = []
-        try:
-            while reply is None:
-                msg = kc.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    reply = msg
-            while True:
-                msg = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                kind = msg["msg_type"]
-                if kind == "status" and msg["content"]["execution_state"] == "idle":
-                    break
-                if kind in ("display_data", "execute_result", "stream", "error"):
-                    outputs.append(msg)
-        except queue.Empty:
-            raise BenchFailure(f"the kernel did not answer {code[:40]!r} in {timeout} s") from None
-        elapsed = (time.perf_counter_ns() - start) / 1e9
-        if reply["content"]["status"] != "ok":
-            raise BenchFailure(f"{code[:40]!r} failed in the kernel: {reply['content']}")
-        return elapsed, reply["content"], outputs
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
-        self._log.close()
-
-    def log_tail(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as file:
-            return file.read()[-3000:]
-
-
 def kernel_run(outputs: list[Any]) -> dict[str, Any]:
     """The run record %rp_test displayed in the kernel."""
     records = [
@@ -555,10 +399,9 @@ def kernel_run(outputs: list[Any]) -> dict[str, Any]:
     return records[0]
 
 
-def bench_kernel(workdir: str, cold: float, quick: bool) -> None:
+def bench_kernel(workdir: Path, cold: float, quick: bool) -> None:
     log("[3c] warm, in a real Jupyter kernel: execute %%handler cell, then %rp_test cell")
-    kernel = Kernel(os.path.join(workdir, "kernel.log"))
-    try:
+    with started_kernel(workdir / "kernel.log") as kernel:
         log(f"    kernel started in {fmt_s(kernel.startup)}")
         kernel.execute("%load_ext nbworker")
         load, _, _ = kernel.execute(MODEL_CELL)
@@ -659,59 +502,12 @@ def bench_kernel(workdir: str, cold: float, quick: bool) -> None:
                 versus_value=fmt_s(WARM_SHELL[0]) if WARM_SHELL else "",
             )
         )
-    except BenchFailure as err:
-        raise BenchFailure(f"{err}\nkernel log:\n{kernel.log_tail()}") from None
-    finally:
-        kernel.close()
 
 
 # ----------------------------------------------------------------------------- table
 
 
 ORDER = ["1", "2", "2k", "3a", "3b", "3c"]
-
-
-def print_table(elapsed: float) -> None:
-    ROWS.sort(key=lambda row: ORDER.index(row.key))  # stable: keeps each group's order
-    headers = ("#", "measured", "nbworker", "alternative", "alt.", "comparison", "target", "")
-    body = [
-        (
-            r.key,
-            r.what,
-            r.value,
-            r.versus,
-            r.versus_value,
-            r.result,
-            r.target,
-            "" if r.ok is None else ("OK" if r.ok else "MISSED"),
-        )
-        for r in ROWS
-    ]
-    widths = [max(len(str(row[i])) for row in [headers, *body]) for i in range(len(headers))]
-    right = {2, 4}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            str(c).rjust(w) if i in right else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    log()
-    log("=" * len(line(headers)))
-    log(line(headers))
-    log("-" * len(line(headers)))
-    previous = None
-    for row in body:
-        if previous is not None and row[0][0] != previous:
-            log("")
-        previous = row[0][0]
-        log(line(row))
-    log("=" * len(line(headers)))
-    missed = [r for r in ROWS if r.ok is False]
-    log(
-        f"targets: {sum(r.ok is True for r in ROWS)} met, {len(missed)} missed; "
-        f"benchmark took {elapsed:.0f} s; load average now {load_average()}"
-    )
 
 
 def main() -> int:
@@ -721,13 +517,8 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    workdir = tempfile.mkdtemp(prefix="nbworker-bench-")
-    # Registered before IPython's own atexit hook (which closes the history database kept
-    # under workdir), so it runs after it.
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    # A fresh IPython profile (history database) for the shell and the kernel alike, so the
-    # run neither reads nor grows the user's ~/.ipython.
-    os.environ["IPYTHONDIR"] = os.path.join(workdir, "ipython")
+    # A fresh IPython profile (history database) for the shell and the kernel alike.
+    workdir = setup_workdir()
     import IPython
 
     import nbworker
@@ -735,11 +526,14 @@ def main() -> int:
     try:
         from importlib import metadata
 
-        log(
-            f"nbworker {nbworker.__version__}, IPython {IPython.__version__}, ipykernel "
-            f"{metadata.version('ipykernel')}, runpod {metadata.version('runpod')}, "
-            f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-            f"load average {load_average()}" + (" (--quick)" if args.quick else "")
+        log_banner(
+            {
+                "nbworker": nbworker.__version__,
+                "IPython": IPython.__version__,
+                "ipykernel": metadata.version("ipykernel"),
+                "runpod": metadata.version("runpod"),
+            },
+            args.quick,
         )
         bench_run_job(args.quick)
         shell = make_shell()
@@ -750,7 +544,8 @@ def main() -> int:
     except BenchFailure as err:
         log(f"BENCHMARK CHECK FAILED: {err}")
         return 2
-    print_table(time.perf_counter() - started)
+    # 2 and 2k, 3a to 3c: one group each.
+    print_table(ROWS, ORDER, time.perf_counter() - started, group=lambda key: key[0])
     return 0
 
 

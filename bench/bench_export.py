@@ -30,28 +30,37 @@ files go to a temporary directory, removed at exit.
 from __future__ import annotations
 
 import argparse
-import atexit
 import cProfile
-import gc
-import io
 import itertools
 import json
 import math
 import os
-import pstats
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RECORD_MIMETYPE = "application/vnd.nbworker.run+json"  # checked against nbworker below
+from common import (
+    RECORD_MIMETYPE,
+    BenchFailure,
+    Row,
+    check,
+    fmt_s,
+    log,
+    log_banner,
+    median,
+    pct,
+    print_table,
+    sample,
+    setup_workdir,
+    stats_text,
+    timed_run,
+)
+
 TABLE_SIZE = 20
 # Modules `nbworker --help` must not import: each costs tens of ms to seconds.
 HEAVY_MODULES = (
@@ -68,81 +77,6 @@ HEAVY_MODULES = (
 # ----------------------------------------------------------------------------- helpers
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-def fmt_s(seconds: float, *, signed: bool = False) -> str:
-    """A duration in the unit that reads best."""
-    sign = "+" if signed else ""
-    magnitude = abs(seconds)
-    if magnitude < 1e-3:
-        return f"{seconds * 1e6:{sign}.2f} µs"
-    if magnitude < 1:
-        return f"{seconds * 1e3:{sign}.3f} ms"
-    return f"{seconds:{sign}.3f} s"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-class BenchFailure(RuntimeError):
-    """A benchmark's own check failed: the figure would measure the wrong thing."""
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise BenchFailure(message)
-
-
-def sample(
-    variants: dict[str, Callable[[], Any]],
-    *,
-    rounds: int,
-    warmup: int,
-    checks: dict[str, Callable[[Any], None]] | None = None,
-) -> dict[str, list[float]]:
-    """Seconds per call of each variant, one call per variant per round, in turn (so that
-    drift of the machine affects them alike); gc stays enabled (an export allocates, and
-    collecting is part of its cost). `checks[name]` sees each call's result (warm-up calls
-    too), outside the timed region."""
-    checks = checks or {}
-    for name, function in variants.items():
-        verify = checks.get(name)
-        for _ in range(warmup):
-            result = function()
-            if verify is not None:
-                verify(result)
-    samples: dict[str, list[int]] = {name: [] for name in variants}
-    clock = time.perf_counter_ns
-    gc.collect()
-    for _ in range(rounds):
-        for name, function in variants.items():
-            verify = checks.get(name)
-            start = clock()
-            result = function()
-            samples[name].append(clock() - start)
-            if verify is not None:
-                verify(result)
-            del result
-    return {name: [ns / 1e9 for ns in values] for name, values in samples.items()}
-
-
 def exponent(n1: int, t1: float, n2: int, t2: float) -> float:
     """k in t ~ n^k between two sizes."""
     return math.log(t2 / t1) / math.log(n2 / n1)
@@ -156,20 +90,6 @@ def growth_verdict(k: float) -> str:
     if k < 1.5:
         return "somewhat super-linear"
     return "super-linear (k = 2 is quadratic)"
-
-
-@dataclass
-class Row:
-    """One line of the final table."""
-
-    key: str
-    what: str
-    value: str
-    versus: str = ""
-    versus_value: str = ""
-    result: str = ""
-    target: str = ""
-    ok: bool | None = None
 
 
 ROWS: list[Row] = []
@@ -310,6 +230,7 @@ EXPECTED_FILES = {
     "test_input.json",
     ".runpod/tests.json",
     "tests/cases.json",
+    "tests/compare.py",
     "tests/test_handler.py",
     "tests/test_notebook.py",
     "tests/requirements.txt",
@@ -415,10 +336,12 @@ def bench_export(
                 **stages[n],
             },
             rounds=rounds,
+            per_round=1,
             warmup=1,
+            gc_off=False,  # an export allocates: collecting is part of its cost
             checks={
                 "build_worker": lambda r: check(r.handler == "handler", "wrong handler"),
-                # 10 worker files + the manifest, then nothing (all unchanged).
+                # 11 worker files + the manifest, then nothing (all unchanged).
                 "export_notebook": files_written(len(EXPECTED_FILES) + 1),
                 "export_notebook again": files_written(0),
             },
@@ -518,10 +441,8 @@ def profile_calls(
         function()
     profiler.disable()
     for order, count in orders:
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(count)
         log(f"    cProfile of {n} x {label}, by {order} time:")
-        log(textwrap.indent(text.getvalue().strip(), "    "))
+        log(stats_text(profiler, order, count))
 
 
 # ----------------------------------------------------------------------------- 2. start-up
@@ -573,14 +494,6 @@ PHASES = (
     "first export_notebook in the process",
     "second export_notebook (warm)",
 )
-
-
-def run_command(
-    argv: list[str], cwd: Path, env: dict[str, str]
-) -> tuple[float, subprocess.CompletedProcess[str]]:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    return time.perf_counter() - start, proc
 
 
 def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool) -> None:
@@ -646,7 +559,7 @@ def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool)
     times: dict[str, list[float]] = {name: [] for name in commands}
     for round_ in range(runs + 1):  # the first round warms up (bytecode cache, page cache)
         for name, (argv, verify) in commands.items():
-            elapsed, proc = run_command(argv(), workdir, env)
+            elapsed, proc = timed_run(argv(), workdir, env, timeout=120)
             verify(proc)
             if round_ > 0:
                 times[name].append(elapsed)
@@ -757,49 +670,6 @@ def bench_startup(workdir: Path, notebook: Path, in_process: float, quick: bool)
 ORDER = ["1", "1s", "2"]
 
 
-def print_table(elapsed: float) -> None:
-    ROWS.sort(key=lambda row: ORDER.index(row.key))  # stable: keeps each group's order
-    headers = ("#", "measured", "nbworker", "alternative", "alt.", "comparison", "target", "")
-    body = [
-        (
-            r.key,
-            r.what,
-            r.value,
-            r.versus,
-            r.versus_value,
-            r.result,
-            r.target,
-            "" if r.ok is None else ("OK" if r.ok else "MISSED"),
-        )
-        for r in ROWS
-    ]
-    widths = [max(len(str(row[i])) for row in [headers, *body]) for i in range(len(headers))]
-    right = {2, 4}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            str(c).rjust(w) if i in right else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    log()
-    log("=" * len(line(headers)))
-    log(line(headers))
-    log("-" * len(line(headers)))
-    previous = None
-    for row in body:
-        if previous is not None and row[0] != previous:
-            log("")
-        previous = row[0]
-        log(line(row))
-    log("=" * len(line(headers)))
-    missed = [r for r in ROWS if r.ok is False]
-    log(
-        f"targets: {sum(r.ok is True for r in ROWS)} met, {len(missed)} missed; "
-        f"benchmark took {elapsed:.0f} s; load average now {load_average()}"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (~25 s)")
@@ -817,10 +687,8 @@ def main() -> int:
         parser.error("--sizes: at least 10 cells")
 
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="nbworker-bench-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    # Nothing here needs an IPython profile, but keep the user's ~/.ipython out of reach.
-    os.environ["IPYTHONDIR"] = str(workdir / "ipython")
+    # Nothing here needs an IPython profile, but the user's ~/.ipython stays out of reach.
+    workdir = setup_workdir()
     from importlib import metadata
 
     import IPython
@@ -828,11 +696,14 @@ def main() -> int:
 
     import nbworker
 
-    log(
-        f"nbworker {nbworker.__version__}, IPython {IPython.__version__}, nbformat "
-        f"{nbformat.__version__}, runpod {metadata.version('runpod')}, Python "
-        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load_average()}"
-        + (" (--quick)" if args.quick else "")
+    log_banner(
+        {
+            "nbworker": nbworker.__version__,
+            "IPython": IPython.__version__,
+            "nbformat": nbformat.__version__,
+            "runpod": metadata.version("runpod"),
+        },
+        args.quick,
     )
     try:
         generated: dict[int, Generated] = {}
@@ -868,7 +739,7 @@ def main() -> int:
     except BenchFailure as err:
         log(f"BENCHMARK CHECK FAILED: {err}")
         return 2
-    print_table(time.perf_counter() - started)
+    print_table(ROWS, ORDER, time.perf_counter() - started)
     return 0
 
 

@@ -36,7 +36,6 @@ used; files go to a temporary directory, removed at exit.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import copy
 import functools
@@ -45,17 +44,25 @@ import json
 import os
 import random
 import re
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import common
+from common import (
+    BenchFailure,
+    Row,
+    check,
+    log,
+    log_banner,
+    median,
+    print_table,
+    setup_workdir,
+    timed_run,
+)
 
 CASES = 50
 QUICK_PER_CASE = 10  # --quick: per-case notebooks run in (b), the rest extrapolated
@@ -86,39 +93,9 @@ SETUP_CELLS = 3  # %load_ext, %%model, %%handler
 # ----------------------------------------------------------------------------- helpers
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def fmt_s(seconds: float, *, signed: bool = False) -> str:
-    """A duration in the unit that reads best."""
-    sign = "+" if signed else ""
-    magnitude = abs(seconds)
-    if magnitude < 1e-3:
-        return f"{seconds * 1e6:{sign}.2f} µs"
-    if magnitude < 1:
-        return f"{seconds * 1e3:{sign}.1f} ms"
-    return f"{seconds:{sign}.2f} s"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-class BenchFailure(RuntimeError):
-    """A benchmark's own check failed: the figure would measure the wrong thing."""
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise BenchFailure(message)
+    """A duration, coarser than the other benchmarks' (whole notebook runs, seconds)."""
+    return common.fmt_s(seconds, signed=signed, ms_digits=1, s_digits=2)
 
 
 def digest(path: Path) -> str:
@@ -162,20 +139,6 @@ def papermill_saves_off(calls: list[dict[str, Any]]) -> Iterator[None]:
         yield
     finally:
         papermill.execute_notebook = original
-
-
-@dataclass
-class Row:
-    """One line of the final table."""
-
-    key: str
-    what: str
-    value: str
-    versus: str = ""
-    versus_value: str = ""
-    result: str = ""
-    target: str = ""
-    ok: bool | None = None
 
 
 ROWS: list[Row] = []
@@ -290,11 +253,7 @@ def record(workdir: Path, inputs: list[dict[str, Any]], stderr_log: Path) -> tup
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    proc = subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
-    )
-    return time.perf_counter() - start, proc
+    return timed_run(argv, cwd, env, timeout=SUBPROCESS_TIMEOUT)
 
 
 SUMMARY = re.compile(r"(\d+) passed, (\d+) failed, (\d+) notebook error\(s\)")
@@ -583,49 +542,7 @@ def bench_worker(
 
 
 ORDER = ["0", "a", "b", "c", "d"]
-
-
-def print_table(elapsed: float) -> None:
-    ROWS.sort(key=lambda row: ORDER.index(row.key))  # stable: keeps each group's order
-    headers = ("#", "measured", "value", "compared with", "its value", "comparison", "target", "")
-    body = [
-        (
-            r.key,
-            r.what,
-            r.value,
-            r.versus,
-            r.versus_value,
-            r.result,
-            r.target,
-            "" if r.ok is None else ("OK" if r.ok else "MISSED"),
-        )
-        for r in ROWS
-    ]
-    widths = [max(len(str(row[i])) for row in [headers, *body]) for i in range(len(headers))]
-    right = {2, 4}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            str(c).rjust(w) if i in right else str(c).ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    log()
-    log("=" * len(line(headers)))
-    log(line(headers))
-    log("-" * len(line(headers)))
-    previous = None
-    for row in body:
-        if previous is not None and row[0] != previous:
-            log("")
-        previous = row[0]
-        log(line(row))
-    log("=" * len(line(headers)))
-    missed = [r for r in ROWS if r.ok is False]
-    log(
-        f"targets: {sum(r.ok is True for r in ROWS)} met, {len(missed)} missed; "
-        f"benchmark took {elapsed:.0f} s; load average now {load_average()}"
-    )
+HEADERS = ("#", "measured", "value", "compared with", "its value", "comparison", "target", "")
 
 
 def add_rows(one: dict[str, Any], per_case: dict[str, Any], worker: dict[str, Any] | None) -> None:
@@ -775,15 +692,13 @@ def main() -> int:
     CASES = args.cases
 
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="nbworker-bench-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    # Kernels and subprocesses: this venv's kernelspec first, a throw-away IPython profile,
+    # Kernels and subprocesses: a throw-away IPython profile, this venv's kernelspec first,
     # a bytecode cache of their own (the repository gets no __pycache__).
+    workdir = setup_workdir()
     kernels = Path(sys.prefix, "share", "jupyter")
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         [str(kernels), *filter(None, [os.environ.get("JUPYTER_PATH")])]
     )
-    os.environ["IPYTHONDIR"] = str(workdir / "ipython")
     os.environ["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     env = dict(os.environ)
@@ -796,12 +711,16 @@ def main() -> int:
 
     import nbworker
 
-    log(
-        f"nbworker {nbworker.__version__}, papermill {papermill.__version__}, nbmake "
-        f"{metadata.version('nbmake')}, ipykernel {metadata.version('ipykernel')}, IPython "
-        f"{IPython.__version__}, runpod {metadata.version('runpod')}, Python "
-        f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load_average()}"
-        + (" (--quick)" if args.quick else "")
+    log_banner(
+        {
+            "nbworker": nbworker.__version__,
+            "papermill": papermill.__version__,
+            "nbmake": metadata.version("nbmake"),
+            "ipykernel": metadata.version("ipykernel"),
+            "IPython": IPython.__version__,
+            "runpod": metadata.version("runpod"),
+        },
+        args.quick,
     )
     try:
         commands = Commands()
@@ -821,7 +740,7 @@ def main() -> int:
     except BenchFailure as err:
         log(f"BENCHMARK CHECK FAILED: {err}")
         return 2
-    print_table(time.perf_counter() - started)
+    print_table(ROWS, ORDER, time.perf_counter() - started, headers=HEADERS)
     return 0
 
 
