@@ -90,6 +90,13 @@ class Case:
         return f"{self.notebook}::{self.cell_id or f'cell-{self.cell}'}::case-{self.index}"
 
     @property
+    def compared(self) -> bool:
+        """Whether either side compared this case with its record."""
+        return self.notebook_result in ("passed", "failed", "not run") or (
+            self.worker_result in ("passed", "failed", "error")
+        )
+
+    @property
     def passed(self) -> bool:
         return self.notebook_result in ("passed", "skipped", "deselected", "-") and (
             self.worker_result in ("passed", "skipped", "-", "deselected")
@@ -564,11 +571,13 @@ def summary(reports: Sequence[NotebookReport]) -> str:
             lines.append(f"{name}: executed notebook in {report.executed}")
     cases = [case for report in reports for case in report.cases]
     failed = sum(not case.passed for case in cases)
+    unchecked = sum(case.passed and not case.compared for case in cases)
     broken = sum(report.error is not None for report in reports)
     seconds = sum(report.seconds + report.worker_seconds for report in reports)
     lines.append(
-        f"{len(cases) - failed} passed, {failed} failed, {broken} notebook error(s), "
-        f"{len(reports)} notebook(s) in {seconds:.1f} s"
+        f"{len(cases) - failed - unchecked} passed, {failed} failed"
+        + (f", {unchecked} compared nowhere" if unchecked else "")
+        + f", {broken} notebook error(s), {len(reports)} notebook(s) in {seconds:.1f} s"
     )
     return "\n".join(lines)
 

@@ -190,6 +190,9 @@ def test_rtol_and_ignore_do_what_they_say(copy: Path, tmp_path: Path) -> None:
 def test_select_with_k_and_usage_errors(copy: Path, tmp_path: Path) -> None:
     done = nbworker_test(copy.name, "-k", "words", "--notebook-only", cwd=tmp_path)
     assert done.returncode == 0 and "1 passed, 0 failed" in done.stdout
+    # the words handler is not the exported one: with --worker-only nothing compares it
+    done = nbworker_test(copy.name, "-k", "words", "--worker-only", cwd=tmp_path)
+    assert done.returncode == 0 and "0 passed, 0 failed, 1 compared nowhere" in done.stdout
     for args, message in [
         (["missing.ipynb"], "no such notebook: missing.ipynb"),
         ([copy.name, "--rtol", "-1"], "--rtol must be >= 0"),
