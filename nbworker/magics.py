@@ -485,6 +485,69 @@ class NbworkerMagics(Magics):
         age = views.ago(time.time() - os.path.getmtime(path)) + " ago"
         print(f"{report}\n(from {path} as saved {age}: edits not saved since are not in it)")
 
+    # ----------------------------------------------------------------- %rp_serve
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the handler to serve; default: `handler`, else the only one")
+    @argument("--port", type=int, default=8000, metavar="N", help="default: 8000 (0: any free)")
+    @argument("--host", default="127.0.0.1", help="default: 127.0.0.1; others need --token")
+    @argument("--token", metavar="TOKEN", help="require Authorization: Bearer TOKEN")
+    @argument("--stop", action="store_true", help="stop serving")
+    @no_var_expand
+    @line_magic
+    def rp_serve(self, line: str) -> None:
+        """Serve the handler over HTTP from this kernel, with RunPod's endpoint API: POST /run,
+        /runsync, GET|POST /status/ID and /stream/ID, POST /cancel/ID, GET /health.
+
+        The handler is looked up at each job, so re-running its %%handler cell serves the new
+        one; jobs run on background threads (up to its --concurrency at once) while the
+        kernel stays free. Running %rp_serve again restarts the server.
+        """
+        from nbworker import serve
+
+        args = parse_argstring(self.rp_serve, line)
+        current = serve.running(self.session)
+        if args.stop:
+            for server in current:
+                server.stop()
+                print(f"stopped serving at {server.url}")
+            if not current:
+                print("not serving")
+            return
+        if args.name is not None and not args.name.isidentifier():
+            raise UsageError(f"%rp_serve: {args.name!r} is not a Python name")
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"%rp_serve: --port must be 0 to 65535, not {args.port}")
+        if args.token is None and not serve.is_loopback(args.host):
+            raise UsageError(
+                f"%rp_serve: binding {args.host} opens the handler to the network: "
+                "give --token TOKEN (clients send Authorization: Bearer TOKEN)"
+            )
+        for server in current:  # the port it holds may be the one asked for
+            if args.port and server.port == args.port:
+                server.stop()
+        try:
+            server = serve.serve(
+                self.session, args.name, host=args.host, port=args.port, token=args.token
+            )
+        except NbworkerError as err:
+            raise _usage("%rp_serve", err) from None
+        for old in current:
+            if old.serving:
+                old.stop()
+        try:
+            spec = self.session.registry.get(args.name)
+            what = f"handler {spec.name} (concurrency {spec.concurrency})"
+        except NbworkerError as err:
+            what = f"{args.name or 'the default handler'} (not registered yet: {err})"
+        lines = [f"serving {what} at {server.url}"]
+        lines.append(
+            "routes: POST /run, /runsync; /status/ID, /stream/ID; POST /cancel/ID, /health"
+        )
+        if server.requires_token:
+            lines.append("requests must send Authorization: Bearer <token>")
+        print("\n".join(lines))
+
 
 def this_notebook(user_ns: dict[str, Any]) -> str | None:
     """The path of the notebook this kernel runs, where the front end tells: VS Code's

@@ -1,0 +1,578 @@
+"""RunPod's endpoint API served from the kernel's own process, for a session's handler.
+
+`serve(session)` starts a `ThreadingHTTPServer` on a background thread with the routes of
+the SDK's `--rp_serve_api` server and of a deployed endpoint (`https://api.runpod.ai/v2/ID`):
+
+    POST /run            {"input": {...}} -> {"id", "status": "IN_QUEUE"}; runs in the background
+    POST /runsync        runs and waits -> {"id", "status": "COMPLETED", "output"} or FAILED + error
+    GET|POST /status/ID  {"id", "status", "output"?, "error"?}
+    GET|POST /stream/ID  {"id", "status", "stream": [{"output": chunk}, ...]}: the chunks
+                         produced since the previous /stream call, as the deployed API does
+    POST /cancel/ID      {"id", "status": "CANCELLED"}
+    GET /health          {"jobs": {...counts}, "workers": {"idle", "running"}}
+
+Each job is run by `JobRunner.run`, the code `%rp_test` uses, so it gets RunPod's envelope
+(errors, `refresh_worker`, streams) exactly as in a notebook run. The handler is looked up by
+name when each job starts, so re-running its `%%handler` cell changes what new jobs run,
+without a restart. Jobs run on worker threads, at most the handler's `concurrency` at once
+(read at each dispatch); the others wait in a FIFO queue. Each worker thread has a runner
+(and so an event loop for async handlers) of its own.
+
+Cancelling a running job: the job is marked CANCELLED at once and whatever it produces later
+is discarded; the worker thread also gets an asynchronous `KeyboardInterrupt` (the mechanism
+`jobs.py` uses for timeouts off the main thread, as signals cannot be used there), which
+stops Python code at once but a blocking call (sleep, I/O, a GPU kernel) only when it returns.
+A job body may carry RunPod's `policy.executionTimeout` (milliseconds): past it the job is
+TIMED_OUT, by the same mechanism.
+
+Only 127.0.0.1 (or another loopback address) may be bound without a token; with a token,
+every request must carry `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import hmac
+import ipaddress
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from nbworker import checks
+from nbworker.errors import NbworkerError
+from nbworker.jobs import JobRunner
+from nbworker.registry import HandlerSpec
+from nbworker.session import Session
+
+__all__ = ["MAX_BODY", "ServeError", "Server", "running", "serve", "stop_all"]
+
+MAX_BODY = 10 * 1024 * 1024  # bytes of a request body
+DRAIN_LIMIT = 64 * 1024 * 1024  # a refused body up to this size is read before answering
+RUNSYNC_WAIT = 90.0  # seconds /runsync waits before answering with the job's status, as RunPod
+STOP_GRACE = 2.0  # seconds stop() lets running jobs finish before cancelling them
+KEEP_FINISHED = 10_000  # finished jobs remembered for /status; the oldest are forgotten
+NOT_FOUND = "Job ID not found"
+NOT_STREAMING = "Stream not supported, handler must be a generator."
+
+IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
+COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
+FINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
+
+
+class ServeError(NbworkerError):
+    """The server cannot start as asked (address in use, no token for a public address)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(eq=False)
+class _Job:
+    id: str
+    payload: dict[str, Any]  # what the handler receives: {"id", "input", "webhook"?}
+    timeout: float | None = None
+    status: str = IN_QUEUE
+    result: dict[str, Any] | None = None  # RunPod's envelope once finished
+    spec: HandlerSpec | None = None
+    pending: list[Any] = field(default_factory=list)  # chunks not yet sent by /stream
+    thread_id: int | None = None  # the worker running it, while it runs
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Server:
+    """One running server. `url`, `host`, `port`, `name` (None: the default handler) and
+    `session`; `stop()` shuts it down. Made by `serve()`."""
+
+    def __init__(
+        self,
+        session: Session,
+        name: str | None,
+        host: str,
+        port: int,
+        token: str | None,
+        *,
+        max_body: int = MAX_BODY,
+        runsync_wait: float = RUNSYNC_WAIT,
+    ) -> None:
+        if token is not None and not token:
+            raise ServeError("the token must not be empty")
+        if token is None and not is_loopback(host):
+            raise ServeError(
+                f"binding {host} opens the handler to the network: give a token "
+                "(clients then send Authorization: Bearer <token>)"
+            )
+        self.session, self.name, self.host = session, name, host
+        self.max_body, self.runsync_wait = max_body, runsync_wait
+        self._token = token
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._jobs: OrderedDict[str, _Job] = OrderedDict()
+        self._queue: deque[_Job] = deque()
+        self._running = 0
+        self._counts = {"completed": 0, "failed": 0, "retried": 0}
+        self._workers: list[threading.Thread] = []
+        self._closing = False
+        self._connections: set[socket.socket] = set()
+        self._requests = 0  # requests being answered
+        try:
+            self._httpd = _HTTPServer(self, host, port)
+        except OSError as err:
+            if err.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+                raise ServeError(f"port {port} on {host} is in use: pick another --port") from None
+            raise ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+        self.port: int = self._httpd.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"nbworker-serve-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._closing else "serving"
+        return f"<nbworker Server {self.name or 'default handler'} {state} at {self.url}>"
+
+    @property
+    def serving(self) -> bool:
+        return not self._closing
+
+    @property
+    def requires_token(self) -> bool:
+        return self._token is not None
+
+    # ------------------------------------------------------------- jobs
+
+    def _limit(self) -> int:
+        try:
+            return self.session.registry.get(self.name).concurrency
+        except NbworkerError:
+            return 1
+
+    def submit(self, body: dict[str, Any], *, prefix: str = "") -> _Job:
+        """Queue a job made of a request body (already checked)."""
+        job_id = f"{prefix}{uuid.uuid4()}"
+        payload = {"id": job_id, "input": body["input"]}
+        if "webhook" in body:
+            payload["webhook"] = body["webhook"]
+        timeout = None
+        policy = body.get("policy")
+        if isinstance(policy, dict) and isinstance(policy.get("executionTimeout"), (int, float)):
+            timeout = policy["executionTimeout"] / 1000 if policy["executionTimeout"] > 0 else None
+        job = _Job(job_id, payload, timeout)
+        with self._work:
+            if self._closing:
+                raise ServeError("the server is stopping")
+            self._jobs[job_id] = job
+            self._forget_old()
+            self._queue.append(job)
+            limit = self._limit()
+            while len(self._workers) < limit:
+                worker = threading.Thread(
+                    target=self._work_loop,
+                    name=f"nbworker-job-{self.port}-{len(self._workers)}",
+                    daemon=True,
+                )
+                self._workers.append(worker)
+                worker.start()
+            self._work.notify()
+        return job
+
+    def _forget_old(self) -> None:
+        extra = len(self._jobs) - KEEP_FINISHED
+        if extra <= 0:
+            return
+        for job_id in [i for i, j in self._jobs.items() if j.status in FINAL][:extra]:
+            del self._jobs[job_id]
+
+    def _work_loop(self) -> None:
+        runner = JobRunner()
+        try:
+            while True:
+                with self._work:
+                    while not self._closing and not (self._queue and self._running < self._limit()):
+                        self._work.wait()
+                    if self._closing:
+                        return
+                    job = self._queue.popleft()
+                    job.status = IN_PROGRESS
+                    job.thread_id = threading.get_ident()
+                    self._running += 1
+                try:
+                    self._execute(job, runner)
+                finally:
+                    with self._work:
+                        self._running -= 1
+                        self._work.notify_all()
+        finally:
+            runner.close()
+
+    def _execute(self, job: _Job, runner: JobRunner) -> None:
+        result: dict[str, Any] | None = None
+        status = FAILED
+        try:
+            try:
+                spec = self.session.registry.get(self.name)
+                job.spec = spec
+
+                def on_chunk(chunk: Any, index: int) -> None:
+                    with self._lock:
+                        job.pending.append(chunk)
+
+                run = runner.run(spec, job.payload, timeout=job.timeout, on_chunk=on_chunk)
+                self.session.history.append(run)
+                if run.status in (CANCELLED, TIMED_OUT):
+                    status, result = run.status, {"error": run.error}
+                else:
+                    status, result = run.status, run.result or {}
+                    problem = checks.serialization_problem(result)
+                    if problem is not None:  # a deployed worker would post nothing: job hangs
+                        status, result = FAILED, {"error": f"the handler's result is {problem}"}
+            except NbworkerError as err:  # no handler to run
+                status, result = FAILED, {"error": str(err)}
+            finally:
+                with self._lock:  # no cancel can interrupt this thread after this block
+                    job.thread_id = None
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(threading.get_ident()), None
+                    )
+        except KeyboardInterrupt:  # cancelled by /cancel or stop(), past the runner's reach
+            status, result = CANCELLED, None
+        self._finish(job, status, result)
+
+    def _finish(self, job: _Job, status: str, result: dict[str, Any] | None) -> None:
+        with self._lock:
+            if job.status in FINAL:  # cancelled meanwhile: what it made is discarded
+                return
+            job.status, job.result = status, result
+            if status == COMPLETED:
+                self._counts["completed"] += 1
+            elif status in (FAILED, TIMED_OUT):
+                self._counts["failed"] += 1
+        job.done.set()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return _not_found(job_id)
+            if job.status not in FINAL:
+                self._cancel_locked(job)
+            return {"id": job.id, "status": job.status}
+
+    def _cancel_locked(self, job: _Job) -> None:
+        if job.status == IN_QUEUE:
+            self._queue.remove(job)
+        elif job.thread_id is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(job.thread_id), ctypes.py_object(KeyboardInterrupt)
+            )
+        job.status, job.result = CANCELLED, None
+        job.done.set()
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return _not_found(job_id) if job is None else _view(job)
+
+    def stream(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return _not_found(job_id)
+            spec = job.spec
+        if spec is None:  # not started: the handler it would run now
+            try:
+                spec = self.session.registry.get(self.name)
+            except NbworkerError as err:
+                return {"id": job_id, "status": FAILED, "error": str(err)}
+        if not spec.streams:
+            return {"id": job_id, "status": FAILED, "error": NOT_STREAMING}
+        with self._lock:
+            chunks, job.pending = job.pending, []
+            answer = {"id": job.id, "status": job.status, "stream": [{"output": c} for c in chunks]}
+            if job.status != COMPLETED and job.result and "error" in job.result:
+                answer["error"] = job.result["error"]
+        return answer
+
+    def run_sync(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = self.submit(body, prefix="sync-")
+        job.done.wait(self.runsync_wait)
+        with self._lock:
+            return _view(job)
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            queued, running = len(self._queue), self._running
+            return {
+                "jobs": {
+                    "completed": self._counts["completed"],
+                    "failed": self._counts["failed"],
+                    "inProgress": running,
+                    "inQueue": queued,
+                    "retried": self._counts["retried"],
+                },
+                "workers": {"idle": max(self._limit() - running, 0), "running": running},
+            }
+
+    # ------------------------------------------------------------- shutdown
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop accepting requests, cancel queued jobs, let running ones finish for up to
+        `grace` seconds and cancel the rest, then close every connection and join threads."""
+        with self._work:
+            if self._closing:
+                return
+            self._closing = True
+            while self._queue:
+                self._cancel_locked(self._queue[0])
+            self._work.notify_all()
+        self._httpd.shutdown()  # the listening loop ends; the port is free after server_close
+        self._httpd.server_close()
+        self._thread.join()
+        deadline = time.monotonic() + grace
+        for worker in self._workers:
+            worker.join(max(deadline - time.monotonic(), 0))
+        with self._lock:
+            for job in self._jobs.values():
+                if job.status in (IN_QUEUE, IN_PROGRESS):
+                    self._cancel_locked(job)
+        for worker in self._workers:
+            worker.join(0.5)
+        deadline = time.monotonic() + 0.5  # let answers in flight (e.g. /runsync) go out
+        while self._requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:  # idle keep-alive connections end now
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        with _servers_lock:
+            _servers.discard(self)
+
+    # ------------------------------------------------------------- HTTP
+
+    def authorized(self, header: str | None) -> bool:
+        if self._token is None:
+            return True
+        expected = f"Bearer {self._token}".encode()
+        return hmac.compare_digest((header or "").strip().encode(), expected)
+
+
+def _not_found(job_id: str) -> dict[str, Any]:
+    return {"id": job_id, "status": FAILED, "error": NOT_FOUND}
+
+
+def _view(job: _Job) -> dict[str, Any]:
+    """A job as /status and /runsync answer; FAILED carries the error only, as the SDK."""
+    answer: dict[str, Any] = {"id": job.id, "status": job.status}
+    result = job.result or {}
+    if job.status == COMPLETED and result.get("output") is not None:
+        answer["output"] = result["output"]
+    if job.status in (FAILED, TIMED_OUT) and result.get("error") is not None:
+        answer["error"] = result["error"]
+    return answer
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, app: Server, host: str, port: int) -> None:
+        self.app = app
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _RequestHandler)
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection serves many requests
+    server_version = "nbworker"
+    timeout = 120  # seconds an idle connection is kept
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.app._lock:
+            self.server.app._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.app._lock:
+            self.server.app._connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a kernel's stderr is the notebook: no access log there
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _send(self, code: int, body: dict[str, Any], *, close: bool = False) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        app = self.server.app
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raise _BadRequest(411, "send the body with a Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise _BadRequest(400, "Content-Length is not a number") from None
+        if length > app.max_body:
+            if length <= DRAIN_LIMIT:  # read it, so the client sees the answer, not a reset
+                left = length
+                while left > 0 and self.rfile.read(min(left, 1 << 20)):
+                    left -= 1 << 20
+            raise _BadRequest(
+                413, f"the body is {length} bytes; this server takes at most {app.max_body}"
+            )
+        raw = self.rfile.read(length) if length > 0 else b""
+        if not raw.strip():
+            raise _BadRequest(400, 'the body must be JSON like {"input": {...}}')
+        try:
+            body = json.loads(raw)
+        except UnicodeDecodeError as err:
+            raise _BadRequest(400, f"the body is not UTF-8: {err}") from None
+        except json.JSONDecodeError as err:
+            raise _BadRequest(
+                400,
+                f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno} "
+                f"(char {err.pos})",
+            ) from None
+        if not isinstance(body, dict):
+            raise _BadRequest(400, f"the body must be a JSON object, not {type(body).__name__}")
+        if "input" not in body:
+            raise _BadRequest(400, 'the body has no "input": send {"input": {...}}')
+        if not isinstance(body["input"], dict):
+            kind = "null" if body["input"] is None else type(body["input"]).__name__
+            raise _BadRequest(400, f'"input" must be a JSON object, not {kind}')
+        return body
+
+    def _handle(self, method: str) -> None:
+        app = self.server.app
+        with app._lock:
+            app._requests += 1
+        try:
+            self._route(method)
+        except _BadRequest as err:
+            # The body may be left unread (413): the connection cannot be reused.
+            self._send(err.code, {"error": str(err)}, close=err.code in (411, 413))
+        except ServeError as err:
+            self._send(503, {"error": str(err)}, close=True)
+        finally:
+            with app._lock:
+                app._requests -= 1
+
+    def _route(self, method: str) -> None:
+        app = self.server.app
+        if app._closing:
+            raise ServeError("the server is stopping")
+        if not app.authorized(self.headers.get("Authorization")):
+            # Drain a small body so the connection stays usable; a large one closes it.
+            length = self.headers.get("Content-Length", "0")
+            if length.isdigit() and 0 < int(length) <= app.max_body:
+                self.rfile.read(int(length))
+                self._send(401, {"error": "unauthorized: send Authorization: Bearer <token>"})
+            else:
+                message = {"error": "unauthorized: send Authorization: Bearer <token>"}
+                self._send(401, message, close=length != "0")
+            return
+        path = self.path.split("?", 1)[0].rstrip("/")
+        parts = path.lstrip("/").split("/")
+        route, job_id = parts[0], "/".join(parts[1:])
+        if method == "POST" and route in ("run", "runsync") and not job_id:
+            body = self._body()
+            if route == "run":
+                job = app.submit(body)
+                self._send(200, {"id": job.id, "status": IN_QUEUE})
+            else:
+                self._send(200, app.run_sync(body))
+            return
+        if method == "POST":  # a body may come with the other routes; it is not used
+            length = self.headers.get("Content-Length", "0")
+            if length.isdigit() and int(length) > app.max_body:
+                raise _BadRequest(413, f"the body is over {app.max_body} bytes")
+            if length.isdigit() and int(length):
+                self.rfile.read(int(length))
+        if route in ("status", "stream") and job_id:
+            self._send(200, app.status(job_id) if route == "status" else app.stream(job_id))
+        elif route == "cancel" and job_id and method == "POST":
+            self._send(200, app.cancel(job_id))
+        elif route == "health" and not job_id:
+            self._send(200, app.health())
+        else:
+            self._send(404, {"error": f"no route {method} {path or '/'}"})
+
+
+# ----------------------------------------------------------------- module API
+
+_servers: set[Server] = set()
+_servers_lock = threading.Lock()
+
+
+def serve(
+    session: Session,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    *,
+    max_body: int = MAX_BODY,
+    runsync_wait: float = RUNSYNC_WAIT,
+) -> Server:
+    """Serve `session`'s handler `name` (None: `handler`, else the only one, looked up at
+    each job) on `host:port` (0: a free port). A non-loopback host needs a `token`.
+    Raises ServeError when the address cannot be used."""
+    server = Server(session, name, host, port, token, max_body=max_body, runsync_wait=runsync_wait)
+    with _servers_lock:
+        _servers.add(server)
+    return server
+
+
+def running(session: Session | None = None) -> list[Server]:
+    """The servers still serving (those of `session` only, if given)."""
+    with _servers_lock:
+        found = [s for s in _servers if session is None or s.session is session]
+    return sorted(found, key=lambda s: s.port)
+
+
+def stop_all() -> None:
+    """Stop every server of this process (run at exit)."""
+    for server in running():
+        server.stop(grace=0.5)
+
+
+atexit.register(stop_all)

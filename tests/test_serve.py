@@ -1,0 +1,429 @@
+"""`%rp_serve`: RunPod's endpoint API served from a real InteractiveShell, called over HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from nbworker import serve
+
+ECHO = """
+%%handler
+def handler(job):
+    return {"echo": job["input"]}
+"""
+
+
+@pytest.fixture
+def served(shell):
+    """The shell; the servers of its session are stopped after the test."""
+    yield shell
+    for server in serve.running(shell.session):
+        server.stop(grace=0.2)
+
+
+def start(shell, options: str = "") -> serve.Server:
+    result = shell.ok(f"%rp_serve --port 0 {options}")
+    (server,) = serve.running(shell.session)
+    assert server.url in result.captured.stdout
+    return server
+
+
+def wait_for(check, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+
+
+def finished(url: str, job_id: str) -> dict:
+    def check():
+        answer = requests.get(f"{url}/status/{job_id}", timeout=5).json()
+        return answer if answer["status"] not in ("IN_QUEUE", "IN_PROGRESS") else None
+
+    return wait_for(check)
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def test_runsync_completed_and_failed_as_the_sdk(served) -> None:
+    served.ok(
+        """
+        %%handler
+        def handler(job):
+            if job["input"].get("raise"):
+                raise ValueError("bad input")
+            if job["input"].get("fail"):
+                return {"error": "no luck", "partial": 1}
+            if job["input"].get("none"):
+                return None
+            return {"echo": job["input"], "id": job["id"]}
+        """
+    )
+    url = start(served).url
+    answer = requests.post(f"{url}/runsync", json={"input": {"a": 1}}, timeout=5).json()
+    assert answer["status"] == "COMPLETED" and answer["id"].startswith("sync-")
+    assert answer["output"] == {"echo": {"a": 1}, "id": answer["id"]}
+    answer = requests.post(f"{url}/runsync", json={"input": {"none": 1}}, timeout=5).json()
+    assert answer == {"id": answer["id"], "status": "COMPLETED"}  # None output: no key
+
+    answer = requests.post(f"{url}/runsync", json={"input": {"fail": 1}}, timeout=5).json()
+    assert answer == {"id": answer["id"], "status": "FAILED", "error": "no luck"}
+
+    answer = requests.post(f"{url}/runsync", json={"input": {"raise": 1}}, timeout=5).json()
+    assert answer["status"] == "FAILED" and "output" not in answer
+    served_error = json.loads(answer["error"])
+    recorded = json.loads(served.record('%rp_test {"input": {"raise": 1}}')["error"])
+    assert set(served_error) == set(recorded)
+    for key in ("error_type", "error_message", "hostname", "worker_id", "runpod_version"):
+        assert served_error[key] == recorded[key]
+    assert served_error["error_type"] == "<class 'ValueError'>"
+    assert 'raise ValueError("bad input")' in served_error["error_traceback"]
+
+
+def test_run_then_status_until_completed(served) -> None:
+    served.ok(
+        """
+        %%handler
+        import asyncio
+        async def handler(job):
+            await asyncio.sleep(0.05)
+            return job["input"]["x"] * 2
+        """
+    )
+    url = start(served).url
+    answer = requests.post(f"{url}/run", json={"input": {"x": 21}}, timeout=5).json()
+    assert answer == {"id": answer["id"], "status": "IN_QUEUE"}
+    status = requests.post(f"{url}/status/{answer['id']}", timeout=5).json()  # POST works too
+    assert status["status"] in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
+    assert finished(url, answer["id"]) == {"id": answer["id"], "status": "COMPLETED", "output": 42}
+
+
+def test_stream_returns_the_chunks_since_the_last_call(served) -> None:
+    gate = served.ipython.user_ns["gate"] = threading.Event()
+    served.ok(
+        """
+        %%handler
+        def handler(job):
+            yield "first"
+            gate.wait(5)
+            yield "second"
+            yield {"third": 3}
+        """
+    )
+    url = start(served).url
+    job_id = requests.post(f"{url}/run", json={"input": {}}, timeout=5).json()["id"]
+    polls = []
+
+    def poll():
+        answer = requests.get(f"{url}/stream/{job_id}", timeout=5).json()
+        polls.append(answer)
+        return answer["stream"]
+
+    assert wait_for(poll) == [{"output": "first"}]
+    assert polls[-1]["status"] == "IN_PROGRESS"
+    gate.set()
+    wait_for(lambda: poll() is not None and polls[-1]["status"] == "COMPLETED")
+    chunks = [item["output"] for answer in polls for item in answer["stream"]]
+    assert chunks == ["first", "second", {"third": 3}]
+    assert requests.get(f"{url}/stream/{job_id}", timeout=5).json() == {
+        "id": job_id,
+        "status": "COMPLETED",
+        "stream": [],
+    }
+    # The final output is a deployed worker's: [] without --aggregate, as %rp_test.
+    assert finished(url, job_id)["output"] == []
+
+
+def test_stream_of_a_plain_handler_answers_as_the_sdk(served) -> None:
+    served.ok(ECHO)
+    url = start(served).url
+    job_id = requests.post(f"{url}/run", json={"input": {}}, timeout=5).json()["id"]
+    assert requests.get(f"{url}/stream/{job_id}", timeout=5).json() == {
+        "id": job_id,
+        "status": "FAILED",
+        "error": "Stream not supported, handler must be a generator.",
+    }
+
+
+def test_rerunning_the_handler_cell_swaps_it_without_a_restart(served) -> None:
+    served.ok(ECHO)
+    server = start(served)
+    url = server.url
+    body = {"input": {"n": 1}}
+    assert requests.post(f"{url}/runsync", json=body, timeout=5).json()["output"] == {
+        "echo": {"n": 1}
+    }
+    served.ok(
+        """
+        %%handler
+        def handler(job):
+            return {"new": job["input"]["n"] + 1}
+        """
+    )
+    assert requests.post(f"{url}/runsync", json=body, timeout=5).json()["output"] == {"new": 2}
+    assert serve.running(served.session) == [server]
+
+
+def test_cancel_a_queued_job_it_never_runs(served) -> None:
+    gate = served.ipython.user_ns["gate"] = threading.Event()
+    ran = served.ipython.user_ns["ran"] = []
+    served.ok(
+        """
+        %%handler
+        def handler(job):
+            ran.append(job["input"]["n"])
+            if job["input"]["n"] == 1:
+                gate.wait(5)
+            return job["input"]["n"]
+        """
+    )
+    url = start(served).url
+    first = requests.post(f"{url}/run", json={"input": {"n": 1}}, timeout=5).json()["id"]
+    second = requests.post(f"{url}/run", json={"input": {"n": 2}}, timeout=5).json()["id"]
+    wait_for(lambda: ran == [1])
+    assert requests.get(f"{url}/status/{second}", timeout=5).json()["status"] == "IN_QUEUE"
+    assert requests.post(f"{url}/cancel/{second}", timeout=5).json() == {
+        "id": second,
+        "status": "CANCELLED",
+    }
+    gate.set()
+    assert finished(url, first)["output"] == 1
+    assert requests.get(f"{url}/status/{second}", timeout=5).json() == {
+        "id": second,
+        "status": "CANCELLED",
+    }
+    time.sleep(0.05)
+    assert ran == [1]
+
+
+def test_cancel_a_running_job_stops_it(served) -> None:
+    served.ok(
+        """
+        %%handler
+        def handler(job):
+            while True:
+                pass
+        """
+    )
+    url = start(served).url
+    job_id = requests.post(f"{url}/run", json={"input": {}}, timeout=5).json()["id"]
+    wait_for(
+        lambda: requests.get(f"{url}/status/{job_id}", timeout=5).json()["status"] == "IN_PROGRESS"
+    )
+    assert requests.post(f"{url}/cancel/{job_id}", timeout=5).json()["status"] == "CANCELLED"
+    # The worker is free again: the spinning handler was stopped.
+    wait_for(lambda: requests.get(f"{url}/health", timeout=5).json()["workers"]["running"] == 0)
+
+
+def test_concurrency_limit_of_the_handler(served) -> None:
+    served.ok(
+        """
+        %%handler --concurrency 2
+        import threading, time
+        lock, now, most = threading.Lock(), [0], [0]
+        def handler(job):
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            time.sleep(0.05)
+            with lock:
+                now[0] -= 1
+            return job["input"]["n"]
+        """
+    )
+    url = start(served).url
+    ids = [
+        requests.post(f"{url}/run", json={"input": {"n": n}}, timeout=5).json()["id"]
+        for n in range(8)
+    ]
+    assert [finished(url, job_id)["output"] for job_id in ids] == list(range(8))
+    assert served.ipython.user_ns["most"] == [2]
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+def test_token_is_required_on_every_request_and_never_printed(served) -> None:
+    served.ok(ECHO)
+    result = served.ok("%rp_serve --port 0 --token s3cret-value")
+    assert "s3cret-value" not in result.captured.stdout + result.captured.stderr
+    (server,) = serve.running(served.session)
+    url, body = server.url, {"input": {"a": 1}}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-value"}):
+        answer = requests.post(f"{url}/runsync", json=body, headers=headers, timeout=5)
+        assert answer.status_code == 401 and "Bearer" in answer.json()["error"]
+        assert requests.get(f"{url}/health", headers=headers, timeout=5).status_code == 401
+    good = {"Authorization": "Bearer s3cret-value"}
+    answer = requests.post(f"{url}/runsync", json=body, headers=good, timeout=5)
+    assert answer.status_code == 200 and answer.json()["output"] == {"echo": {"a": 1}}
+    assert requests.get(f"{url}/health", headers=good, timeout=5).status_code == 200
+
+
+def test_a_public_host_needs_a_token(served) -> None:
+    message = served.usage_error("%rp_serve --host 0.0.0.0")
+    assert "--token" in message and "\n" not in message
+    assert serve.running(served.session) == []
+    with pytest.raises(serve.ServeError, match="token"):
+        serve.serve(served.session, host="0.0.0.0")
+
+
+def test_bad_requests_get_a_400_with_a_message(served) -> None:
+    served.ok(ECHO)
+    url = start(served).url
+    answer = requests.post(f"{url}/run", data='{"input": {"a": }}', timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("malformed JSON: Expecting value at line 1")
+    assert "(char 16)" in answer.json()["error"]
+    for body, words in [
+        ({"input": [1, 2]}, '"input" must be a JSON object, not list'),
+        ({"input": None}, '"input" must be a JSON object, not null'),
+        ({"inputs": {}}, 'no "input"'),
+        ([1], "must be a JSON object"),
+    ]:
+        for route in ("run", "runsync"):
+            answer = requests.post(f"{url}/{route}", json=body, timeout=5)
+            assert answer.status_code == 400 and words in answer.json()["error"], answer.text
+    assert requests.get(f"{url}/nowhere", timeout=5).status_code == 404
+
+
+def test_a_body_over_the_limit_is_refused(served) -> None:
+    served.ok(ECHO)
+    server = serve.serve(served.session, max_body=1000)
+    answer = requests.post(f"{server.url}/run", json={"input": {"x": "y" * 2000}}, timeout=5)
+    assert answer.status_code == 413 and "at most 1000" in answer.json()["error"]
+    answer = requests.post(f"{server.url}/runsync", json={"input": {"x": "y"}}, timeout=5)
+    assert answer.json()["output"] == {"echo": {"x": "y"}}
+
+
+def test_unknown_job_ids_get_the_sdk_answer(served) -> None:
+    url = start(served).url
+    for method, route in [("get", "status"), ("post", "status"), ("get", "stream")]:
+        answer = requests.request(method, f"{url}/{route}/nope", timeout=5)
+        assert answer.status_code == 200
+        assert answer.json() == {"id": "nope", "status": "FAILED", "error": "Job ID not found"}
+    assert requests.post(f"{url}/cancel/nope", timeout=5).json()["error"] == "Job ID not found"
+
+
+def test_a_job_without_a_handler_fails_with_the_reason(served) -> None:
+    url = start(served).url
+    answer = requests.post(f"{url}/runsync", json={"input": {}}, timeout=5).json()
+    assert answer["status"] == "FAILED" and "no handler is registered" in answer["error"]
+
+
+def test_health_counts_jobs_and_workers(served) -> None:
+    gate = served.ipython.user_ns["gate"] = threading.Event()
+    served.ok(
+        """
+        %%handler
+        def handler(job):
+            if job["input"].get("wait"):
+                gate.wait(5)
+            if job["input"].get("fail"):
+                raise RuntimeError("no")
+            return 1
+        """
+    )
+    url = start(served).url
+    health = requests.get(f"{url}/health", timeout=5).json()
+    assert health == {
+        "jobs": {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0},
+        "workers": {"idle": 1, "running": 0},
+    }
+    requests.post(f"{url}/runsync", json={"input": {}}, timeout=5)
+    requests.post(f"{url}/runsync", json={"input": {"fail": 1}}, timeout=5)
+    blocked = requests.post(f"{url}/run", json={"input": {"wait": 1}}, timeout=5).json()["id"]
+    requests.post(f"{url}/run", json={"input": {}}, timeout=5)
+    wait_for(lambda: requests.get(f"{url}/health", timeout=5).json()["jobs"]["inProgress"] == 1)
+    assert requests.get(f"{url}/health", timeout=5).json() == {
+        "jobs": {"completed": 1, "failed": 1, "inProgress": 1, "inQueue": 1, "retried": 0},
+        "workers": {"idle": 0, "running": 1},
+    }
+    gate.set()
+    finished(url, blocked)
+    wait_for(lambda: requests.get(f"{url}/health", timeout=5).json()["jobs"]["completed"] == 3)
+
+
+# ------------------------------------------------------------------ the magic
+
+
+def test_stop_frees_the_port_and_a_port_in_use_is_a_usage_error(served) -> None:
+    server = start(served)
+    port = server.port
+    result = served.ok("%rp_serve --stop")
+    assert f"stopped serving at {server.url}" in result.captured.stdout
+    assert serve.running(served.session) == [] and not server.serving
+    with socket.socket() as sock:  # the port is free again
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        message = served.usage_error(f"%rp_serve --port {port}")
+        assert message == f"%rp_serve: port {port} on 127.0.0.1 is in use: pick another --port"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/health", timeout=5)
+    assert "not serving" in served.ok("%rp_serve --stop").captured.stdout
+
+
+def test_serving_again_restarts_on_the_new_port(served) -> None:
+    served.ok(ECHO)
+    first = start(served)
+    second = start(served)  # start() checks that only one is serving
+    assert not first.serving and second.serving
+    body = {"input": {"k": 1}}
+    assert requests.post(f"{second.url}/runsync", json=body, timeout=5).json()["status"] == (
+        "COMPLETED"
+    )
+
+
+def test_a_cell_can_call_the_server_while_it_serves(served) -> None:
+    served.ok(
+        """
+        %%handler
+        import threading
+        def handler(job):
+            return {"thread": threading.current_thread().name, "main": threading.main_thread().name}
+        """
+    )
+    url = start(served).url
+    served.ok(
+        f"""
+        import requests
+        answer = requests.post("{url}/runsync", json={{"input": {{}}}}, timeout=5).json()
+        """
+    )
+    answer = served.ipython.user_ns["answer"]
+    assert answer["status"] == "COMPLETED"
+    assert answer["output"]["thread"] != answer["output"]["main"]
+    assert answer["output"]["thread"].startswith("nbworker-job-")
+
+
+def test_the_named_handler_is_served(served) -> None:
+    served.ok(ECHO)
+    served.ok(
+        """
+        %%handler
+        def other(job):
+            return "other"
+        """
+    )
+    url = start(served, "other").url
+    assert requests.post(f"{url}/runsync", json={"input": {}}, timeout=5).json()["output"] == (
+        "other"
+    )
+    assert "not a Python name" in served.usage_error("%rp_serve not-a-name")
+
+
+def test_a_large_body_over_the_limit_gets_its_answer(served) -> None:
+    server = serve.serve(served.session, max_body=1024)
+    answer = requests.post(f"{server.url}/run", data=b"x" * (4 << 20), timeout=10)
+    assert answer.status_code == 413 and f"{4 << 20} bytes" in answer.json()["error"]
