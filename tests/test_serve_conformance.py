@@ -1,0 +1,54 @@
+"""The endpoint conformance suite (tests/endpoint_suite.py), which the SDK's own
+`--rp_serve_api` server passes (tests/test_client.py), run against `%rp_serve`: handlers
+registered with `%%handler` in a real InteractiveShell, served over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from endpoint_suite import (
+    HANDLER_CHECKS,
+    STREAM_CHECKS,
+    SUITE_HANDLER_BODY,
+    SUITE_STREAM_HANDLER_BODY,
+)
+
+from nbworker import serve
+from nbworker.client import Endpoint
+
+FULL = frozenset({"health", "cancel"})  # routes %rp_serve has and the SDK's server lacks
+
+
+@pytest.fixture(scope="module")
+def servers(ipython) -> Iterator[dict[str, str]]:
+    from shell import Shell
+
+    from nbworker.magics import uninstall
+
+    shell = Shell(ipython)
+    shell.ok("%%handler\n" + SUITE_HANDLER_BODY)
+    # the SDK's /runsync of a generator answers all its chunks: --aggregate, as deployed
+    shell.ok(
+        "%%handler streamer --aggregate\n"
+        + SUITE_STREAM_HANDLER_BODY.replace("def handler(", "def streamer(")
+    )
+    shell.ok("%rp_serve --port 0")
+    (plain,) = serve.running(shell.session)
+    stream = serve.serve(shell.session, "streamer")
+    try:
+        yield {"plain": plain.url, "stream": stream.url}
+    finally:
+        stream.stop()
+        shell.ok("%rp_serve --stop")
+        uninstall(ipython)
+
+
+@pytest.mark.parametrize("check", HANDLER_CHECKS, ids=lambda check: check.__name__)
+def test_rp_serve_conforms(servers, check) -> None:
+    check(Endpoint(servers["plain"]), FULL)
+
+
+@pytest.mark.parametrize("check", STREAM_CHECKS, ids=lambda check: check.__name__)
+def test_rp_serve_streaming_conforms(servers, check) -> None:
+    check(Endpoint(servers["stream"]), FULL)
