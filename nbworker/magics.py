@@ -218,6 +218,17 @@ class NbworkerMagics(Magics):
         help="stop the handler after this long; the run is TIMED_OUT and the kernel lives on",
     )
     @argument(
+        "--url",
+        metavar="URL",
+        help="send the job to a RunPod-style server instead (%%rp_serve, python handler.py "
+        "--rp_serve_api) and record its answer",
+    )
+    @argument(
+        "--endpoint",
+        metavar="ID",
+        help="send the job to a deployed RunPod endpoint (key from RUNPOD_API_KEY)",
+    )
+    @argument(
         "--no-compare",
         action="store_true",
         help="under `nbworker test`, do not compare this run with the recorded one",
@@ -243,6 +254,8 @@ class NbworkerMagics(Magics):
         name, job = self._job_from(args, job_text)
         if args.timeout is not None and not args.timeout > 0:
             raise UsageError(f"%rp_test: --timeout must be positive, not {args.timeout:g}")
+        if args.url or args.endpoint:
+            return self._remote_test(args, name, job)
         try:
             spec = self.session.registry.get(name)
         except NbworkerError as err:
@@ -280,6 +293,42 @@ class NbworkerMagics(Magics):
             )
             if outcome.result == "failed":
                 raise replay.ReplayMismatch(outcome)
+        return run
+
+    def _remote_test(self, args: Any, name: str | None, job: dict[str, Any]) -> Run:
+        """`%rp_test --url URL` / `--endpoint ID`: the job goes to a server; its answer is
+        shown and recorded like a run in this kernel (the handler field names the server)."""
+        from nbworker.client import Endpoint, EndpointError
+
+        if args.url and args.endpoint:
+            raise UsageError("%rp_test: give --url or --endpoint, not both")
+        try:
+            endpoint = Endpoint(args.url) if args.url else Endpoint(endpoint_id=args.endpoint)
+        except ValueError as err:
+            raise UsageError(f"%rp_test: {err}") from None
+        where = f"{'url' if args.url else 'endpoint'}:{args.url or args.endpoint}"
+        body = {key: job[key] for key in ("input", "webhook", "policy", "s3Config") if key in job}
+        started = time.perf_counter()
+        try:
+            answer = endpoint.run_sync(body, timeout=args.timeout)
+        except EndpointError as err:
+            if err.status_code is None and "still" in str(err):  # our own wait ran out
+                answer = {"status": "TIMED_OUT", "error": str(err)}
+            else:
+                raise UsageError(f"%rp_test: {err}") from None
+        status = answer.get("status")
+        if status not in ("COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"):
+            status, answer = "TIMED_OUT", dict(answer, error=f"the job is still {status}")
+        run = Run(
+            handler=name or where,
+            job={"id": answer.get("id"), "input": job.get("input")},
+            status=status,
+            output=answer.get("output"),
+            error=answer.get("error"),
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        display(views.run_bundle(run, tidy=self._tidy), raw=True)
+        self._shown = (self.shell.execution_count, id(run))
         return run
 
     def _job_from(self, args: Any, job_text: str | None) -> tuple[str | None, dict[str, Any]]:
