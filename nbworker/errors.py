@@ -3,7 +3,13 @@
     NbworkerError
     ├── HandlerError      a function cannot be registered as a handler   (.name)
     ├── HandlerNotFound   no registered handler answers to a name        (.name, .available)
-    └── JobError          a job is not of the form RunPod takes          (.source, .position)
+    ├── JobError          a job is not of the form RunPod takes          (.source, .position)
+    ├── ExportError       a notebook cannot be exported (export.select)  (.cell, .line)
+    ├── ServeError        %rp_serve cannot start (serve)
+    ├── EndpointError     a server or endpoint answered an error (client) (.status_code)
+    └── JobFailed         a streamed job ended FAILED/CANCELLED/TIMED_OUT (client) (.result)
+
+`ReplayMismatch` (replay) is not one of them: it is the test failure `nbworker test` reads.
 
 Each message is one line a user can act on. The magics turn these into IPython
 `UsageError`s, so a notebook shows that line and not a traceback into nbworker.
