@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from nbworker.jobs import Run
     from nbworker.registry import HandlerSpec
     from nbworker.session import Session, default_session, register_handler, run_job
+    from nbworker.widgets import panel
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "default_session",
     "export_notebook",
     "load_ipython_extension",
+    "panel",
     "register_handler",
     "run_job",
     "unload_ipython_extension",
@@ -53,6 +55,7 @@ _LAZY = {
     "default_session": "nbworker.session",
     "register_handler": "nbworker.session",
     "run_job": "nbworker.session",
+    "panel": "nbworker.widgets",
 }
 
 

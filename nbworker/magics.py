@@ -597,6 +597,20 @@ class NbworkerMagics(Magics):
             lines.append("requests must send Authorization: Bearer <token>")
         print("\n".join(lines))
 
+    # ----------------------------------------------------------------- %rp_panel
+
+    @no_var_expand
+    @line_magic
+    def rp_panel(self, line: str) -> Any:
+        """Show the nbworker panel: pick a handler, edit the job JSON (checked as you type),
+        Run (streams live), status, duration and memory, a history to re-run, and the model
+        cache with an Evict button. It runs jobs as %rp_test does. Returns the panel."""
+        if line.strip():
+            raise UsageError(f"%rp_panel: takes no arguments, not {line.strip()!r}")
+        from nbworker.widgets import Panel
+
+        return Panel(self.session, tidy=self._tidy)
+
 
 def this_notebook(user_ns: dict[str, Any]) -> str | None:
     """The path of the notebook this kernel runs, where the front end tells: VS Code's
