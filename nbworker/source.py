@@ -92,6 +92,54 @@ def _loads(node: ast.AST) -> set[str]:
     return loads
 
 
+_TRY = (ast.Try, *((ast.TryStar,) if hasattr(ast, "TryStar") else ()))
+
+
+def _flow(statements: list[ast.stmt], used: set[str], bound: set[str]) -> None:
+    """Walk statements in the order they run, into the blocks of `for`, `while`, `if`,
+    `with`, `try` and `match`: a name read before anything above binds it is used; a name
+    bound in a block counts as bound for what follows (whether or not the block ran)."""
+
+    def read(node: ast.AST | None) -> None:
+        if node is not None:
+            used.update(_loads(node) - bound)
+
+    for statement in statements:
+        if isinstance(statement, (ast.For, ast.AsyncFor)):
+            read(statement.iter)
+            bound.update(_binds(statement.target))
+            _flow(statement.body, used, bound)
+            _flow(statement.orelse, used, bound)
+        elif isinstance(statement, (ast.While, ast.If)):
+            read(statement.test)
+            _flow(statement.body, used, bound)
+            _flow(statement.orelse, used, bound)
+        elif isinstance(statement, (ast.With, ast.AsyncWith)):
+            for item in statement.items:
+                read(item.context_expr)
+                if item.optional_vars is not None:
+                    bound.update(_binds(item.optional_vars))
+            _flow(statement.body, used, bound)
+        elif isinstance(statement, _TRY):
+            _flow(statement.body, used, bound)
+            for handler in statement.handlers:
+                read(handler.type)
+                if handler.name:
+                    bound.add(handler.name)
+                _flow(handler.body, used, bound)
+            _flow(statement.orelse, used, bound)
+            _flow(statement.finalbody, used, bound)
+        elif isinstance(statement, ast.Match):
+            read(statement.subject)
+            for case in statement.cases:
+                bound.update(_binds(case.pattern))
+                read(case.guard)
+                _flow(case.body, used, bound)
+        else:
+            read(statement)
+            bound.update(_binds(statement))
+
+
 def _global_reads(table: symtable.SymbolTable) -> set[str]:
     """Global names read anywhere inside the nested scopes of a symbol table."""
     names: set[str] = set()
@@ -110,9 +158,7 @@ def used_names(source: str, tree: ast.Module | None = None) -> set[str]:
     tree = tree if tree is not None else ast.parse(source)
     used: set[str] = set()
     bound: set[str] = set()
-    for statement in tree.body:
-        used |= _loads(statement) - bound
-        bound |= _binds(statement)
+    _flow(tree.body, used, bound)
     used |= _global_reads(symtable.symtable(source, "<cell>", "exec")) - bound
     return used - BUILTINS
 
