@@ -1,0 +1,72 @@
+"""The committed example notebooks carry recorded %rp_test runs, and `nbworker test` replays
+every one of them, in a fresh kernel and against the exported worker (as CI does)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nbformat
+import pytest
+
+RECORD = "application/vnd.nbworker.run+json"
+ROOT = Path(__file__).parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def records(path: Path) -> list[dict]:
+    notebook = nbformat.read(path, as_version=4)
+    return [
+        output["data"][RECORD]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if RECORD in output.get("data", {})
+    ]
+
+
+def test_the_examples_are_there() -> None:
+    names = {path.name for path in NOTEBOOKS}
+    assert {"quickstart.ipynb", "streaming.ipynb", "patterns.ipynb", "export.ipynb"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_every_notebook_is_recorded(path: Path) -> None:
+    """Recorded by scripts/record_notebooks.sh: at least two runs, and no cell that failed."""
+    assert len(records(path)) >= 2, f"{path.name}: run scripts/record_notebooks.sh"
+    notebook = nbformat.read(path, as_version=4)
+    assert notebook.cells[0].source.startswith("#"), "a title first"
+    assert notebook.cells[1].source.strip() == "%load_ext nbworker"
+    errors = [
+        output.get("ename")
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
+    assert errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_nbworker_test_replays_every_example(tmp_path: Path) -> None:
+    """Every recorded case, in the notebook and (for the exported handler) in the worker."""
+    env = dict(os.environ)
+    jupyter = ROOT / ".venv" / "share" / "jupyter"
+    if jupyter.is_dir():
+        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(jupyter), env.get("JUPYTER_PATH")]))
+    junit = tmp_path / "results.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "nbworker.cli", "test",
+         *(str(path.relative_to(ROOT)) for path in NOTEBOOKS),
+         "--junit-xml", str(junit), "--output-dir", str(tmp_path / "replay")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    cases = list(ET.parse(junit).iter("testcase"))
+    for path in NOTEBOOKS:
+        recorded = len(records(path))
+        assert recorded >= 2
+        assert f"{path.name}: {recorded}/{recorded} cases passed" in done.stdout + done.stderr
+    assert len(cases) >= sum(len(records(path)) for path in NOTEBOOKS)
