@@ -34,6 +34,7 @@ COLORS = {
     "IN_PROGRESS": "#0969da",
 }
 MARKS = {"COMPLETED": "✓", "FAILED": "✗", "TIMED_OUT": "⏱", "CANCELLED": "■", "IN_PROGRESS": "…"}
+STREAM_UPDATE_SECONDS = 0.02  # at most 50 live updates a second; none is held back longer
 MAX_SHOWN = 4000  # characters of one value shown; the record keeps everything
 MAX_CHUNKS_SHOWN = 50
 
@@ -199,7 +200,11 @@ class LiveStream:
     """
 
     def __init__(
-        self, handler: str, update: Callable[[dict[str, Any]], None], *, interval: float = 0.05
+        self,
+        handler: str,
+        update: Callable[[dict[str, Any]], None],
+        *,
+        interval: float = STREAM_UPDATE_SECONDS,
     ) -> None:
         self.handler = handler
         self.interval = interval

@@ -47,12 +47,24 @@ __all__ = [
     "build_job",
     "error_info",
     "parse_job",
+    "recorded_runs",
     "result_from_return",
     "user_traceback",
 ]
 
 Status = Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
 RECORD_MIMETYPE = "application/vnd.nbworker.run+json"
+
+
+def recorded_runs(cell: Any) -> list[dict[str, Any]]:
+    """The runs a notebook cell (an nbformat cell or its JSON) recorded, in order."""
+    return [
+        output["data"][RECORD_MIMETYPE]
+        for output in cell.get("outputs", [])
+        if RECORD_MIMETYPE in output.get("data", {})
+    ]
+
+
 LOCAL_JOB_ID = "local_test"  # the id `python handler.py --test_input` gives a job
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

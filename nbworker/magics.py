@@ -32,7 +32,6 @@ from nbworker.session import Session
 
 __all__ = ["NbworkerMagics", "install", "uninstall"]
 
-STREAM_UPDATE_SECONDS = 0.02  # at most 50 live updates a second; none is held back longer
 _FRAME_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
 
 
@@ -267,7 +266,6 @@ class NbworkerMagics(Magics):
             live = views.LiveStream(
                 spec.name,
                 lambda bundle: handle.update(bundle, raw=True),
-                interval=STREAM_UPDATE_SECONDS,
             )
         run = self.session.run_job(
             job, spec, timeout=args.timeout, on_chunk=None if live is None else live.add

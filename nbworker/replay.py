@@ -252,17 +252,13 @@ class Replay:
 
 def expected_runs(notebook: Any) -> list[Expected]:
     """The recorded runs of an nbformat notebook, cell by cell (cells with none left out)."""
-    from nbworker.jobs import RECORD_MIMETYPE
+    from nbworker.jobs import recorded_runs
 
     found = []
     for index, cell in enumerate(notebook.cells):
         if cell.get("cell_type") != "code":
             continue
-        records = [
-            output["data"][RECORD_MIMETYPE]
-            for output in cell.get("outputs", [])
-            if RECORD_MIMETYPE in output.get("data", {})
-        ]
+        records = recorded_runs(cell)
         if records:
             source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
             found.append(Expected(index, cell.get("id"), source, records))

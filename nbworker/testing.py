@@ -199,7 +199,9 @@ def _error_of(cell: Any) -> tuple[str, str] | None:
     return None
 
 
-def replay_notebook(path: Path, cases: list[Case], options: Options, out: Path) -> NotebookReport:
+def replay_notebook(
+    path: Path, stored: Any, cases: list[Case], options: Options, out: Path
+) -> NotebookReport:
     """Run the notebook in a fresh kernel with replay on; fill in each case's result."""
     import json
 
@@ -210,7 +212,6 @@ def replay_notebook(path: Path, cases: list[Case], options: Options, out: Path) 
     from nbworker.replay import REPLAY_MIMETYPE, expected_runs
 
     report = NotebookReport(str(path), cases)
-    stored = nbformat.read(path, as_version=4)
     work = copy.deepcopy(stored)
     for cell in work.cells:  # outputs come only from this run
         if cell.cell_type == "code":
@@ -295,13 +296,14 @@ def replay_notebook(path: Path, cases: list[Case], options: Options, out: Path) 
 # ------------------------------------------------------------------------ 2. the worker
 
 
-def replay_worker(path: Path, cases: list[Case], options: Options) -> list[str]:
+def replay_worker(path: Path, stored: Any, cases: list[Case], options: Options) -> list[str]:
     """Export the notebook and run the exported tests/test_handler.py; fill in each case's
     worker result. Returns notes."""
     import xml.etree.ElementTree as ElementTree
 
     from nbworker.export import ExportError, export_notebook
     from nbworker.export.testfiles import CASE_STATUSES, select_cases
+    from nbworker.replay import expected_runs
 
     with tempfile.TemporaryDirectory(prefix="nbworker-worker-") as folder:
         try:
@@ -310,12 +312,9 @@ def replay_worker(path: Path, cases: list[Case], options: Options) -> list[str]:
             for case in cases:
                 case.worker_result, case.worker_detail = "error", f"export failed: {err}"
             return [f"the worker could not be exported: {err}"]
-        import nbformat
-
-        stored = nbformat.read(path, as_version=4)
         records = [
             dict(record, cell=expected.cell, _index=index)
-            for expected in _expected(stored)
+            for expected in expected_runs(stored)
             for index, record in enumerate(expected.records, 1)
         ]
         kept = [
@@ -389,12 +388,6 @@ def replay_worker(path: Path, cases: list[Case], options: Options) -> list[str]:
     return []
 
 
-def _expected(notebook: Any) -> list[Any]:
-    from nbworker.replay import expected_runs
-
-    return expected_runs(notebook)
-
-
 def _first_assertion(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     for line in lines:
@@ -418,10 +411,10 @@ def test_notebook(path: str | os.PathLike[str], options: Options | None = None) 
     if options.notebook and options.output_dir:
         out = Path(options.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        report = replay_notebook(path, cases, options, out)
+        report = replay_notebook(path, stored, cases, options, out)
     elif options.notebook:  # the executed notebook is not kept
         with tempfile.TemporaryDirectory(prefix="nbworker-out-") as scratch:
-            report = replay_notebook(path, cases, options, Path(scratch))
+            report = replay_notebook(path, stored, cases, options, Path(scratch))
         report.executed = None
     else:
         report = NotebookReport(str(path), cases)
@@ -430,7 +423,7 @@ def test_notebook(path: str | os.PathLike[str], options: Options | None = None) 
     report.seconds = time.perf_counter() - started
     if options.worker and report.error is None:
         started = time.perf_counter()
-        report.notes += replay_worker(path, cases, options)
+        report.notes += replay_worker(path, stored, cases, options)
         report.worker_seconds = time.perf_counter() - started
     if not cases:
         report.notes.append("no %rp_test run is recorded in this notebook: nothing to replay")

@@ -28,7 +28,6 @@ from nbworker.session import Session, default_session
 
 __all__ = ["Panel", "panel"]
 
-STREAM_UPDATE_SECONDS = 0.02  # as %rp_test
 DEFAULT_JOB = '{\n  "input": {}\n}'
 _NO_MODEL = "(no cached model)"
 # The panel's key widgets, by attribute; each has the CSS class nbworker-<name, _ as ->.
@@ -301,7 +300,7 @@ class Panel(widgets.VBox):
         live = None
         if spec.streams:
             self._show(views.stream_bundle(spec.name, [], 0.0))
-            live = views.LiveStream(spec.name, self._show, interval=STREAM_UPDATE_SECONDS)
+            live = views.LiveStream(spec.name, self._show)
         else:
             self.output.outputs = ()
         self._show_status(f"… running {html.escape(spec.name)}")

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nbworker import arguments, source
+from nbworker.jobs import RECORD_MIMETYPE, recorded_runs
 
 __all__ = ["DISPLAY_ONLY", "RECORD_MIMETYPE", "Cell", "read_cells"]
 
-RECORD_MIMETYPE = "application/vnd.nbworker.run+json"
 EXPORT_TAG = "nbworker:export"
 SKIP_TAG = "nbworker:skip"
 
@@ -206,14 +206,6 @@ def _one_line(err: Exception) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _records(raw: Any) -> list[dict[str, Any]]:
-    return [
-        output["data"][RECORD_MIMETYPE]
-        for output in raw.get("outputs", [])
-        if RECORD_MIMETYPE in output.get("data", {})
-    ]
-
-
 def read_cells(notebook: Any) -> list[Cell]:
     """The cells of an nbformat notebook, read for export."""
     cells = []
@@ -227,7 +219,7 @@ def read_cells(notebook: Any) -> list[Cell]:
             continue
         magic, line, body = _split_cell_magic(text)
         kind = {"handler": "handler", "model": "model"}.get(magic or "", "code")  # type: ignore[assignment]
-        cell = Cell(index, raw.get("id"), kind, text, tags, records=_records(raw))
+        cell = Cell(index, raw.get("id"), kind, text, tags, records=recorded_runs(raw))
         if magic in ("handler", "model"):
             declared = arguments.HANDLER if magic == "handler" else arguments.MODEL
             try:
