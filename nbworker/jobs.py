@@ -308,16 +308,24 @@ def _deadline(seconds: float | None) -> Iterator[None]:
 
 
 class _CellLogHandler(logging.Handler):
-    """Shows log records emitted during a run, RunPod-style, on the current stderr."""
+    """Shows log records emitted during a run, RunPod-style, on the current stderr.
+
+    Only the run's own thread is labelled with its job id. While it is installed, records
+    of other threads (another served job, a library's background thread) are shown as
+    logging's last-resort handler would show them: WARNING and above, unlabelled."""
 
     def __init__(self, job_id: str) -> None:
         super().__init__(logging.INFO)
         self.job_id = job_id
+        self.thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = self.format(record)
-            sys.stderr.write(f"{record.levelname:<6} | {self.job_id} | {message}\n")
+            if record.thread == self.thread:
+                sys.stderr.write(f"{record.levelname:<6} | {self.job_id} | {message}\n")
+            elif record.levelno >= logging.WARNING:
+                sys.stderr.write(f"{message}\n")
         except Exception:
             self.handleError(record)
 

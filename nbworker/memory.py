@@ -15,7 +15,15 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["bytes_by_device", "cuda_allocated", "format_bytes", "parse_size", "release_cuda"]
+__all__ = [
+    "bytes_by_device",
+    "cuda_allocated",
+    "format_bytes",
+    "parse_size",
+    "peak_rss",
+    "process_rss",
+    "release_cuda",
+]
 
 MAX_OBJECTS = 1_000_000  # a walk stops after this many objects (a graph that large is a bug)
 _SKIP_TYPES = (
@@ -156,6 +164,28 @@ _UNITS = {
     "tb": 1000**4,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def process_rss() -> int | None:
+    """This process's resident memory now, in bytes (Linux), else None."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as file:
+            pages = int(file.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import resource
+
+    return pages * resource.getpagesize()
+
+
+def peak_rss() -> int | None:
+    """This process's peak resident memory in bytes (Unix), else None."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def parse_size(text: str) -> int:

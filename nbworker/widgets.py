@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import html
 import json
-import resource
-import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -55,22 +53,6 @@ def _display_data(bundle: dict[str, Any]) -> dict[str, Any]:
     return {"output_type": "display_data", "data": bundle, "metadata": {}}
 
 
-def _rss() -> int | None:
-    """This process's resident memory now, in bytes (Linux), else None."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as file:
-            pages = int(file.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * resource.getpagesize()
-
-
-def _peak_rss() -> int:
-    """The process's peak resident memory in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
 def _signed(size: int) -> str:
     return f"{'+' if size >= 0 else '-'}{memory.format_bytes(abs(size))}"
 
@@ -79,16 +61,17 @@ class _Memory:
     """Process memory around a run, for the status line (figures only, no job logic)."""
 
     def __init__(self) -> None:
-        self.rss, self.peak, self.cuda = _rss(), _peak_rss(), memory.cuda_allocated()
+        self.rss, self.peak = memory.process_rss(), memory.peak_rss()
+        self.cuda = memory.cuda_allocated()
 
     def describe(self) -> str:
         parts = []
-        rss = _rss()
+        rss = memory.process_rss()
         if rss is not None:
             change = f" ({_signed(rss - self.rss)})" if self.rss is not None else ""
             parts.append(f"RSS {memory.format_bytes(rss)}{change}")
-        peak = _peak_rss()
-        if peak > self.peak:
+        peak = memory.peak_rss()
+        if peak is not None and self.peak is not None and peak > self.peak:
             parts.append(f"new peak {memory.format_bytes(peak)}")
         cuda = memory.cuda_allocated()
         for device, after in cuda.items():

@@ -277,3 +277,10 @@ def test_memory_shared_between_numpy_and_torch_counts_once() -> None:
     part = torch.from_numpy(array[500_000:])
     assert memory.bytes_by_device([part, array[:10]]) == {"cpu": 8_000_000}
     assert memory.bytes_by_device([part]) == {"cpu": 4_000_000}
+
+
+def test_process_memory_figures_match_the_kernels_own() -> None:
+    now, peak = memory.process_rss(), memory.peak_rss()
+    assert now is not None and peak is not None
+    assert abs(now - rss()) < 16 * MiB
+    assert peak >= now - 16 * MiB

@@ -214,6 +214,41 @@ def test_logs_reach_the_output_and_logging_is_restored(
     assert (root.level, root.handlers) == (level, handlers)
 
 
+def test_log_records_of_other_threads_are_not_labelled_with_the_job(
+    session: Session, capsys, monkeypatch
+) -> None:
+    """Two jobs served at once share the root logger: each job's id labels its own records
+    only; another thread's INFO stays hidden (as unconfigured logging hides it), its WARNING
+    shows unlabelled."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(job):
+        logging.getLogger("a").info("from job a")
+        inside.set()
+        release.wait(10)
+        return 1
+
+    first = threading.Thread(target=session.run_job, args=({"input": {}, "id": "job-a"}, slow))
+    first.start()
+    assert inside.wait(10)
+    other = threading.Thread(
+        target=lambda: (
+            logging.getLogger("b").info("info of another thread"),
+            logging.getLogger("b").warning("warning of another thread"),
+        )
+    )
+    other.start()
+    other.join()
+    release.set()
+    first.join()
+    err = capsys.readouterr().err
+    assert "INFO   | job-a | from job a" in err
+    assert "info of another thread" not in err
+    assert "warning of another thread" in err
+    assert "job-a | warning of another thread" not in err
+
+
 def test_async_handlers_see_a_running_loop_like_a_deployed_worker(session: Session) -> None:
     async def handler(job):
         return asyncio.get_running_loop() is not None

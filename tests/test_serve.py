@@ -427,3 +427,41 @@ def test_a_large_body_over_the_limit_gets_its_answer(served) -> None:
     server = serve.serve(served.session, max_body=1024)
     answer = requests.post(f"{server.url}/run", data=b"x" * (4 << 20), timeout=10)
     assert answer.status_code == 413 and f"{4 << 20} bytes" in answer.json()["error"]
+
+
+def test_cancels_racing_with_job_ends_lose_no_worker_slot() -> None:
+    """Cancels land at every moment of a job's life (queued, running, settling, done): each
+    job ends in one final state, and the workers' slots all come back."""
+    import random
+
+    from nbworker.session import Session
+
+    def handler(job):
+        end = time.perf_counter() + job["input"]["spin"]
+        while time.perf_counter() < end:
+            pass
+        return job["input"]["n"]
+
+    session = Session()
+    session.register_handler(handler, name="handler", concurrency=3)
+    server = serve.serve(session)
+    try:
+        rng = random.Random(7)
+        jobs = [server.submit({"input": {"n": n, "spin": rng.random() / 500}}) for n in range(300)]
+        for job in rng.sample(jobs, 150):
+            time.sleep(rng.random() / 1000)
+            server.cancel(job.id)
+        assert all(job.done.wait(10) for job in jobs)
+        states = [server.status(job.id)["status"] for job in jobs]
+        assert set(states) <= {"COMPLETED", "CANCELLED"}
+        health = server.health()
+        assert health["jobs"]["completed"] == states.count("COMPLETED")
+        assert (health["jobs"]["inProgress"], health["jobs"]["inQueue"]) == (0, 0)
+        assert health["workers"] == {"idle": 3, "running": 0}
+        answer = requests.post(
+            f"{server.url}/runsync", json={"input": {"n": -1, "spin": 0}}, timeout=10
+        )
+        assert answer.json()["output"] == -1
+    finally:
+        server.stop(grace=0.5)
+        session.close()
