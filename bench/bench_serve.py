@@ -13,7 +13,8 @@ The handler is the same on both servers: `def handler(job): return {"n": job["in
    `%rp_serve` does in a kernel, and (b) the SDK's `python handler.py --rp_serve_api`
    (a subprocess). The clients run in a subprocess of their own (this script with
    `--drive`), so that nbworker's in-process server does not share its GIL with them; a
-   context row also drives nbworker's server from 32 threads of this process. Figures:
+   context rows also drive nbworker's server from 32 threads of this process, with the
+   handler at concurrency 1 and 4 (each contended lock there costs a GIL hand-over). Figures:
    jobs/s end to end (first submit to last result), per-job latency median/p90, polls per
    job; every job must end COMPLETED with its right output, with 2,000 distinct ids.
 2. `/runsync` latency of single sequential requests on each server (keep-alive
@@ -214,7 +215,7 @@ def summary(result: dict[str, Any]) -> tuple[float, list[float], float]:
     return len(done) / result["elapsed"], latencies, result["polls"] / max(len(done), 1)
 
 
-def bench_load(nb_url: str, sdk_url: str, jobs: int, rounds: int, nb_health) -> None:
+def bench_load(nb_url: str, sdk_url: str, jobs: int, rounds: int, nb_health, session: Any) -> None:
     log(f"1. load: {jobs} /run jobs from {CLIENTS} clients, {rounds} round(s) each, interleaved")
     runs: dict[str, list[dict[str, Any]]] = {"nbworker": [], "sdk": [], "nbworker in-process": []}
     problems: dict[str, list[str]] = {name: [] for name in runs}
@@ -242,6 +243,18 @@ def bench_load(nb_url: str, sdk_url: str, jobs: int, rounds: int, nb_health) -> 
         f"    clients in this process (GIL shared with the server): {rate:.0f} jobs/s, "
         f"latency median {fmt_s(median(lat))}, {polls:.2f} polls/job"
     )
+    session.register_handler(handler, name="handler", concurrency=4)  # as %%handler --concurrency 4
+    try:
+        result = drive(nb_url, jobs, CLIENTS, "GET")
+    finally:
+        session.register_handler(handler, name="handler")
+    submitted += jobs
+    problems["nbworker in-process"] += lost_jobs(result, jobs)
+    rate4, lat, polls = summary(result)
+    log(
+        f"    the same, handler concurrency 4: {rate4:.0f} jobs/s, "
+        f"latency median {fmt_s(median(lat))}, {polls:.2f} polls/job"
+    )
     health = nb_health()["jobs"]
     log(f"    nbworker /health after the load: {health}")
     if health["completed"] != submitted:
@@ -264,7 +277,7 @@ def bench_load(nb_url: str, sdk_url: str, jobs: int, rounds: int, nb_health) -> 
             f"{total - len(problems['nbworker'])}/{total}",
             "SDK --rp_serve_api",
             f"{total - len(problems['sdk'])}/{total}",
-            f"+ {jobs - len(problems['nbworker in-process'])}/{jobs} in-process; /health "
+            f"+ {2 * jobs - len(problems['nbworker in-process'])}/{2 * jobs} in-process; /health "
             f"{health['completed']}/{submitted}",
             "none lost, both",
             ok,
@@ -310,6 +323,17 @@ def bench_load(nb_url: str, sdk_url: str, jobs: int, rounds: int, nb_health) -> 
             "clients in a subprocess",
             f"{nb_rate:.0f} jobs/s",
             f"{ip_rate / nb_rate:.2f}x",
+            "(context)",
+        )
+    )
+    ROWS.append(
+        Row(
+            "1c",
+            "  the same, handler --concurrency 4",
+            f"{rate4:.0f} jobs/s",
+            "concurrency 1, in-process",
+            f"{ip_rate:.0f} jobs/s",
+            f"{rate4 / ip_rate:.2f}x",
             "(context)",
         )
     )
@@ -436,7 +460,7 @@ def main() -> int:
         def nb_health() -> dict[str, Any]:
             return requests.get(f"{nb_server.url}/health", timeout=10).json()
 
-        bench_load(nb_server.url, sdk.url, jobs, rounds, nb_health)
+        bench_load(nb_server.url, sdk.url, jobs, rounds, nb_health, session)
         bench_runsync(nb_server.url, sdk.url, session, args.quick)
         check(sdk.proc.poll() is None, f"the SDK's server died: {sdk.log_tail()}")
     except BenchFailure as err:
