@@ -199,6 +199,16 @@ def _error_of(cell: Any) -> tuple[str, str] | None:
     return None
 
 
+# A kernel that dies before its first reply ran nothing of the notebook: most often one of
+# the TCP ports jupyter_client picked for it was taken meanwhile by another process (it
+# picks free ports, then the kernel binds them). Such a start is tried again.
+KERNEL_START_ATTEMPTS = 3
+
+
+def _never_started(err: BaseException) -> bool:
+    return "before replying to kernel_info" in str(err)
+
+
 def replay_notebook(
     path: Path, stored: Any, cases: list[Case], options: Options, out: Path
 ) -> NotebookReport:
@@ -224,29 +234,37 @@ def replay_notebook(
     executed_path = out / path.name
     report.executed = str(executed_path)
     failure = None
-    try:
-        papermill.execute_notebook(
-            work,
-            str(executed_path),
-            parameters=options.parameters or None,
-            kernel_name=options.kernel_name
-            or stored.metadata.get("kernelspec", {}).get("name")
-            or "python3",
-            cwd=str(path.parent.resolve()),
-            execution_timeout=options.timeout,
-            progress_bar=False,
-            log_output=False,
-            allow_error_names=["ReplayMismatch"],  # a mismatch fails its cell, not the run
-            # written once at the end, a timeout or a dead kernel included, not after
-            # every cell: that would cost O(cells^2)
-            request_save_on_cell_execute=False,
-            engine_name=_replay_engine(),
-            save_on_failure=str(executed_path),
-        )
-    except PapermillExecutionError:
-        pass  # the cells say what failed, read below
-    except Exception as err:  # the kernel died, a cell timed out, ...
-        failure = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        failure = None
+        try:
+            papermill.execute_notebook(
+                work,
+                str(executed_path),
+                parameters=options.parameters or None,
+                kernel_name=options.kernel_name
+                or stored.metadata.get("kernelspec", {}).get("name")
+                or "python3",
+                cwd=str(path.parent.resolve()),
+                execution_timeout=options.timeout,
+                progress_bar=False,
+                log_output=False,
+                allow_error_names=["ReplayMismatch"],  # a mismatch fails its cell, not the run
+                # written once at the end, a timeout or a dead kernel included, not after
+                # every cell: that would cost O(cells^2)
+                request_save_on_cell_execute=False,
+                engine_name=_replay_engine(),
+                save_on_failure=str(executed_path),
+            )
+        except PapermillExecutionError:
+            pass  # the cells say what failed, read below
+        except Exception as err:  # the kernel died, a cell timed out, ...
+            failure = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
+            if _never_started(err) and attempt < KERNEL_START_ATTEMPTS:
+                report.notes.append(
+                    f"the kernel died while starting ({failure}); started a new one"
+                )
+                continue
+        break
     executed = nbformat.read(executed_path, as_version=4) if executed_path.exists() else None
     if executed is None:
         report.error = failure or "papermill wrote no executed notebook"

@@ -260,3 +260,47 @@ def test_a_cell_past_the_timeout_exits_3_naming_it(copy: Path, tmp_path: Path) -
     assert done.returncode == 3, done.stdout + done.stderr
     assert re.search(r"ERROR: calc.ipynb: cell 1 \(id \w+\): CellTimeoutError: ", done.stdout)
     assert "KeyboardInterrupt" not in done.stdout
+
+
+FLAKY_KERNEL = """\
+import sys
+from pathlib import Path
+
+starts = Path(sys.argv[1])
+starts.write_text(starts.read_text() + "x" if starts.exists() else "x")
+if len(starts.read_text()) < 3:  # the first two starts die, as when a port was taken
+    sys.exit(1)
+from ipykernel.kernelapp import launch_new_instance
+
+sys.argv = [sys.argv[0], *sys.argv[2:]]
+launch_new_instance()
+"""
+
+
+def test_a_kernel_that_dies_while_starting_is_started_again(copy: Path, tmp_path: Path) -> None:
+    import os
+
+    spec = tmp_path / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    (tmp_path / "flaky_kernel.py").write_text(FLAKY_KERNEL)
+    argv = [sys.executable, str(tmp_path / "flaky_kernel.py"), str(tmp_path / "starts")]
+    argv += ["-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "flaky", "language": "python"})
+    )
+    env = dict(os.environ)
+    env["JUPYTER_PATH"] = os.pathsep.join(
+        [str(tmp_path / "jupyter"), *filter(None, [env.get("JUPYTER_PATH")])]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "nbworker.cli", "test", copy.name, "--kernel", "flaky"]
+        + ["--notebook-only"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "starts").read_text() == "xxx"
+    assert done.stdout.count("the kernel died while starting") == 2, done.stdout
