@@ -292,9 +292,9 @@ def test_a_kernel_that_dies_while_starting_is_started_again(copy: Path, tmp_path
     env["JUPYTER_PATH"] = os.pathsep.join(
         [str(tmp_path / "jupyter"), *filter(None, [env.get("JUPYTER_PATH")])]
     )
+    command = [sys.executable, "-m", "nbworker.cli", "test", copy.name, "--kernel", "flaky"]
     done = subprocess.run(
-        [sys.executable, "-m", "nbworker.cli", "test", copy.name, "--kernel", "flaky"]
-        + ["--notebook-only"],
+        [*command, "--notebook-only"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
