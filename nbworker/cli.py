@@ -93,24 +93,23 @@ def _test(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for notebook in args.notebooks:
         if not Path(notebook).is_file():
             parser.error(f"no such notebook: {notebook}")
-    if not args.rtol >= 0:
-        parser.error(f"--rtol must be >= 0, not {args.rtol}")
-    if args.timeout is not None and not args.timeout > 0:
-        parser.error(f"--timeout must be positive, not {args.timeout}")
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
     import yaml  # papermill's own way of reading -p values
 
-    options = testing.Options(
-        notebook=not args.worker_only,
-        worker=not args.notebook_only,
-        select=args.select,
-        timeout=args.timeout,
-        rtol=args.rtol,
-        output_dir=args.output_dir,
-        parameters={name: yaml.safe_load(value) for name, value in args.parameter},
-        kernel_name=args.kernel,
-    )
+    try:
+        options = testing.Options(
+            notebook=not args.worker_only,
+            worker=not args.notebook_only,
+            select=args.select,
+            timeout=args.timeout,
+            rtol=args.rtol,
+            output_dir=args.output_dir,
+            parameters={name: yaml.safe_load(value) for name, value in args.parameter},
+            kernel_name=args.kernel,
+        )
+    except ValueError as err:
+        parser.error(f"--{err}")
     progress = testing.Progress(len(args.notebooks))
     reports = testing.test_notebooks(args.notebooks, options, jobs=args.jobs, on_done=progress.done)
     progress.close()

@@ -66,6 +66,13 @@ class Options:
     parameters: dict[str, Any] = field(default_factory=dict)  # papermill -p
     kernel_name: str | None = None
 
+    def __post_init__(self) -> None:
+        """ValueError naming the option (as `rtol ...`), for each front end to prefix."""
+        if not self.rtol >= 0:
+            raise ValueError(f"rtol must be >= 0, not {self.rtol}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, not {self.timeout}")
+
 
 @dataclass
 class Case:
@@ -694,13 +701,12 @@ def pytest_configure(config: Any) -> None:
         raise pytest.UsageError(
             "--nbworker-notebook-only and --nbworker-worker-only exclude each other"
         )
-    if not rtol >= 0:
-        raise pytest.UsageError(f"--nbworker-rtol must be >= 0, not {rtol}")
-    if timeout is not None and not timeout > 0:
-        raise pytest.UsageError(f"--nbworker-timeout must be positive, not {timeout}")
-    options = Options(
-        notebook=not worker_only, worker=not notebook_only, timeout=timeout, rtol=rtol
-    )
+    try:
+        options = Options(
+            notebook=not worker_only, worker=not notebook_only, timeout=timeout, rtol=rtol
+        )
+    except ValueError as err:
+        raise pytest.UsageError(f"--nbworker-{err}") from None
     config.pluginmanager.register(_pytest_classes().Replays(config, options), PYTEST_PLUGIN)
 
 

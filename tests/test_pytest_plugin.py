@@ -132,6 +132,22 @@ def test_notebook_only_and_worker_only_exclude_each_other(pytester: pytest.Pytes
     assert "exclude each other" in result.stderr.str()
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (("--nbworker-rtol", "-1"), "--nbworker-rtol must be >= 0, not -1.0"),
+        (("--nbworker-timeout", "0"), "--nbworker-timeout must be positive, not 0.0"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(
+    pytester: pytest.Pytester, option: tuple[str, str], message: str
+) -> None:
+    result = run(pytester, *option)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
 def case(notebook_result: str = "passed", worker_result: str = "passed", **fields: Any) -> Case:
     found = Case("x.ipynb", 3, "abc", 1, "handler", "COMPLETED")
     found.notebook_result, found.worker_result = notebook_result, worker_result
