@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from nbworker import compare
 
 __all__ = [
     "REPLAY_MIMETYPE",
@@ -36,8 +37,6 @@ __all__ = [
 
 REPLAY_MIMETYPE = "application/vnd.nbworker.replay+json"
 DEFAULT_RTOL = 1e-6
-ABS_TOL = 1e-9  # floats near zero
-SHOWN = 200  # characters of a value shown in a difference
 
 
 class ReplayMismatch(Exception):
@@ -96,70 +95,6 @@ class Outcome:
 # ------------------------------------------------------------------------ comparing
 
 
-def _short(value: Any) -> str:
-    text = repr(value)  # as the exported worker's tests show values
-    if len(text) <= SHOWN:
-        return text
-    return f"{text[: SHOWN - 30]}...{text[-20:]} ({len(text)} chars)"
-
-
-def _drop(value: Any, ignore: frozenset[str]) -> Any:
-    """`value` without the dict keys in `ignore`, at any depth."""
-    if not ignore:
-        return value
-    if isinstance(value, dict):
-        return {k: _drop(v, ignore) for k, v in value.items() if k not in ignore}
-    if isinstance(value, list):
-        return [_drop(item, ignore) for item in value]
-    return value
-
-
-def _same(got: Any, recorded: Any, where: str, rtol: float, out: list[str]) -> None:
-    """Append to `out` the differences between two JSON values (floats within rtol)."""
-    if isinstance(got, bool) or isinstance(recorded, bool):
-        if got is not recorded:
-            out.append(f"{where}: got {_short(got)}, recorded {_short(recorded)}")
-    elif isinstance(got, (int, float)) and isinstance(recorded, (int, float)):
-        if isinstance(got, int) and isinstance(recorded, int):
-            if got != recorded:
-                out.append(f"{where}: got {got}, recorded {recorded}")
-        elif not math.isclose(got, recorded, rel_tol=rtol, abs_tol=ABS_TOL):
-            out.append(f"{where}: got {got!r}, recorded {recorded!r} (rtol {rtol:g})")
-    elif isinstance(got, dict) and isinstance(recorded, dict):
-        missing = [k for k in recorded if k not in got]
-        extra = [k for k in got if k not in recorded]
-        if missing:
-            out.append(f"{where}: missing keys {missing}")
-        if extra:
-            out.append(f"{where}: unexpected keys {extra}")
-        for key in recorded:
-            if key in got:
-                _same(got[key], recorded[key], f"{where}[{key!r}]", rtol, out)
-    elif isinstance(got, list) and isinstance(recorded, list):
-        if len(got) != len(recorded):
-            out.append(f"{where}: {len(got)} items, recorded {len(recorded)}")
-        for index, (item, expected) in enumerate(zip(got, recorded, strict=False)):
-            _same(item, expected, f"{where}[{index}]", rtol, out)
-    elif got != recorded:
-        out.append(f"{where}: got {_short(got)}, recorded {_short(recorded)}")
-
-
-def _error_key(error: Any) -> Any:
-    """What identifies a failure across runs: for RunPod's exception JSON its type and
-    message (traceback, host and worker id vary); for a generator that raised, the message
-    before its traceback; else the error itself."""
-    if isinstance(error, str) and error.startswith("{"):
-        try:
-            fields = json.loads(error)
-        except ValueError:
-            fields = None
-        if isinstance(fields, dict) and {"error_type", "error_message"} <= fields.keys():
-            return {"error_type": fields["error_type"], "error_message": fields["error_message"]}
-    if isinstance(error, str) and error.startswith("handler: ") and "\ntraceback: " in error:
-        return error[: error.index("\ntraceback: ")].rstrip()
-    return error
-
-
 def compare_runs(
     got: Mapping[str, Any],
     recorded: Mapping[str, Any],
@@ -167,7 +102,8 @@ def compare_runs(
     rtol: float = DEFAULT_RTOL,
     ignore: Iterable[str] = (),
 ) -> list[str]:
-    """The differences between a new run record and the recorded one ([] if the same).
+    """The differences between a new run record and the recorded one ([] if the same),
+    by `nbworker.compare`, the code the exported worker's tests compare with.
 
     `ignore` names dict keys left out of the output and stream chunks at any depth, or the
     whole `output`, `stream` or `error`.
@@ -177,13 +113,18 @@ def compare_runs(
     if got.get("handler") != recorded.get("handler"):
         out.append(f"handler: got {got.get('handler')!r}, recorded {recorded.get('handler')!r}")
     if got.get("status") != recorded.get("status"):
-        detail = f", error {_short(_error_key(got.get('error')))}" if got.get("error") else ""
+        error = got.get("error")
+        detail = f", error {compare.short(compare.error_key(error))}" if error else ""
         out.append(f"status: got {got.get('status')}, recorded {recorded.get('status')}{detail}")
     for key in ("output", "stream"):
-        if key not in ignored:
-            _same(_drop(got.get(key), ignored), _drop(recorded.get(key), ignored), key, rtol, out)
-    if "error" not in ignored:
-        _same(_error_key(got.get("error")), _error_key(recorded.get("error")), "error", rtol, out)
+        out += compare.differences(got.get(key), recorded.get(key), key, ignored, rtol)
+    out += compare.differences(
+        compare.error_key(got.get("error")),
+        compare.error_key(recorded.get("error")),
+        "error",
+        ignored,
+        rtol,
+    )
     if bool(got.get("refresh_worker")) != bool(recorded.get("refresh_worker")):
         out.append(
             f"refresh_worker: got {bool(got.get('refresh_worker'))}, "

@@ -534,3 +534,23 @@ def test_case_ids_name_the_cell_when_known() -> None:
     exec(textwrap.dedent(text[start : text.index("\n\n\n", start)]), namespace)
     assert namespace["case_id"]({"name": "case-2", "cell": None}) == "case-2"
     assert namespace["case_id"]({"name": "case-2", "cell": 5}) == "case-2 (cell 5)"
+
+
+def test_the_workers_compare_is_nbworkers_own_and_needs_only_the_standard_library() -> None:
+    """One source: the worker's tests/compare.py is nbworker/compare.py, which the notebook
+    replay uses too; it imports nothing outside the standard library."""
+    import ast
+
+    from nbworker import compare
+    from nbworker.export.testfiles import test_files
+
+    source = Path(compare.__file__).read_text(encoding="utf-8")
+    files = test_files(cases=[], handler="handler", streaming=False, notebook_name="nb.ipynb")
+    assert files["tests/compare.py"] == source
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported

@@ -2,6 +2,10 @@
 
 Values compare as JSON: floats within WORKER_TEST_REL_TOL (default 1e-6), everything else
 exactly; a failed job by its error (for an exception: its type and message).
+
+This file is nbworker's `nbworker/compare.py`, copied as it is into each exported worker
+(standard library only): `nbworker test` in the notebook and the worker's tests compare
+with the same code.
 """
 
 from __future__ import annotations
@@ -48,41 +52,60 @@ def ignored(case: dict[str, Any]) -> frozenset[str]:
     return frozenset(case.get("ignore") or ())
 
 
-def assert_same(
-    actual: Any, recorded: Any, where: str, ignore: frozenset[str] = frozenset()
+def differences(
+    actual: Any,
+    recorded: Any,
+    where: str,
+    ignore: frozenset[str] = frozenset(),
+    rel_tol: float | None = None,
+) -> list[str]:
+    """Every difference between two JSON values, [] if none: floats within `rel_tol`
+    (default REL_TOL), the keys in `ignore` left out at any depth (all of `where` when it
+    is one of them)."""
+    found: list[str] = []
+    if where.partition(" ")[0] not in ignore:
+        _collect(actual, recorded, where, ignore, REL_TOL if rel_tol is None else rel_tol, found)
+    return found
+
+
+def _collect(
+    actual: Any, recorded: Any, where: str, ignore: frozenset[str], rel_tol: float, found: list
 ) -> None:
-    """Equal as JSON values, floats within REL_TOL, the keys in `ignore` left out at any
-    depth (all of `where` when it is one of them); the message names the first difference."""
-    if where.partition(" ")[0] in ignore:
-        return
     if isinstance(actual, bool) or isinstance(recorded, bool):
-        assert actual is recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
+        if actual is not recorded:
+            found.append(f"{where}: got {short(actual)}, recorded {short(recorded)}")
     elif isinstance(actual, (int, float)) and isinstance(recorded, (int, float)):
         if isinstance(actual, int) and isinstance(recorded, int):
-            assert actual == recorded, f"{where}: got {actual}, recorded {recorded}"
-        else:
-            assert math.isclose(actual, recorded, rel_tol=REL_TOL, abs_tol=ABS_TOL), (
-                f"{where}: got {actual!r}, recorded {recorded!r} (rel_tol {REL_TOL:g})"
-            )
+            if actual != recorded:
+                found.append(f"{where}: got {actual}, recorded {recorded}")
+        elif not math.isclose(actual, recorded, rel_tol=rel_tol, abs_tol=ABS_TOL):
+            found.append(f"{where}: got {actual!r}, recorded {recorded!r} (rtol {rel_tol:g})")
     elif isinstance(actual, dict) and isinstance(recorded, dict):
         missing = [key for key in recorded if key not in actual and key not in ignore]
         extra = [key for key in actual if key not in recorded and key not in ignore]
-        assert not missing and not extra, (
-            f"{where}: keys differ: missing {missing}, unexpected {extra}; "
-            f"got {short(actual)}, recorded {short(recorded)}"
-        )
+        if missing:
+            found.append(f"{where}: missing keys {missing}")
+        if extra:
+            found.append(f"{where}: unexpected keys {extra}")
         for key, item in recorded.items():
-            if key not in ignore:
-                assert_same(actual[key], item, f"{where}[{key!r}]", ignore)
+            if key in actual and key not in ignore:
+                _collect(actual[key], item, f"{where}[{key!r}]", ignore, rel_tol, found)
     elif isinstance(actual, list) and isinstance(recorded, list):
-        assert len(actual) == len(recorded), (
-            f"{where}: {len(actual)} items, recorded {len(recorded)}; "
-            f"got {short(actual)}, recorded {short(recorded)}"
-        )
-        for index, (item, expected) in enumerate(zip(actual, recorded, strict=True)):
-            assert_same(item, expected, f"{where}[{index}]", ignore)
-    else:
-        assert actual == recorded, f"{where}: got {short(actual)}, recorded {short(recorded)}"
+        if len(actual) != len(recorded):
+            found.append(f"{where}: {len(actual)} items, recorded {len(recorded)}")
+        for index, (item, expected) in enumerate(zip(actual, recorded, strict=False)):
+            _collect(item, expected, f"{where}[{index}]", ignore, rel_tol, found)
+    elif actual != recorded:
+        found.append(f"{where}: got {short(actual)}, recorded {short(recorded)}")
+
+
+def assert_same(
+    actual: Any, recorded: Any, where: str, ignore: frozenset[str] = frozenset()
+) -> None:
+    """`differences` as an assertion; the message lists the first few."""
+    found = differences(actual, recorded, where, ignore)
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    assert not found, "; ".join(found[:5]) + more
 
 
 LEADING_FIELDS = re.compile(  # the start of RunPod's error JSON
@@ -113,6 +136,17 @@ def streamed_exception(error: Any) -> str | None:
     if isinstance(error, str) and error.startswith("handler: ") and " \ntraceback: " in error:
         return error[len("handler: ") : error.index(" \ntraceback: ")]
     return None
+
+
+def error_key(error: Any) -> Any:
+    """What identifies a failure across runs: an exception's type and message (its
+    traceback, host and worker id vary), a generator's raise by its message, else the
+    error itself."""
+    fields = exception_fields(error)
+    if fields is not None:
+        return fields
+    message = streamed_exception(error)
+    return error if message is None else {"raised": message}
 
 
 def check_error(actual: Any, recorded: Any) -> None:
