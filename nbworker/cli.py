@@ -11,6 +11,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     from nbworker import __version__
+    from nbworker.compare import DEFAULT_REL_TOL  # standard library only: --help stays quick
 
     parser = argparse.ArgumentParser(
         prog="nbworker",
@@ -62,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--rtol",
         type=float,
-        default=1e-6,
+        default=DEFAULT_REL_TOL,
         metavar="X",
-        help="relative tolerance for floats (default 1e-6)",
+        help=f"relative tolerance for floats (default {DEFAULT_REL_TOL:g})",
     )
     test.add_argument(
         "--output-dir",

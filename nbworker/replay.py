@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 REPLAY_MIMETYPE = "application/vnd.nbworker.replay+json"
-DEFAULT_RTOL = 1e-6
+DEFAULT_RTOL = compare.DEFAULT_REL_TOL
 
 
 class ReplayMismatch(Exception):

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbworker.compare import DEFAULT_REL_TOL
+
 __all__ = [
     "EXIT_MISMATCH",
     "EXIT_NOTEBOOK",
@@ -61,7 +63,7 @@ class Options:
     worker: bool = True  # replay against the exported worker
     select: str | None = None  # -k: only cases whose id matches
     timeout: float | None = None  # seconds per cell / per worker job
-    rtol: float = 1e-6
+    rtol: float = DEFAULT_REL_TOL
     output_dir: str | None = None  # executed notebooks (the report) go there
     parameters: dict[str, Any] = field(default_factory=dict)  # papermill -p
     kernel_name: str | None = None
@@ -676,9 +678,9 @@ def pytest_addoption(parser: Any) -> None:
     group.addoption(
         "--nbworker-rtol",
         type=float,
-        default=1e-6,
+        default=DEFAULT_REL_TOL,
         metavar="X",
-        help="relative tolerance for floats (default 1e-6)",
+        help=f"relative tolerance for floats (default {DEFAULT_REL_TOL:g})",
     )
     group.addoption(
         "--nbworker-timeout",

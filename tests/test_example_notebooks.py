@@ -12,19 +12,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-RECORD = "application/vnd.nbworker.run+json"
+from nbworker.jobs import recorded_runs
+
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def records(path: Path) -> list[dict]:
     notebook = nbformat.read(path, as_version=4)
-    return [
-        output["data"][RECORD]
-        for cell in notebook.cells
-        for output in cell.get("outputs", [])
-        if RECORD in output.get("data", {})
-    ]
+    return [run for cell in notebook.cells for run in recorded_runs(cell)]
 
 
 def test_the_examples_are_there() -> None:

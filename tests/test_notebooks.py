@@ -8,18 +8,14 @@ import nbformat
 import papermill
 import pytest
 
-RECORD = "application/vnd.nbworker.run+json"
+from nbworker.jobs import recorded_runs
+
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
 def records(path: Path) -> list[dict]:
     notebook = nbformat.read(path, as_version=4)
-    return [
-        output["data"][RECORD]
-        for cell in notebook.cells
-        for output in cell.get("outputs", [])
-        if RECORD in output.get("data", {})
-    ]
+    return [run for cell in notebook.cells for run in recorded_runs(cell)]
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ import os
 import re
 from typing import Any
 
-REL_TOL = float(os.environ.get("WORKER_TEST_REL_TOL", "1e-6"))
+DEFAULT_REL_TOL = 1e-6  # nbworker test --rtol, and this without WORKER_TEST_REL_TOL
+REL_TOL = float(os.environ.get("WORKER_TEST_REL_TOL", DEFAULT_REL_TOL))
 ABS_TOL = 1e-9  # for floats near zero
 
 
