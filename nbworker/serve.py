@@ -294,17 +294,16 @@ class Server:
             if job.thread_id is None:
                 return
             job.thread_id = None
-            if job.status not in FINAL:
-                if status == COMPLETED:
-                    worker.completed += 1
-                elif status in (FAILED, TIMED_OUT):
-                    worker.failed += 1
-                worker.busy = False
-                job.result = result  # before the status: `status()` reads them without a lock
-                job.status = status
-                job.done.set()
-            else:
-                worker.busy = False
+            worker.busy = False
+            if job.status in FINAL:  # cancelled meanwhile: what it made is discarded
+                return
+            if status == COMPLETED:
+                worker.completed += 1
+            elif status in (FAILED, TIMED_OUT):
+                worker.failed += 1
+            job.result = result  # before the status: `status()` reads them without a lock
+            job.status = status
+            job.done.set()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -340,11 +339,10 @@ class Server:
         return _not_found(job_id) if job is None else _view(job)
 
     def stream(self, job_id: str) -> dict[str, Any]:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                return _not_found(job_id)
-            spec = job.spec
+        job = self._jobs.get(job_id)  # without the server lock, as `status()`
+        if job is None:
+            return _not_found(job_id)
+        spec = job.spec
         if spec is None:  # not started: the handler it would run now
             try:
                 spec = self.session.registry.get(self.name)

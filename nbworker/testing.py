@@ -242,7 +242,6 @@ def replay_notebook(
     work.cells.insert(0, _replay_cell(expected_path, options.rtol))
     executed_path = out / path.name
     report.executed = str(executed_path)
-    failure = None
     for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
         failure = None
         try:
