@@ -7,7 +7,7 @@ import argparse
 import shlex
 from typing import Any
 
-__all__ = ["HANDLER", "MODEL", "Arguments", "parse"]
+__all__ = ["CONVENTIONAL_MODIFIER", "HANDLER", "MODEL", "Arguments", "modifier_name", "parse"]
 
 Arguments = list[tuple[tuple[str, ...], dict[str, Any]]]
 
@@ -37,7 +37,19 @@ HANDLER: Arguments = [
             "help": "jobs a worker runs at once (kept for export and serving)",
         },
     ),
+    (
+        ("--concurrency-modifier",),
+        {
+            "dest": "concurrency_modifier",
+            "metavar": "NAME",
+            "help": "the function `current -> int` that sizes the worker (RunPod's "
+            "concurrency_modifier), defined in this cell or another; default: the cell's "
+            "function named `concurrency_modifier`, if any. Not with --concurrency N",
+        },
+    ),
 ]
+
+CONVENTIONAL_MODIFIER = "concurrency_modifier"  # picked up from a %%handler cell by name
 
 MODEL: Arguments = [
     (
@@ -49,6 +61,16 @@ MODEL: Arguments = [
         {"action": "store_true", "help": "release the entry and run the cell again"},
     ),
 ]
+
+
+def modifier_name(options: argparse.Namespace, bound: set[str]) -> str | None:
+    """The concurrency modifier a `%%handler` cell declares (the magic's rule and export's):
+    the function named by --concurrency-modifier, else the cell's own
+    `concurrency_modifier`, else None."""
+    named = getattr(options, "concurrency_modifier", None)
+    if named:
+        return str(named)
+    return CONVENTIONAL_MODIFIER if CONVENTIONAL_MODIFIER in bound else None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -70,7 +70,7 @@ def registration_warnings(function: Callable[..., Any], *, name: str, kind: str)
 
 
 def job_warnings(job: dict[str, Any]) -> list[str]:
-    if not isinstance(job.get("input"), dict):
+    if job.get("input") is not None and not isinstance(job.get("input"), dict):
         return [
             f"input is {type(job.get('input')).__name__}, not an object: RunPod's API "
             "rejects such a job (HTTP 422); only `python handler.py --test_input` accepts it."
@@ -81,10 +81,52 @@ def job_warnings(job: dict[str, Any]) -> list[str]:
 def serialization_problem(value: Any) -> str | None:
     """Why `value` cannot be sent as RunPod's job loop sends it, or None if it can."""
     try:
-        json.dumps(value, ensure_ascii=False)
+        text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as err:
         return f"not JSON-serialisable ({err})"
+    try:
+        text.encode("utf-8")  # the SDK posts that text as UTF-8 (aiohttp)
+    except UnicodeEncodeError:
+        return "not valid UTF-8 (it holds a lone surrogate; shown and recorded here as U+FFFD)"
     return None
+
+
+SURROGATE_WARNING = (
+    'the {where} holds a lone surrogate (e.g. "\\ud800"): valid JSON, but no valid UTF-8, '
+    "so a notebook cannot keep it: the handler got it as it is; shown and recorded here as "
+    "U+FFFD"
+)
+
+
+def _walk_for_surrogate(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if depth > 100:
+        return False
+    if isinstance(value, dict):
+        return any(
+            _walk_for_surrogate(key, depth + 1) or _walk_for_surrogate(item, depth + 1)
+            for key, item in value.items()
+        )
+    if isinstance(value, (list, tuple)):
+        return any(_walk_for_surrogate(item, depth + 1) for item in value)
+    return False
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether a JSON-like value holds a lone surrogate in any string: one pass of the C
+    encoder, walking the value only when it cannot be encoded."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (TypeError, ValueError, RecursionError):
+        return _walk_for_surrogate(value)
+    return False
 
 
 def _has_non_finite(value: Any, depth: int = 0) -> bool:
@@ -130,7 +172,7 @@ def result_warnings(returned: Any, result: dict[str, Any]) -> list[str]:
             "them into null and strict JSON clients reject them."
         )
     else:
-        size = len(json.dumps(result, ensure_ascii=False).encode())
+        size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
         if size > SIZE_LIMIT_BYTES:
             found.append(
                 f"the result is {size / 1e6:.1f} MB, over RunPod's 20 MB limit: upload large "

@@ -46,10 +46,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Every %%rp_test run recorded in a notebook is a test case. The notebook "
         "runs top to bottom in a fresh kernel (papermill), each %%rp_test comparing its run "
         "with the recorded one; then the notebook is exported and the same cases run against "
-        "handler.py under the runpod SDK. Exit codes: 0 all passed, 1 a case mismatched, "
-        "2 usage error, 3 a notebook failed outside a test.",
+        "handler.py under the runpod SDK. A folder stands for every notebook under it. "
+        "Exit codes: 0 all passed, 1 a case mismatched, 2 usage error, 3 a notebook failed "
+        "outside a test (a cell raised or stopped the run), 5 no case was compared.",
     )
-    test.add_argument("notebooks", nargs="+", metavar="NOTEBOOK.ipynb")
+    test.add_argument(
+        "notebooks",
+        nargs="+",
+        metavar="NOTEBOOK.ipynb|DIR",
+        help="notebooks, or folders: every *.ipynb under them (hidden folders left out)",
+    )
     side = test.add_mutually_exclusive_group()
     side.add_argument("--notebook-only", action="store_true", help="skip the worker replay")
     side.add_argument("--worker-only", action="store_true", help="skip the notebook replay")
@@ -86,16 +92,54 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _test(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+class _UsageError(Exception):
+    """A bad argument: `nbworker test: error: ...` on one line, exit 2."""
+
+
+def _notebooks(arguments: list[str]) -> list[str]:
+    """The notebooks the arguments name, a folder standing for every notebook under it;
+    each once, in the order given. Anything else is a usage error."""
+    import os
+    from pathlib import Path
+
+    from nbworker.testing import notebooks_under
+
+    found: dict[str, str] = {}  # absolute path -> as given
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            inside = notebooks_under(path)
+            if not inside:
+                raise _UsageError(f"no notebook (*.ipynb) under {argument} (hidden ones skipped)")
+        elif path.is_file():
+            if path.suffix != ".ipynb":
+                raise _UsageError(f"not a notebook (*.ipynb): {argument}")
+            inside = [path]
+        else:
+            raise _UsageError(f"no such notebook or folder: {argument}")
+        for notebook in inside:
+            found.setdefault(os.path.abspath(notebook), str(notebook))
+    return list(found.values())
+
+
+def _test(args: argparse.Namespace) -> int:
+    from nbworker import testing
+
+    try:
+        return _run_tests(args)
+    except _UsageError as err:
+        print(f"nbworker test: error: {err}", file=sys.stderr)
+        return testing.EXIT_USAGE
+
+
+def _run_tests(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nbworker import testing
 
-    for notebook in args.notebooks:
-        if not Path(notebook).is_file():
-            parser.error(f"no such notebook: {notebook}")
+    notebooks = _notebooks(args.notebooks)
     if args.jobs is not None and args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+        raise _UsageError(f"--jobs must be at least 1, not {args.jobs}")
     import yaml  # papermill's own way of reading -p values
 
     try:
@@ -110,21 +154,25 @@ def _test(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             kernel_name=args.kernel,
         )
     except ValueError as err:
-        parser.error(f"--{err}")
-    progress = testing.Progress(len(args.notebooks))
-    reports = testing.test_notebooks(args.notebooks, options, jobs=args.jobs, on_done=progress.done)
+        raise _UsageError(f"--{err}") from None
+    progress = testing.Progress(len(notebooks))
+    reports = testing.test_notebooks(notebooks, options, jobs=args.jobs, on_done=progress.done)
     progress.close()
     print(testing.summary(reports))
     if args.junit_xml:
         Path(args.junit_xml).write_text(testing.junit_xml(reports), encoding="utf-8")
-    return testing.exit_code(reports)
+    code = testing.exit_code(reports)
+    if code == testing.EXIT_NO_CASES:
+        why = testing.nothing_compared(reports, select=args.select)
+        print(f"nbworker test: error: no case was compared: {why}", file=sys.stderr, flush=True)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "test":
-        return _test(args, parser)
+        return _test(args)
     if args.command == "export":
         from nbworker.export import ExportError, export_notebook
 

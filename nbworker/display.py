@@ -14,9 +14,10 @@ from typing import Any
 
 from nbworker import memory
 from nbworker.cache import Entry, Released
-from nbworker.jobs import RECORD_MIMETYPE, Run
+from nbworker.jobs import RECORD_MIMETYPE, Run, scrub
 
 __all__ = [
+    "LiveRun",
     "LiveStream",
     "ago",
     "cache_bundle",
@@ -82,9 +83,80 @@ def _error_text(run: Run) -> str:
     return error if isinstance(error, str) else _dump(error)
 
 
+_FRACTION = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_PROGRESS_KEYS = ("progress", "percent", "percentage", "fraction")
+BAR_WIDTH = 20
+
+
+def progress_fraction(value: Any) -> float | None:
+    """How far along a `progress_update` value says the job is, in [0, 1], when it says:
+    a number (a fraction up to 1, else a percentage), "3/10", "40%", or a dict holding one
+    of those under progress/percent/fraction (or step and total)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+        if not number >= 0:  # NaN too
+            return None
+        if isinstance(value, float) and number <= 1:
+            return number
+        return min(number / 100, 1.0)
+    if isinstance(value, str):
+        match = _PERCENT.search(value)
+        if match:
+            return min(float(match[1]) / 100, 1.0)
+        match = _FRACTION.search(value)
+        if match and float(match[2]) > 0:
+            return min(float(match[1]) / float(match[2]), 1.0)
+        return None
+    if isinstance(value, dict):
+        for key in _PROGRESS_KEYS:
+            if key in value:
+                return progress_fraction(value[key])
+        step, total = value.get("step"), value.get("total")
+        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return progress_fraction(f"{step}/{total}")
+    return None
+
+
+def progress_line(value: Any) -> str:
+    """One progress update for people: the value, and a bar when it says how far."""
+    text = value if isinstance(value, str) else _dump(value)
+    if len(text) > 200:
+        text = text[:197] + "..."
+    fraction = progress_fraction(value)
+    if fraction is None:
+        return text
+    filled = round(fraction * BAR_WIDTH)
+    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+    return f"[{bar}] {fraction:.0%}  {text}"
+
+
+def _progress_html(value: Any) -> str:
+    fraction = progress_fraction(value)
+    text = html.escape(progress_line(value) if fraction is None else str(value)[:200])
+    if fraction is None:
+        return f"<div>progress: {text}</div>"
+    return (
+        f'<div>progress: <progress value="{fraction:.4f}" max="1" '
+        f'style="vertical-align:middle;width:12em"></progress> {fraction:.0%} · {text}</div>'
+    )
+
+
 def _sections(run: Run) -> list[tuple[str, str]]:
     """(title, text) pairs shared by the text and HTML views."""
     sections = []
+    if run.progress:
+        updates = len(run.progress)
+        last = run.progress[-1]
+        sections.append(
+            (
+                f"progress ({updates} update{'s' if updates != 1 else ''}, last at "
+                f"{_duration(last['seconds'] * 1000)})",
+                progress_line(last["value"]),
+            )
+        )
     if run.stream is not None:
         sections.append((f"stream ({len(run.stream)} chunks)", _chunks_text(run.stream)))
     if run.status == "COMPLETED" or run.output is not None:
@@ -168,24 +240,43 @@ def run_bundle(run: Run, *, tidy: Callable[[str], str] | None = None) -> dict[st
         shown = Run(**{**run.__dict__, "traceback": tidy(run.traceback)})
     else:
         shown = run
-    return {
-        "text/plain": run_text(shown),
-        "text/html": run_html(shown),
+    return {  # no lone surrogate may reach Jupyter's messages (they must be UTF-8)
+        "text/plain": scrub(run_text(shown), "backslashreplace"),
+        "text/html": scrub(run_html(shown), "backslashreplace"),
         RECORD_MIMETYPE: run.to_record(),
     }
 
 
-def stream_bundle(handler: str, chunks: list[Any], elapsed_ms: float) -> dict[str, Any]:
-    """The live view of a stream in progress."""
+_NO_PROGRESS = object()
+
+
+def stream_bundle(
+    handler: str,
+    chunks: list[Any] | None,
+    elapsed_ms: float,
+    progress: Any = _NO_PROGRESS,
+) -> dict[str, Any]:
+    """The live view of a run in progress: its chunks so far (None for a handler that does
+    not stream) and its last progress update."""
     color = COLORS["IN_PROGRESS"]
-    head = f"… IN_PROGRESS  {handler}  {_duration(elapsed_ms)}  {len(chunks)} chunks"
-    text = _chunks_text(chunks)
+    head = f"… IN_PROGRESS  {handler}  {_duration(elapsed_ms)}"
+    if chunks is not None:
+        head += f"  {len(chunks)} chunks"
+    lines, parts = [head], [f'<div><b style="color:{color}">{html.escape(head)}</b></div>']
+    if progress is not _NO_PROGRESS:
+        lines.append(f"progress: {progress_line(progress)}")
+        parts.append(_progress_html(progress))
+    if chunks is not None:
+        text = _chunks_text(chunks)
+        lines.append(text)
+        parts.append(f'<pre style="{_PRE}">{html.escape(text)}</pre>')
     return {
-        "text/plain": f"{head}\n{text}",
-        "text/html": (
+        "text/plain": scrub("\n".join(lines), "backslashreplace"),
+        "text/html": scrub(
             f'<div class="nbworker-run" style="{_STYLE.format(color=color)}">'
-            f'<div><b style="color:{color}">{html.escape(head)}</b></div>'
-            f'<pre style="{_PRE}">{html.escape(text)}</pre></div>'
+            + "".join(parts)
+            + "</div>",
+            "backslashreplace",
         ),
     }
 
@@ -205,11 +296,15 @@ class LiveStream:
         update: Callable[[dict[str, Any]], None],
         *,
         interval: float = STREAM_UPDATE_SECONDS,
+        streams: bool = True,
     ) -> None:
         self.handler = handler
         self.interval = interval
+        self.streams = streams  # False: a handler that only reports progress
         self._update = update
         self._chunks: list[Any] = []
+        self._progress: Any = _NO_PROGRESS
+        self._version = 0  # bumped by every chunk and progress update
         self._started = time.perf_counter()
         self._lock = threading.Lock()
         self._shown = 0  # chunks on screen (the caller shows the empty view first)
@@ -220,6 +315,15 @@ class LiveStream:
     def add(self, chunk: Any, index: int | None = None) -> None:
         with self._lock:
             self._chunks.append(chunk)
+            self._version += 1
+            if self._timer is None and not self._closed:
+                self._show_or_wait()
+
+    def progress(self, value: Any, seconds: float | None = None) -> None:
+        """A `progress_update` of the run: shown as its progress line (and bar)."""
+        with self._lock:
+            self._progress = value
+            self._version += 1
             if self._timer is None and not self._closed:
                 self._show_or_wait()
 
@@ -239,11 +343,11 @@ class LiveStream:
             self._timer.daemon = True
             self._timer.start()
             return
-        count = len(self._chunks)
-        if count != self._shown:
-            self._shown, self._last = count, now
+        if self._version != self._shown:
+            self._shown, self._last = self._version, now
+            chunks = self._chunks[: len(self._chunks)] if self.streams else None
             self._update(
-                stream_bundle(self.handler, self._chunks[:count], (now - self._started) * 1000)
+                stream_bundle(self.handler, chunks, (now - self._started) * 1000, self._progress)
             )
 
     def close(self, final: dict[str, Any]) -> None:
@@ -253,6 +357,48 @@ class LiveStream:
             if self._timer is not None:
                 self._timer.cancel()
             self._update(final)
+
+
+class LiveRun:
+    """The live view of one run, opened when there is something to show: at once for a
+    streaming handler, at the first progress update for any other (a quick run that
+    reports nothing shows only its result). `open_view(bundle)` displays a bundle and
+    returns the function that updates it in place."""
+
+    def __init__(
+        self,
+        handler: str,
+        open_view: Callable[[dict[str, Any]], Callable[[dict[str, Any]], None]],
+        *,
+        streams: bool,
+    ) -> None:
+        self.handler = handler
+        self._open = open_view
+        self._streams = streams
+        self._lock = threading.Lock()
+        self._live: LiveStream | None = None
+        if streams:
+            self._live = LiveStream(handler, open_view(stream_bundle(handler, [], 0.0)))
+
+    def chunk(self, chunk: Any, index: int | None = None) -> None:
+        if self._live is not None:
+            self._live.add(chunk, index)
+
+    def progress(self, value: Any, seconds: float) -> None:
+        with self._lock:
+            if self._live is None:
+                update = self._open(stream_bundle(self.handler, None, seconds * 1000, value))
+                self._live = LiveStream(self.handler, update, streams=False)
+        self._live.progress(value, seconds)
+
+    def close(self, final: dict[str, Any]) -> bool:
+        """Replace the live view with `final`; False when none was opened (show `final`)."""
+        with self._lock:
+            live = self._live
+        if live is None:
+            return False
+        live.close(final)
+        return True
 
 
 def ago(seconds: float) -> str:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nbworker import checks
+from nbworker import checks, sdk
 from nbworker.errors import JobError
 from nbworker.registry import HandlerSpec
 
@@ -66,6 +66,8 @@ def recorded_runs(cell: Any) -> list[dict[str, Any]]:
 
 
 LOCAL_JOB_ID = "local_test"  # the id `python handler.py --test_input` gives a job
+# What the SDK says of a job whose "input" is null (`rp_local.run_local`); the handler never runs.
+NO_INPUT_MESSAGE = "Job has no input parameter. Unable to run."
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
@@ -106,7 +108,7 @@ def build_job(value: Any, *, source: str = "job") -> dict[str, Any]:
             f'{source} must be a JSON object like {{"input": {{...}}}}, not {type(value).__name__}',
             source=source,
         )
-    if value.get("input") is None:
+    if "input" not in value:  # nearly always a forgotten {"input": ...} wrapper
         given = ", ".join(map(repr, value)) or "none"
         raise JobError(
             f'{source} has no "input": a RunPod job looks like {{"input": {{...}}}} '
@@ -173,19 +175,40 @@ def error_info(err: BaseException) -> dict[str, str]:
     }
 
 
+def scrub(text: str, replacement: str = "replace") -> str:
+    """`text` without lone surrogates ("\\ud800" is valid JSON but no valid UTF-8: Jupyter
+    cannot send or save it). `replacement` is a codec error handler: "replace" gives
+    U+FFFD, "backslashreplace" the escape as text."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(
+            char
+            if not 0xD800 <= ord(char) <= 0xDFFF
+            else ("\ufffd" if replacement == "replace" else f"\\u{ord(char):04x}")
+            for char in text
+        )
+    return text
+
+
 def _jsonable(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe copy for the record: NaN -> None, unknown objects -> their repr."""
-    if value is None or isinstance(value, (str, bool, int)):
+    """A JSON-safe copy for the record: NaN -> None, unknown objects -> their repr, lone
+    surrogates -> U+FFFD."""
+    if isinstance(value, str):
+        return scrub(value)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if depth > 100:
         return repr(value)
     if isinstance(value, dict):
-        return {str(key): _jsonable(item, depth + 1) for key, item in value.items()}
+        return {scrub(str(key)): _jsonable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(item, depth + 1) for item in value]
-    return repr(value)
+    return scrub(repr(value))
 
 
 @dataclass
@@ -210,6 +233,8 @@ class Run:
     delivered: bool = True
     traceback: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # `progress_update(job, value)` calls: {"value": ..., "seconds": since the run started}
+    progress: list[dict[str, Any]] = field(default_factory=list)
     # The KeyboardInterrupt that cancelled the run, for a caller that wants to re-raise it.
     interrupt: KeyboardInterrupt | None = field(default=None, repr=False, compare=False)
 
@@ -228,7 +253,8 @@ class Run:
             "stream": None if self.stream is None else _jsonable(self.stream),
             "refresh_worker": self.refresh_worker,
             "duration_ms": round(self.duration_ms, 3),
-            "warnings": list(self.warnings),
+            "warnings": [scrub(warning) for warning in self.warnings],
+            **({"progress": list(self.progress)} if self.progress else {}),
         }
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
@@ -353,6 +379,12 @@ def _logs_to_cell(job_id: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- running
 
 ChunkCallback = Callable[[Any, int], None]
+ProgressCallback = Callable[[Any, float], None]  # (value, seconds since the run started)
+
+EXITS_WORKER = (
+    "deployed, the job loop catches only Exception, so this {kind} ends the worker process "
+    "and the job is lost (the platform may retry it on another worker)"
+)
 
 
 class JobRunner:
@@ -396,22 +428,55 @@ class JobRunner:
         *,
         timeout: float | None = None,
         on_chunk: ChunkCallback | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Run:
         """Run `job` (as `build_job` makes it) against `spec`; never raises for the
-        handler's own failures, which become a FAILED run."""
+        handler's own failures, which become a FAILED run.
+
+        `on_progress(value, seconds)` gets each `runpod.serverless.progress_update` of the
+        job, from whichever thread the handler called it on."""
         __tracebackhide__ = True  # IPython shows the handler's frames only
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         run = Run(handler=spec.name, job=copy.deepcopy(job), status="COMPLETED")
         run.warnings.extend(spec.warnings)
         run.warnings.extend(checks.job_warnings(job))
+        if checks.has_lone_surrogate(job):
+            run.warnings.append(checks.SURROGATE_WARNING.format(where="job"))
         if spec.streams:
             run.stream = []
+        sdk.prepare()
         started = time.perf_counter()
+
+        def progressed(value: Any) -> None:
+            seconds = time.perf_counter() - started
+            run.progress.append({"value": _jsonable(value), "seconds": round(seconds, 4)})
+            if on_progress is not None:
+                on_progress(value, seconds)
+
         stopped: BaseException | None = None
+        job_id = job.get("id", LOCAL_JOB_ID)
         try:
-            with _logs_to_cell(job.get("id", LOCAL_JOB_ID)), _deadline(timeout):
-                if spec.streams:
+            with (
+                _logs_to_cell(job_id),
+                _deadline(timeout),
+                sdk.progress_route(job_id, progressed),
+            ):
+                failure = sdk.PRESTART.ensure(self._drive)
+                if failure is not None:
+                    self._finish(run, {"error": json.dumps(failure)})
+                    run.warnings.append(
+                        f"prestart hook {failure.get('hook', '')!r} failed: deployed, the worker "
+                        "fails the jobs it holds with this error and exits 1. Re-run the cell "
+                        "that registers the hook to run the hooks again."
+                    )
+                elif job.get("input") is None:  # what the SDK's local test does
+                    self._finish(run, {"error": NO_INPUT_MESSAGE})
+                    run.warnings.append(
+                        'the job\'s "input" is null: `python handler.py --test_input` refuses it '
+                        "(exit 1) and the handler never runs; send an object"
+                    )
+                elif spec.streams:
                     self._stream(spec, job, run, on_chunk)
                 else:
                     self._call(spec, job, run)
@@ -422,6 +487,7 @@ class JobRunner:
             run.interrupt = err
         finally:
             run.duration_ms = (time.perf_counter() - started) * 1000
+            sdk.after_job()
         if stopped is not None:  # where the handler was when it was stopped
             run.result, run.output, run.refresh_worker = None, None, False
             run.traceback = user_traceback(stopped)
@@ -430,20 +496,22 @@ class JobRunner:
     def _call(self, spec: HandlerSpec, job: dict[str, Any], run: Run) -> None:
         __tracebackhide__ = True  # IPython shows the handler's frames only
         returned: Any = None
-        try:
-            returned = spec.function(job)
-            if inspect.isawaitable(returned):
-                returned = self._drive(returned)
-            result = result_from_return(returned)
-        except Exception as err:
-            info = error_info(err)
-            result = {"error": json.dumps(info)}
-            run.traceback = info["error_traceback"]
-            if isinstance(err, RuntimeError) and checks.ASYNCIO_RUN_MESSAGE in str(err):
-                run.warnings.append(
-                    "asyncio.run() failed because the handler runs inside an event loop, as "
-                    "it does on a deployed worker: make the handler `async def` and await."
-                )
+        with sdk.log_capture() as captured:
+            try:
+                returned = spec.function(job)
+                if inspect.isawaitable(returned):
+                    returned = self._drive(returned)
+                result = result_from_return(returned)
+            except (JobTimeout, KeyboardInterrupt):
+                raise
+            except BaseException as err:  # SystemExit, GeneratorExit too: a result
+                info = error_info(err)
+                logs = captured()
+                if logs:
+                    info["logs"] = logs
+                result = {"error": json.dumps(info)}
+                run.traceback = info["error_traceback"]
+                run.warnings.extend(_failure_warnings(err))
         self._finish(run, result)
         run.warnings.extend(checks.result_warnings(returned, result))
 
@@ -468,19 +536,26 @@ class JobRunner:
             return True
 
         generator = None
-        try:
-            generator = spec.function(job)
-            if spec.kind == "async_generator":
-                self._drive(_drain(generator, take))
-            else:
-                for chunk in generator:
-                    if not take(chunk):
-                        break
-        except Exception as err:
-            run.traceback = user_traceback(err)
-            result = {"error": f"handler: {err} \ntraceback: {run.traceback}"}
-        finally:
-            self._close_generator(generator)
+        with sdk.log_capture() as captured:
+            try:
+                generator = spec.function(job)
+                if spec.kind == "async_generator":
+                    self._drive(_drain(generator, take))
+                else:
+                    for chunk in generator:
+                        if not take(chunk):
+                            break
+            except (JobTimeout, KeyboardInterrupt):
+                raise
+            except BaseException as err:  # SystemExit, GeneratorExit too: a result
+                run.traceback = user_traceback(err)
+                result = {"error": f"handler: {err} \ntraceback: {run.traceback}"}
+                logs = captured()
+                if logs:
+                    result["error"] += f"\nlogs:\n{logs}"
+                run.warnings.extend(_failure_warnings(err))
+            finally:
+                self._close_generator(generator)
         self._finish(run, result)
         run.warnings.extend(checks.stream_warnings(chunks, result))
 
@@ -500,6 +575,23 @@ class JobRunner:
         run.refresh_worker = bool(result.get("stopPod"))
         run.status = "FAILED" if run.error else "COMPLETED"
         run.delivered = checks.serialization_problem(result) is None
+
+
+def _failure_warnings(err: BaseException) -> list[str]:
+    """What a handler's failure means once deployed, beyond the FAILED job."""
+    warnings = []
+    if not isinstance(err, Exception):
+        kind = f"{type(err).__name__}" + (" (sys.exit())" if isinstance(err, SystemExit) else "")
+        warnings.append(EXITS_WORKER.format(kind=kind))
+    if isinstance(err, RuntimeError) and checks.ASYNCIO_RUN_MESSAGE in str(err):
+        warnings.append(
+            "asyncio.run() failed because the handler runs inside an event loop, as "
+            "it does on a deployed worker: make the handler `async def` and await."
+        )
+    debugger = sdk.debugger_warning(err)
+    if debugger:
+        warnings.append(debugger)
+    return warnings
 
 
 def _awaiting_stack(coroutine: Any) -> traceback.StackSummary:

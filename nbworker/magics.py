@@ -148,14 +148,29 @@ class NbworkerMagics(Magics):
         """
         __tracebackhide__ = True
         args = parse_argstring(self.handler, line)
-        if args.name is not None and not args.name.isidentifier():
-            raise UsageError(f"%%handler: {args.name!r} is not a Python name")
+        for given in (args.name, args.concurrency_modifier):
+            if given is not None and not given.isidentifier():
+                raise UsageError(f"%%handler: {given!r} is not a Python name")
         code, tree = self._parse(cell)
-        name = self._choose_function(tree, args.name)
+        modifier_name = arguments.modifier_name(args, source.bound_names(tree))
+        name = self._choose_function(tree, args.name, modifier_name)
+        if modifier_name is not None and args.concurrency != 1:
+            raise UsageError(
+                f"%%handler: --concurrency {args.concurrency} and concurrency_modifier "
+                f"{modifier_name} both size the worker: keep one"
+            )
         self._execute(code, tree, cell)
         namespace = self.shell.user_ns
         if name not in namespace:
             raise UsageError(f"%%handler: the cell did not define {name!r}")
+        modifier = None
+        if modifier_name is not None:
+            if modifier_name not in namespace:
+                raise UsageError(
+                    f"%%handler: --concurrency-modifier {modifier_name}: no cell has defined "
+                    f"{modifier_name!r}"
+                )
+            modifier = namespace[modifier_name]
         try:
             replaced = [
                 spec.name
@@ -169,6 +184,7 @@ class NbworkerMagics(Magics):
                 name=name,
                 aggregate=args.aggregate,
                 concurrency=args.concurrency,
+                concurrency_modifier=modifier,
                 source=cell,
                 cell_id=self._cell_id,
             )
@@ -179,14 +195,19 @@ class NbworkerMagics(Magics):
             options.append("aggregate")
         if spec.concurrency != 1:
             options.append(f"concurrency {spec.concurrency}")
+        if modifier_name is not None:
+            options.append(f"concurrency_modifier {modifier_name}")
         lines = [f"registered handler {spec.name} ({', '.join(options)})"]
         lines += [f"replaces {old}" for old in replaced]
         lines += [f"⚠ {warning}" for warning in spec.warnings]
         print("\n".join(lines))
 
     @staticmethod
-    def _choose_function(tree: ast.Module, name: str | None) -> str:
-        functions, bound = source.functions(tree), source.bound_names(tree)
+    def _choose_function(tree: ast.Module, name: str | None, modifier: str | None) -> str:
+        """The handler's name by the rule export follows too (`select.registered_name`);
+        the concurrency modifier is never the cell's "only function"."""
+        functions = [f for f in source.functions(tree) if f != modifier]
+        bound = source.bound_names(tree)
         if name is not None:
             return name
         if DEFAULT_NAME in bound:
@@ -260,20 +281,16 @@ class NbworkerMagics(Magics):
         except NbworkerError as err:
             raise _usage("%rp_test", err) from None
 
-        live = None
-        if spec.streams:
-            handle = display(views.stream_bundle(spec.name, [], 0.0), raw=True, display_id=True)
-            live = views.LiveStream(
-                spec.name,
-                lambda bundle: handle.update(bundle, raw=True),
-            )
+        live = views.LiveRun(spec.name, _open_view, streams=spec.streams)
         run = self.session.run_job(
-            job, spec, timeout=args.timeout, on_chunk=None if live is None else live.add
+            job,
+            spec,
+            timeout=args.timeout,
+            on_chunk=live.chunk if spec.streams else None,
+            on_progress=live.progress,
         )
         bundle = views.run_bundle(run, tidy=self._tidy)
-        if live is not None:
-            live.close(bundle)
-        else:
+        if not live.close(bundle):
             display(bundle, raw=True)
         self._shown = (self.shell.execution_count, id(run))
         if run.interrupt is not None:
@@ -547,8 +564,10 @@ class NbworkerMagics(Magics):
         /runsync, GET|POST /status/ID and /stream/ID, POST /cancel/ID, GET /health.
 
         The handler is looked up at each job, so re-running its %%handler cell serves the new
-        one; jobs run on background threads (up to its --concurrency at once) while the
-        kernel stays free. Running %rp_serve again restarts the server.
+        one; jobs run on background threads (up to its --concurrency at once, or what its
+        concurrency_modifier answers) while the kernel stays free. While a job runs,
+        /status/ID gives its latest progress_update value. Running %rp_serve again restarts
+        the server.
         """
         from nbworker import serve
 
@@ -584,7 +603,11 @@ class NbworkerMagics(Magics):
                 old.stop()
         try:
             spec = self.session.registry.get(args.name)
-            what = f"handler {spec.name} (concurrency {spec.concurrency})"
+            sizing = f"concurrency {server.concurrency}"
+            if spec.concurrency_modifier is not None:
+                modifier = getattr(spec.concurrency_modifier, "__name__", "concurrency_modifier")
+                sizing += f" from {modifier}()"
+            what = f"handler {spec.name} ({sizing})"
         except NbworkerError as err:
             what = f"{args.name or 'the default handler'} (not registered yet: {err})"
         lines = [f"serving {what} at {server.url}"]
@@ -608,6 +631,12 @@ class NbworkerMagics(Magics):
         from nbworker.widgets import Panel
 
         return Panel(self.session, tidy=self._tidy)
+
+
+def _open_view(bundle: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Display `bundle` with a display id; the function that updates it in place."""
+    handle = display(bundle, raw=True, display_id=True)
+    return lambda update: handle.update(update, raw=True)
 
 
 def this_notebook(user_ns: dict[str, Any]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import operator
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any, Literal
 from nbworker import checks
 from nbworker.errors import HandlerError, HandlerNotFound
 
-__all__ = ["DEFAULT_NAME", "HandlerSpec", "Kind", "Registry", "handler_kind"]
+__all__ = ["DEFAULT_NAME", "HandlerSpec", "Kind", "Registry", "concurrency_answer", "handler_kind"]
 
 Kind = Literal["sync", "async", "generator", "async_generator"]
 DEFAULT_NAME = "handler"
@@ -37,6 +38,8 @@ class HandlerSpec:
     kind: Kind
     aggregate: bool = False
     concurrency: int = 1
+    # RunPod's `concurrency_modifier`: `current -> int`, sizes the worker where given
+    concurrency_modifier: Callable[[int], int] | None = None
     source: str | None = None
     cell_id: str | None = None
     warnings: tuple[str, ...] = field(default=())
@@ -44,6 +47,24 @@ class HandlerSpec:
     @property
     def streams(self) -> bool:
         return self.kind in ("generator", "async_generator")
+
+
+def _function_name(function: Callable[..., Any]) -> str | None:
+    """The name of a function, or of the one a wrapper object holds: rp_debugger's
+    `FunctionTimer` has no `__name__` but keeps the function it times as `.function`, and
+    `functools.partial` keeps it as `.func`."""
+    seen = 0
+    while function is not None and seen < 10:
+        name = getattr(function, "__name__", None)
+        if isinstance(name, str):
+            return name
+        function = (
+            getattr(function, "__wrapped__", None)
+            or getattr(function, "function", None)
+            or getattr(function, "func", None)
+        )
+        seen += 1
+    return None
 
 
 def _check_signature(function: Callable[..., Any], name: str) -> None:
@@ -58,6 +79,67 @@ def _check_signature(function: Callable[..., Any], name: str) -> None:
             f"{name}{signature} cannot take one positional argument: RunPod calls {name}(job)",
             name=name,
         ) from None
+
+
+def concurrency_answer(value: Any) -> tuple[int | None, str]:
+    """A concurrency modifier's answer as the SDK's JobScaler can use it (any integer,
+    numpy's too, not a bool), or None and what is wrong with it, deployed."""
+    if not isinstance(value, bool):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+        else:
+            if number >= 1:
+                return number, ""
+            return None, f"returned {value!r}: deployed, the worker would take no jobs"
+    return None, f"returned {value!r}, not a whole number: deployed, this stops the worker"
+
+
+def _check_modifier(modifier: Callable[..., Any], concurrency: int, name: str) -> None:
+    """A concurrency modifier must take the current concurrency and return a whole number
+    >= 1: the SDK's JobScaler calls it with 1 at start and before each take of jobs, and
+    deployed, one that raises or returns anything else stops the worker (or, below 1,
+    takes no jobs). So it is called once here, as the SDK first calls it."""
+    label = _function_name(modifier) or repr(modifier)
+    if not callable(modifier):
+        raise HandlerError(f"concurrency_modifier {label} is not callable", name=name)
+    if concurrency != 1:
+        raise HandlerError(
+            f"concurrency {concurrency} and concurrency_modifier {label} both size the worker: "
+            "keep one",
+            name=name,
+        )
+    try:
+        signature: inspect.Signature | None = inspect.signature(modifier)
+    except (TypeError, ValueError):  # some builtins and C callables have none
+        signature = None
+    try:
+        if signature is not None:
+            signature.bind(1)
+    except TypeError:
+        raise HandlerError(
+            f"concurrency_modifier {label}{signature} cannot take one argument: RunPod calls "
+            f"{label}(current_concurrency)",
+            name=name,
+        ) from None
+    try:
+        value = modifier(1)
+    except Exception as err:
+        raise HandlerError(
+            f"concurrency_modifier {label}(1) raised {type(err).__name__}: {err}: deployed, "
+            "this stops the worker",
+            name=name,
+        ) from None
+    if inspect.iscoroutine(value):  # the SDK calls it without awaiting
+        value.close()
+    number, problem = concurrency_answer(value)
+    if number is None:
+        raise HandlerError(
+            f"concurrency_modifier {label}(1) {problem}; return a whole number >= 1, the jobs "
+            "to run at once",
+            name=name,
+        )
 
 
 class Registry:
@@ -78,13 +160,15 @@ class Registry:
         name: str | None = None,
         aggregate: bool = False,
         concurrency: int = 1,
+        concurrency_modifier: Callable[[int], int] | None = None,
         source: str | None = None,
         cell_id: str | None = None,
     ) -> HandlerSpec:
-        """Register `function` under `name` (default: its own name), replacing any before."""
+        """Register `function` under `name` (default: its own name), replacing any before.
+        `concurrency_modifier` (RunPod's) replaces a fixed `concurrency`."""
         if not callable(function):
             raise HandlerError(f"{name or function!r} is not callable", name=name)
-        name = name or getattr(function, "__name__", None)
+        name = name or _function_name(function)
         if not name or not name.isidentifier():
             raise HandlerError(
                 f"cannot register {function!r} without a name: pass name='...'", name=name
@@ -94,6 +178,8 @@ class Registry:
                 f"concurrency must be a whole number >= 1, not {concurrency!r}", name=name
             )
         _check_signature(function, name)
+        if concurrency_modifier is not None:
+            _check_modifier(concurrency_modifier, concurrency, name)
         kind = handler_kind(function)
         if aggregate and kind not in ("generator", "async_generator"):
             raise HandlerError(
@@ -105,6 +191,7 @@ class Registry:
             kind=kind,
             aggregate=aggregate,
             concurrency=concurrency,
+            concurrency_modifier=concurrency_modifier,
             source=source,
             cell_id=cell_id,
             warnings=tuple(checks.registration_warnings(function, name=name, kind=kind)),

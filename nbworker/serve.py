@@ -18,6 +18,16 @@ without a restart. Jobs run on worker threads, at most the handler's `concurrenc
 (read at each dispatch); the others wait in a FIFO queue. Each worker thread has a runner
 (and so an event loop for async handlers) of its own.
 
+A handler with a `concurrency_modifier` is sized as the SDK's JobScaler sizes a deployed
+worker: it starts at 1, and before each take of jobs (here: at start, at each submit, and
+each time a worker is free) the modifier is called with the current size; a new answer
+applies once no job runs (the JobScaler resizes only when idle), and no job starts while it
+waits. Deployed, a modifier that raises or returns something other than a whole number
+stops the worker; here one line is logged and the size is kept.
+
+While a job runs, `/status` answers with its latest `runpod.serverless.progress_update`
+value as `output`, as a deployed endpoint does.
+
 Cancelling a running job: the job is marked CANCELLED at once and whatever it produces later
 is discarded; the worker thread also gets an asynchronous `KeyboardInterrupt` (the mechanism
 `jobs.py` uses for timeouts off the main thread, as signals cannot be used there), which
@@ -37,6 +47,7 @@ import ctypes
 import hmac
 import ipaddress
 import json
+import logging
 import socket
 import threading
 import time
@@ -49,7 +60,7 @@ from typing import Any
 from nbworker import checks
 from nbworker.errors import NbworkerError
 from nbworker.jobs import JobRunner
-from nbworker.registry import HandlerSpec
+from nbworker.registry import HandlerSpec, concurrency_answer
 from nbworker.session import Session
 
 __all__ = ["MAX_BODY", "ServeError", "Server", "running", "serve", "stop_all"]
@@ -65,6 +76,8 @@ NOT_STREAMING = "Stream not supported, handler must be a generator."
 IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
 COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
+
+log = logging.getLogger(__name__)
 
 
 class ServeError(NbworkerError):
@@ -89,6 +102,8 @@ class _Job:
     result: dict[str, Any] | None = None  # RunPod's envelope once finished
     spec: HandlerSpec | None = None
     pending: list[Any] = field(default_factory=list)  # chunks not yet sent by /stream
+    progressed: bool = False  # whether the handler called progress_update
+    progress: Any = None  # the latest progress_update value (a JSON copy), for /status
     thread_id: int | None = None  # the worker running it, while it runs
     done: threading.Event = field(default_factory=threading.Event)
     # Guards the job's end (a cancel against the worker settling it) and `pending`; jobs
@@ -137,6 +152,10 @@ class Server:
         self._queue: deque[_Job] = deque()
         self._workers: list[_Worker] = []
         self._closing = False
+        # A concurrency modifier's answers: the size in use (the JobScaler starts at 1) and
+        # the latest, which becomes the size once no job runs; both change under the lock.
+        self._size = self._wanted = 1
+        self._modifier_problem: str | None = None  # the last one logged, not repeated
         # The server lock guards the queue and dispatch only. Requests and the end of a job
         # do not take it (job status, counts and these sets are read and changed by atomic
         # operations): in a busy process a contended lock costs the waiter a GIL hand-over
@@ -160,6 +179,7 @@ class Server:
             daemon=True,
         )
         self._thread.start()
+        self._resize(self._ask_modifier())  # the JobScaler asks before its first take
 
     def __repr__(self) -> str:
         state = "stopped" if self._closing else "serving"
@@ -175,11 +195,89 @@ class Server:
 
     # ------------------------------------------------------------- jobs
 
-    def _limit(self) -> int:
+    def _spec(self) -> HandlerSpec | None:
         try:
-            return self.session.registry.get(self.name).concurrency
+            return self.session.registry.get(self.name)
         except NbworkerError:
+            return None
+
+    def _limit(self) -> int:
+        """Jobs that may run at once now: the handler's concurrency, or its modifier's
+        answer in use (0 while a new answer waits for the running jobs to end)."""
+        spec = self._spec()
+        if spec is None:
             return 1
+        if spec.concurrency_modifier is None:
+            return spec.concurrency
+        return self._size if self._wanted == self._size else 0
+
+    @property
+    def concurrency(self) -> int:
+        """The jobs this server runs at once for its handler (with a concurrency modifier,
+        its latest answer)."""
+        spec = self._spec()
+        if spec is None:
+            return 1
+        return spec.concurrency if spec.concurrency_modifier is None else self._wanted
+
+    def _ask_modifier(self) -> int | None:
+        """The handler's concurrency modifier called with the current size, as the SDK's
+        JobScaler calls it before each take of jobs (not while a resize waits); None when
+        there is none, or it failed (logged once: deployed, that stops the worker)."""
+        spec = self._spec()
+        modifier = spec.concurrency_modifier if spec is not None else None
+        if modifier is None or self._wanted != self._size:
+            return None
+        current = self._size
+        try:
+            value = modifier(current)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # user code: nothing it raises stops the server
+            problem = f"raised {type(err).__name__}: {err}: deployed, this stops the worker"
+        else:
+            number, problem = concurrency_answer(value)
+            if number is not None:
+                self._modifier_problem = None
+                return number
+        if problem != self._modifier_problem:
+            self._modifier_problem = problem
+            log.warning(
+                "%%rp_serve: concurrency_modifier(%d) %s; keeping concurrency %d",
+                current,
+                problem,
+                current,
+            )
+        return None
+
+    def _resize(self, wanted: int | None) -> None:
+        with self._lock:
+            self._resize_locked(wanted)
+
+    def _resize_locked(self, wanted: int | None = None) -> None:
+        """Take the modifier's latest answer (the server lock held); a new size applies once
+        no job runs, and the workers it needs start then."""
+        if wanted is not None:
+            self._wanted = wanted
+        if self._wanted != self._size and self._running() == 0:
+            self._size = self._wanted
+            if self._queue:
+                self._spawn_locked()
+            self._work.notify_all()
+
+    def _spawn_locked(self) -> None:
+        """Start worker threads up to the current limit (the server lock held)."""
+        limit = self._limit()
+        while len(self._workers) < limit:
+            worker = _Worker()
+            worker.thread = threading.Thread(
+                target=self._work_loop,
+                args=(worker,),
+                name=f"nbworker-job-{self.port}-{len(self._workers)}",
+                daemon=True,
+            )
+            self._workers.append(worker)
+            worker.thread.start()
 
     def submit(self, body: dict[str, Any], *, prefix: str = "") -> _Job:
         """Queue a job made of a request body (already checked)."""
@@ -192,23 +290,15 @@ class Server:
         if isinstance(policy, dict) and isinstance(policy.get("executionTimeout"), (int, float)):
             timeout = policy["executionTimeout"] / 1000 if policy["executionTimeout"] > 0 else None
         job = _Job(job_id, payload, timeout)
+        wanted = self._ask_modifier()  # user code: outside the lock
         with self._work:
             if self._closing:
                 raise ServeError("the server is stopping")
             self._jobs[job_id] = job
             self._forget_old()
             self._queue.append(job)
-            limit = self._limit()
-            while len(self._workers) < limit:
-                worker = _Worker()
-                worker.thread = threading.Thread(
-                    target=self._work_loop,
-                    args=(worker,),
-                    name=f"nbworker-job-{self.port}-{len(self._workers)}",
-                    daemon=True,
-                )
-                self._workers.append(worker)
-                worker.thread.start()
+            self._resize_locked(wanted)
+            self._spawn_locked()
             self._work.notify()
         return job
 
@@ -228,14 +318,17 @@ class Server:
             while True:
                 job = None
                 try:
+                    wanted = self._ask_modifier()  # user code: outside the lock
                     # The C lock, not the Condition: its __exit__ runs no Python code, so a
                     # cancel's interrupt cannot land between taking the job and releasing.
                     with self._lock:
+                        self._resize_locked(wanted)
                         # A worker ending a job makes no notify: it comes back here itself.
                         while not self._closing and not (
                             self._queue and self._running() < self._limit()
                         ):
                             self._work.wait()
+                            self._resize_locked()
                         if self._closing:
                             return
                         job = self._queue.popleft()
@@ -261,7 +354,16 @@ class Server:
                     with job.lock:
                         job.pending.append(chunk)
 
-                run = runner.run(spec, job.payload, timeout=job.timeout, on_chunk=on_chunk)
+                def on_progress(value: Any, seconds: float) -> None:
+                    job.progress, job.progressed = _json_copy(value), True
+
+                run = runner.run(
+                    spec,
+                    job.payload,
+                    timeout=job.timeout,
+                    on_chunk=on_chunk,
+                    on_progress=on_progress,
+                )
                 self.session.history.append(run)
                 if run.status in (CANCELLED, TIMED_OUT):
                     status, result = run.status, {"error": run.error}
@@ -424,13 +526,26 @@ def _not_found(job_id: str) -> dict[str, Any]:
     return {"id": job_id, "status": FAILED, "error": NOT_FOUND}
 
 
+def _json_copy(value: Any) -> Any:
+    """A progress value as it would be posted: a JSON copy (the handler may change the
+    object later), or its text when it is not JSON."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _view(job: _Job) -> dict[str, Any]:
-    """A job as /status and /runsync answer; FAILED carries the error only, as the SDK."""
-    answer: dict[str, Any] = {"id": job.id, "status": job.status}
+    """A job as /status and /runsync answer; FAILED carries the error only, as the SDK; a
+    running job that reported progress has it as `output`, as a deployed endpoint."""
+    status = job.status  # before the result, which is always set first
+    answer: dict[str, Any] = {"id": job.id, "status": status}
     result = job.result or {}
-    if job.status == COMPLETED and result.get("output") is not None:
+    if status == IN_PROGRESS and job.progressed:
+        answer["output"] = job.progress
+    if status == COMPLETED and result.get("output") is not None:
         answer["output"] = result["output"]
-    if job.status in (FAILED, TIMED_OUT) and result.get("error") is not None:
+    if status in (FAILED, TIMED_OUT) and result.get("error") is not None:
         answer["error"] = result["error"]
     return answer
 

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from nbworker.cache import ModelCache
-from nbworker.jobs import ChunkCallback, JobRunner, Run, build_job, parse_job
+from nbworker.jobs import (
+    ChunkCallback,
+    JobRunner,
+    ProgressCallback,
+    Run,
+    build_job,
+    parse_job,
+)
 from nbworker.registry import HandlerSpec, Registry
 
 __all__ = ["Session", "default_session", "register_handler", "run_job"]
@@ -42,13 +49,20 @@ class Session:
         name: str | None = None,
         aggregate: bool = False,
         concurrency: int = 1,
+        concurrency_modifier: Callable[[int], int] | None = None,
         source: str | None = None,
         cell_id: str | None = None,
     ) -> Any:
         """Register `function` as a RunPod handler (also usable as a decorator, which
-        returns the function unchanged)."""
+        returns the function unchanged). `concurrency_modifier` is RunPod's `current -> int`
+        sizing function, in place of a fixed `concurrency`."""
         options = dict(
-            name=name, aggregate=aggregate, concurrency=concurrency, source=source, cell_id=cell_id
+            name=name,
+            aggregate=aggregate,
+            concurrency=concurrency,
+            concurrency_modifier=concurrency_modifier,
+            source=source,
+            cell_id=cell_id,
         )
         if function is None:
 
@@ -67,6 +81,7 @@ class Session:
         *,
         timeout: float | None = None,
         on_chunk: ChunkCallback | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Run:
         """Run `job` (`{"input": ...}`, a dict or JSON text) with RunPod's semantics.
 
@@ -81,7 +96,9 @@ class Session:
         else:  # a plain function, run as it is without registering it
             name = getattr(handler, "__name__", "")
             spec = Registry().register(handler, name=name if name.isidentifier() else "handler")
-        run = self.runner.run(spec, job_dict, timeout=timeout, on_chunk=on_chunk)
+        run = self.runner.run(
+            spec, job_dict, timeout=timeout, on_chunk=on_chunk, on_progress=on_progress
+        )
         self.history.append(run)
         return run
 

@@ -10,11 +10,19 @@ import ast
 import builtins
 import symtable
 
-__all__ = ["bound_names", "functions", "imported_modules", "used_names"]
+__all__ = [
+    "PRESTART_HOOK",
+    "bound_names",
+    "functions",
+    "imported_modules",
+    "prestart_hooks",
+    "used_names",
+]
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 BUILTINS = frozenset(dir(builtins))
+PRESTART_HOOK = "register_prestart_hook"  # runpod 2.0's runpod.serverless.register_prestart_hook
 
 
 def functions(tree: ast.Module) -> list[str]:
@@ -172,3 +180,28 @@ def imported_modules(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             modules.add(node.module.split(".")[0])
     return modules
+
+
+def prestart_hooks(tree: ast.Module) -> list[str]:
+    """The prestart hooks a module registers (runpod 2.0), as their source text, in order:
+    a call of an attribute `....register_prestart_hook(hook)` (`runpod.serverless.`...), or
+    of the bare name, under the name `from runpod.serverless import register_prestart_hook`
+    binds (its alias too); or either used as a decorator."""
+    names = {PRESTART_HOOK}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("runpod"):
+            names.update(a.asname or a.name for a in node.names if a.name == PRESTART_HOOK)
+
+    def registers(node: ast.AST) -> bool:
+        if isinstance(node, ast.Attribute):
+            return node.attr == PRESTART_HOOK
+        return isinstance(node, ast.Name) and node.id in names
+
+    found: list[tuple[int, int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if any(registers(decorator) for decorator in node.decorator_list):
+                found.append((node.lineno, node.col_offset, node.name))
+        elif isinstance(node, ast.Call) and registers(node.func) and node.args:
+            found.append((node.lineno, node.col_offset, ast.unparse(node.args[0])))
+    return [hook for _, _, hook in sorted(found)]

@@ -8,7 +8,9 @@
    runpod SDK, so drift between notebook and worker shows.
 
 Exit codes: 0 all passed, 1 a case mismatched (or the worker could not be built), 2 usage,
-3 a notebook failed outside a test (a cell raised, the kernel died, a timeout).
+3 a notebook failed outside a test (a cell raised, a UsageError included, the kernel died, a
+timeout: any cell that stopped the run), 5 no case was compared at all (no run recorded, `-k`
+matching nothing, every case compared nowhere), as pytest's 5 for no tests.
 
 The pytest plugin (`pytest --nbworker notebooks/`) is at the end of this module; it is
 loaded by every pytest run in an environment with nbworker, so imports here stay lazy.
@@ -36,6 +38,7 @@ from nbworker.compare import DEFAULT_REL_TOL
 __all__ = [
     "EXIT_MISMATCH",
     "EXIT_NOTEBOOK",
+    "EXIT_NO_CASES",
     "EXIT_OK",
     "EXIT_USAGE",
     "Case",
@@ -44,12 +47,15 @@ __all__ = [
     "Progress",
     "exit_code",
     "junit_xml",
+    "notebooks_under",
+    "nothing_compared",
+    "report_names",
     "summary",
     "test_notebook",
     "test_notebooks",
 ]
 
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_NOTEBOOK = 0, 1, 2, 3
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_NOTEBOOK, EXIT_NO_CASES = 0, 1, 2, 3, 5
 REPLAY_TAG = "nbworker-replay"  # the cell `nbworker test` puts first
 REPLAY_ENGINE = "nbworker-replay"  # papermill engine
 WORKER_CASE = re.compile(r"\[(case-\d+)")
@@ -117,23 +123,59 @@ class NotebookReport:
     """What replaying one notebook gave."""
 
     path: str
-    cases: list[Case] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)  # the cases -k selected
     error: str | None = None  # the notebook failed outside a test
     notes: list[str] = field(default_factory=list)
     executed: str | None = None  # the executed notebook (the report)
     seconds: float = 0.0
     worker_seconds: float = 0.0
+    name: str = ""  # in case ids and the summary: the file name, or a path where names clash
+    deselected: int = 0  # recorded cases -k left out
+
+    def __post_init__(self) -> None:
+        self.name = self.name or Path(self.path).name
 
     @property
     def exit_code(self) -> int:
+        """3 the notebook failed, 1 a case did not pass, 5 no case was compared, else 0."""
         if self.error is not None:
             return EXIT_NOTEBOOK
-        return EXIT_OK if all(case.passed for case in self.cases) else EXIT_MISMATCH
+        if not all(case.passed for case in self.cases):
+            return EXIT_MISMATCH
+        return EXIT_OK if any(case.compared for case in self.cases) else EXIT_NO_CASES
 
 
 def exit_code(reports: Iterable[NotebookReport]) -> int:
-    """The worst exit code of the notebooks: 3 over 1 over 0."""
-    return max((report.exit_code for report in reports), default=EXIT_OK)
+    """3 if a notebook failed, else 1 if a case did not pass, else 5 if no case was compared
+    in any notebook (as pytest, a notebook without cases among others is no failure), else 0."""
+    reports = list(reports)
+    codes = {report.exit_code for report in reports}
+    for code in (EXIT_NOTEBOOK, EXIT_MISMATCH):
+        if code in codes:
+            return code
+    return EXIT_NO_CASES if nothing_compared(reports) else EXIT_OK
+
+
+def nothing_compared(reports: Iterable[NotebookReport], *, select: str | None = None) -> str | None:
+    """Why no case was compared in any of the notebooks, in a line; None if one was.
+    `select` is the -k pattern, for the message."""
+    reports = list(reports)
+    cases = [case for report in reports for case in report.cases]
+    if any(case.compared for case in cases):
+        return None
+    if not reports:
+        return "no notebook was given"
+    where = reports[0].name if len(reports) == 1 else f"any of the {len(reports)} notebooks"
+    recorded = len(cases) + sum(report.deselected for report in reports)
+    if recorded == 0:
+        return f"no %rp_test run is recorded in {where} (record runs in Jupyter, then save)"
+    if not cases:
+        pattern = f" {select!r}" if select else ""
+        return f"-k{pattern} matches none of the {recorded} recorded case(s) in {where}"
+    return (
+        f"the {len(cases)} selected case(s) were compared nowhere (see the table: "
+        "%rp_test --no-compare, or a handler the worker does not export under --worker-only)"
+    )
 
 
 # ------------------------------------------------------------------------ cases
@@ -208,6 +250,65 @@ def _error_of(cell: Any) -> tuple[str, str] | None:
     return None
 
 
+STOPPED_KEY = "nbworker"  # in an executed cell's metadata: why it stopped the run
+
+
+def _note_cell_error(cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
+    """nbclient's `on_cell_error` hook: keep in the cell what the kernel's reply says.
+    A `UsageError` (as `%rp_test` raises for misuse) fails the cell and stops the run, but
+    IPython shows it on stderr, not as an `error` output: the reply is all that names it."""
+    content = execute_reply.get("content", {})
+    if content.get("ename") != "ReplayMismatch":  # a mismatch fails its cell, not the run
+        cell.metadata[STOPPED_KEY] = {
+            "ename": str(content.get("ename")),
+            "evalue": str(content.get("evalue")),
+        }
+
+
+def _notebook_error(executed: Any, index_of: dict[Any, int], failure: str | None) -> str | None:
+    """What failed the notebook outside a test, naming the cell; None when every cell ran.
+
+    In order: a cell with an error output (or the cell running when the kernel died or timed
+    out), a cell papermill marks as having stopped the run (an error with no error output, a
+    `UsageError`), the cell running at a failure, then any code cell that never started.
+    """
+
+    def where(cell: Any) -> str:
+        return f"cell {index_of.get(cell.get('id'), '?')} (id {cell.get('id')})"
+
+    def papermill(cell: Any) -> dict[str, Any]:
+        return cell.get("metadata", {}).get("papermill", {})
+
+    for cell in executed.cells:
+        error = _error_of(cell)
+        if error is None or error[0] == "ReplayMismatch":
+            continue
+        if failure is not None:  # a timeout or a dead kernel: the cell that was running
+            return f"{where(cell)}: {failure}"
+        if REPLAY_TAG in cell.get("metadata", {}).get("tags", []):
+            return f"replay could not start: {error[0]}: {error[1]}"
+        return f"{where(cell)} raised {error[0]}: {error[1]}"
+    for cell in executed.cells:
+        if papermill(cell).get("exception") is True:
+            stopped = cell.get("metadata", {}).get(STOPPED_KEY)
+            if stopped:
+                return f"{where(cell)} raised {stopped['ename']}: {stopped['evalue']}"
+            return f"{where(cell)} stopped the notebook{f': {failure}' if failure else ''}"
+    if failure is not None:
+        # the last cell papermill started is the one that was running
+        started = [cell for cell in executed.cells if papermill(cell).get("start_time")]
+        return f"{where(started[-1])}: {failure}" if started else failure
+    never = [
+        cell
+        for cell in executed.cells
+        if cell.get("cell_type") == "code" and "papermill" in cell.get("metadata", {})
+        if not papermill(cell).get("start_time")
+    ]
+    if never:
+        return f"{where(never[0])} and {len(never) - 1} code cell(s) below it never ran"
+    return None
+
+
 # A kernel that dies before its first reply ran nothing of the notebook: most often one of
 # the TCP ports jupyter_client picked for it was taken meanwhile by another process (it
 # picks free ports, then the kernel binds them). Such a start is tried again.
@@ -219,9 +320,10 @@ def _never_started(err: BaseException) -> bool:
 
 
 def replay_notebook(
-    path: Path, stored: Any, cases: list[Case], options: Options, out: Path
+    path: Path, stored: Any, cases: list[Case], options: Options, out: Path, *, name: str = ""
 ) -> NotebookReport:
-    """Run the notebook in a fresh kernel with replay on; fill in each case's result."""
+    """Run the notebook in a fresh kernel with replay on; fill in each case's result. The
+    executed notebook is `out/NAME` (the report's name: its file name by default)."""
     import json
 
     import nbformat
@@ -230,17 +332,18 @@ def replay_notebook(
 
     from nbworker.replay import REPLAY_MIMETYPE, expected_runs
 
-    report = NotebookReport(str(path), cases)
+    report = NotebookReport(str(path), cases, name=name)
     work = copy.deepcopy(stored)
     for cell in work.cells:  # outputs come only from this run
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     expected = [vars(item) for item in expected_runs(stored)]
+    executed_path = out / report.name
+    executed_path.parent.mkdir(parents=True, exist_ok=True)
     # beside the executed notebook, so that the report can be run again
-    expected_path = (out / f"{path.stem}.replay.json").resolve()
+    expected_path = executed_path.with_suffix(".replay.json").resolve()
     expected_path.write_text(json.dumps(expected), encoding="utf-8")
     work.cells.insert(0, _replay_cell(expected_path, options.rtol))
-    executed_path = out / path.name
     report.executed = str(executed_path)
     for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
         failure = None
@@ -262,6 +365,7 @@ def replay_notebook(
                 request_save_on_cell_execute=False,
                 engine_name=_replay_engine(),
                 save_on_failure=str(executed_path),
+                on_cell_error=_note_cell_error,  # nbclient's hook: what stopped a cell
             )
         except PapermillExecutionError:
             pass  # the cells say what failed, read below
@@ -295,27 +399,7 @@ def replay_notebook(
             case.notebook_result = outcome["result"]
             case.differences = list(outcome["differences"])
             case.notebook_ms = outcome.get("duration_ms")
-        error = _error_of(cell)
-        if error is not None and error[0] != "ReplayMismatch" and report.error is None:
-            where = f"cell {index_of.get(cell.get('id'), '?')} (id {cell.get('id')})"
-            if failure is not None:  # a timeout or a dead kernel: the cell that was running
-                report.error = f"{where}: {failure}"
-            elif REPLAY_TAG in cell.get("metadata", {}).get("tags", []):
-                report.error = f"replay could not start: {error[0]}: {error[1]}"
-            else:
-                report.error = f"{where} raised {error[0]}: {error[1]}"
-    if report.error is None and failure is not None:
-        started = [  # the last cell papermill started is the one that was running
-            cell
-            for cell in executed.cells
-            if cell.get("metadata", {}).get("papermill", {}).get("start_time")
-        ]
-        if started:
-            cell = started[-1]
-            where = f"cell {index_of.get(cell.get('id'), '?')} (id {cell.get('id')})"
-            report.error = f"{where}: {failure}"
-        else:
-            report.error = failure
+    report.error = _notebook_error(executed, index_of, failure)
     return report
 
 
@@ -425,25 +509,46 @@ def _first_assertion(text: str | None) -> str:
 # ------------------------------------------------------------------------ both
 
 
-def test_notebook(path: str | os.PathLike[str], options: Options | None = None) -> NotebookReport:
-    """Replay one notebook's recorded runs in a fresh kernel and against its worker."""
+def test_notebook(
+    path: str | os.PathLike[str], options: Options | None = None, *, name: str | None = None
+) -> NotebookReport:
+    """Replay one notebook's recorded runs in a fresh kernel and against its worker.
+
+    `name` is what case ids and the summary call it, and where under `output_dir` the
+    executed notebook goes: a relative path (default: the file name). A notebook none of
+    whose cases is selected (none recorded, or -k) is not run.
+    """
     import nbformat
 
     options = options or Options()
     path = Path(path)
+    name = name or path.name
     started = time.perf_counter()
-    stored = nbformat.read(path, as_version=4)
-    cases = recorded_cases(stored, path.name)
+    try:
+        stored = nbformat.read(path, as_version=4)
+    except Exception as err:  # not JSON, not a notebook, unreadable: the notebook failed
+        error = f"not a readable notebook: {type(err).__name__}: {' '.join(str(err).split())}"
+        return NotebookReport(str(path), error=error[:500], name=name)
+    cases = recorded_cases(stored, name)
+    selected = [case for case in cases if _selected(case, options.select)]
+    if not selected:
+        report = NotebookReport(str(path), name=name, deselected=len(cases))
+        report.notes.append(
+            f"-k {options.select!r} selects none of its {len(cases)} recorded case(s): not run"
+            if cases
+            else "no %rp_test run is recorded in this notebook: nothing to replay"
+        )
+        return report
     if options.notebook and options.output_dir:
         out = Path(options.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        report = replay_notebook(path, stored, cases, options, out)
+        report = replay_notebook(path, stored, cases, options, out, name=name)
     elif options.notebook:  # the executed notebook is not kept
         with tempfile.TemporaryDirectory(prefix="nbworker-out-") as scratch:
-            report = replay_notebook(path, stored, cases, options, Path(scratch))
+            report = replay_notebook(path, stored, cases, options, Path(scratch), name=name)
         report.executed = None
     else:
-        report = NotebookReport(str(path), cases)
+        report = NotebookReport(str(path), cases, name=name)
         for case in cases:
             case.notebook_result = "-"
     report.seconds = time.perf_counter() - started
@@ -451,21 +556,51 @@ def test_notebook(path: str | os.PathLike[str], options: Options | None = None) 
         started = time.perf_counter()
         report.notes += replay_worker(path, stored, cases, options)
         report.worker_seconds = time.perf_counter() - started
-    if not cases:
-        report.notes.append("no %rp_test run is recorded in this notebook: nothing to replay")
     for case in cases:
         if not _selected(case, options.select):
             case.notebook_result = case.worker_result = "deselected"
-    report.cases = [case for case in cases if _selected(case, options.select)]
+    report.cases = selected
+    report.deselected = len(cases) - len(selected)
     return report
 
 
 test_notebook.__test__ = False  # type: ignore[attr-defined]  # not a test, for pytest
 
 
-def _test_one(item: tuple[str, Options]) -> NotebookReport:
-    path, options = item
-    return test_notebook(path, options)
+def _test_one(item: tuple[str, Options, str]) -> NotebookReport:
+    path, options, name = item
+    return test_notebook(path, options, name=name)
+
+
+def notebooks_under(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every `*.ipynb` under `folder`, at any depth, sorted; hidden folders and files
+    (`.ipynb_checkpoints`, `.git`, `.venv`, ...) left out, and so are exported workers
+    (a folder with nbworker's export manifest: its `tests/` holds a copy of a notebook)."""
+    from nbworker.export.write import MANIFEST
+
+    found = []
+    for root, folders, files in os.walk(folder):
+        if MANIFEST in files and Path(root) != Path(folder):
+            folders[:] = []
+            continue
+        folders[:] = [name for name in folders if not name.startswith(".")]  # not walked
+        found += [
+            Path(root, name)
+            for name in files
+            if name.endswith(".ipynb") and not name.startswith(".")
+        ]
+    return sorted(found)
+
+
+def report_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """What to call each notebook: its path from the folder all of them are in, so that the
+    case ids and executed notebooks of `a/nb.ipynb` and `b/nb.ipynb` stay apart (a file
+    name alone when all are in one folder)."""
+    if not paths:
+        return []
+    absolute = [Path(os.path.abspath(path)) for path in paths]
+    common = Path(os.path.commonpath([str(path.parent) for path in absolute]))
+    return [path.relative_to(common).as_posix() for path in absolute]
 
 
 @contextlib.contextmanager
@@ -495,7 +630,9 @@ def test_notebooks(
     """Replay several notebooks, in parallel across cores (one process, and one kernel,
     per notebook at a time). Reports come back in the order of `paths`."""
     options = options or Options()
-    items = [(str(path), options) for path in paths]
+    items = [
+        (str(path), options, name) for path, name in zip(paths, report_names(paths), strict=True)
+    ]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(items)))
     if jobs == 1:
         reports = []
@@ -545,9 +682,10 @@ class Progress:
         self.bar.set_postfix(cases=f"{self.passed} passed, {self.failed} failed")
         self.bar.update(1)
         if not self.interactive:
-            state = "ERROR" if report.error else f"{passed}/{len(report.cases)} cases passed"
+            state = f"{passed}/{len(report.cases)} cases passed" if report.cases else "no case"
+            state = "ERROR" if report.error else state
             took = report.seconds + report.worker_seconds
-            print(f"{Path(report.path).name}: {state} ({took:.1f} s)", file=sys.stderr)
+            print(f"{report.name}: {state} ({took:.1f} s)", file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
@@ -581,7 +719,7 @@ def summary(reports: Sequence[NotebookReport]) -> str:
     if details:
         lines += ["", "differences:", *details]
     for report in reports:
-        name = Path(report.path).name
+        name = report.name
         for note in report.notes:
             lines.append(f"note: {name}: {note}")
         if report.error is not None:
@@ -607,7 +745,7 @@ def junit_xml(reports: Sequence[NotebookReport]) -> str:
 
     root = ElementTree.Element("testsuites", name="nbworker test")
     for report in reports:
-        suite = ElementTree.SubElement(root, "testsuite", name=Path(report.path).name)
+        suite = ElementTree.SubElement(root, "testsuite", name=report.name)
         tests = failures = errors = 0
         if report.error is not None:
             case = ElementTree.SubElement(suite, "testcase", name="run the notebook")
@@ -628,7 +766,7 @@ def junit_xml(reports: Sequence[NotebookReport]) -> str:
                 case = ElementTree.SubElement(
                     suite,
                     "testcase",
-                    classname=Path(report.path).name,
+                    classname=report.name,
                     name=f"{item.id} [{side}]",
                     time=f"{seconds:.3f}",
                 )
@@ -772,10 +910,19 @@ def _quiet_worker() -> None:
     os.close(null)
 
 
-def _replay_for_pytest(path: str, options: Options) -> tuple[NotebookReport, dict[str, Any]]:
+def _pytest_name(path: str | os.PathLike[str], config: Any) -> str:
+    """A notebook's name in case ids and in the output folder: its path from pytest's
+    rootdir, as pytest names it, so that a/nb.ipynb and b/nb.ipynb stay apart."""
+    name = Path(os.path.relpath(path, config.rootpath)).as_posix()
+    return Path(path).name if name.startswith("../") else name
+
+
+def _replay_for_pytest(
+    path: str, options: Options, name: str
+) -> tuple[NotebookReport, dict[str, Any]]:
     """`test_notebook` in a pool process, with where and when it ran."""
     started = time.time()
-    report = test_notebook(path, options)
+    report = test_notebook(path, options, name=name)
     return report, {"pid": os.getpid(), "started": started, "finished": time.time()}
 
 
@@ -810,7 +957,7 @@ def _pytest_classes() -> Any:
                     f"{self.path.name}: not a readable notebook: {err}"
                 ) from err
             cells: dict[int, list[Case]] = {}
-            for case in recorded_cases(stored, self.path.name):
+            for case in recorded_cases(stored, _pytest_name(self.path, self.config)):
                 cells.setdefault(case.cell, []).append(case)
             for cases in cells.values():
                 name = cases[0].cell_id or f"cell-{cases[0].cell}"
@@ -906,7 +1053,10 @@ def _pytest_classes() -> Any:
                 )
             with _spawnable_main():  # the processes start on submit
                 for path in new:
-                    self.futures[path] = self.pool.submit(_replay_for_pytest, path, self.options)
+                    name = _pytest_name(path, self.config)
+                    self.futures[path] = self.pool.submit(
+                        _replay_for_pytest, path, self.options, name
+                    )
 
         def result(self, path: Path) -> tuple[NotebookReport, dict[str, Any]]:
             self.start([path])  # not started with the others (--setup-only, xdist, ...)
@@ -958,9 +1108,10 @@ def _pytest_classes() -> Any:
 
         def pytest_terminal_summary(self, terminalreporter: Any) -> None:
             notes = []
-            for path, future in self.futures.items():
+            for future in self.futures.values():
                 if future.done() and not future.cancelled() and future.exception() is None:
-                    notes += [f"{Path(path).name}: {note}" for note in future.result()[0].notes]
+                    report = future.result()[0]
+                    notes += [f"{report.name}: {note}" for note in report.notes]
             if notes:
                 terminalreporter.write_sep("-", "nbworker notes")
                 for note in notes:

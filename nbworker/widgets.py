@@ -280,27 +280,33 @@ class Panel(widgets.VBox):
         self._update_rerun_button()
         self.chunks = []
         self.printed.outputs = ()
-        live = None
-        if spec.streams:
-            self._show(views.stream_bundle(spec.name, [], 0.0))
-            live = views.LiveStream(spec.name, self._show)
-        else:
+        if not spec.streams:
             self.output.outputs = ()
+
+        def open_view(bundle: dict[str, Any]) -> Any:
+            self._show(bundle)
+            return self._show
+
+        live = views.LiveRun(spec.name, open_view, streams=spec.streams)
         self._show_status(f"… running {html.escape(spec.name)}")
 
         def on_chunk(chunk: Any, index: int) -> None:
             self.chunks.append(chunk)
-            if live is not None:
-                live.add(chunk, index)
+            live.chunk(chunk, index)
 
         measured = _Memory()
         started = time.perf_counter()
         try:
             with self.printed:  # the handler's prints and logs land in the panel
-                run = self.session.run_job(self._job, spec, timeout=timeout, on_chunk=on_chunk)
+                run = self.session.run_job(
+                    self._job,
+                    spec,
+                    timeout=timeout,
+                    on_chunk=on_chunk,
+                    on_progress=live.progress,
+                )
         except Exception as err:  # a usage problem, e.g. the timeout; the handler's own is a Run
-            if live is not None:
-                live.close({"text/plain": ""})
+            live.close({"text/plain": ""})
             self._show_status(
                 f'<span style="color:#cf222e">✗ {html.escape(type(err).__name__)}: '
                 f"{html.escape(str(err))}</span>"
@@ -313,9 +319,7 @@ class Panel(widgets.VBox):
             self._update_rerun_button()
         run.interrupt = None  # a panel run ends at its click; it stops nothing else
         bundle = views.run_bundle(run, tidy=self.tidy)
-        if live is not None:
-            live.close(bundle)
-        else:
+        if not live.close(bundle):
             self._show(bundle)
         self.last_run = run
         color = views.COLORS[run.status]

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Set up .venv, then run the test suite. Extra arguments go to pytest (e.g. -m "not slow").
+# Set up .venv, then run the test suite on runpod 1.12; then, unless a test path was given,
+# the suites that put the SDK to work again on runpod 2.0 (scripts/test_sdk2.sh, .venv-rp2).
+# Extra arguments go to pytest (e.g. -m "not slow"); NBWORKER_SDK2=0 skips the 2.0 round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export JUPYTER_PATH="$PWD/.venv/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"  # the venv's python3 kernel first
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+for argument in "$@"; do
+  if [[ $argument == tests* || $argument == *.py* ]]; then
+    exit 0  # a run of chosen tests: the 2.0 round is for the whole suite
+  fi
+done
+if [[ ${NBWORKER_SDK2:-1} != 0 ]]; then
+  echo "== the SDK suites again, on runpod 2.0 (.venv-rp2)"
+  exec bash scripts/test_sdk2.sh "$@"
+fi

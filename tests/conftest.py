@@ -39,3 +39,13 @@ def shell(ipython):
     yield shell
     uninstall(ipython)
     shell.session.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The SDK line this run judges by (scripts/test.sh: 1.12, scripts/test_sdk2.sh: 2.0)."""
+    from importlib import metadata
+
+    try:
+        return f"runpod {metadata.version('runpod')} ({sys.prefix})"
+    except metadata.PackageNotFoundError:
+        return "runpod not installed"

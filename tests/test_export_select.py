@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -140,6 +141,19 @@ def test_pip_lines_become_requirements_and_display_magics_are_dropped() -> None:
             "no %%handler cell can be read: cell 0 (%%handler --concurrency many): argument --concurrency: invalid int value: 'many'",
         ),
         (
+            [
+                "%%handler --concurrency 4\ndef concurrency_modifier(current):\n    return 2\n"
+                "def handler(job): pass"
+            ],
+            None,
+            "cell 0 (%%handler --concurrency 4): --concurrency 4 and concurrency_modifier concurrency_modifier both size the worker: keep one",
+        ),
+        (
+            ["%%handler --concurrency-modifier scale\ndef handler(job): pass"],
+            None,
+            "`scale` is used by cell 0 (%%handler --concurrency-modifier scale) but no cell defines it",
+        ),
+        (
             ["def helper(:\n    pass", "%%handler\ndef handler(job):\n    return helper()"],
             None,
             "`helper` is used by cell 1 (%%handler) but no cell defines it (cell 0, line 1: SyntaxError: invalid syntax)",
@@ -170,6 +184,126 @@ def test_start_config_carries_the_handler_options() -> None:
         '    runpod.serverless.start({"handler": tokens, "return_aggregate_stream": True, '
         '"concurrency_modifier": lambda current: 4})\n'
     )
+
+
+def test_the_authors_concurrency_modifier_goes_into_start_as_it_is() -> None:
+    cells, selection = select(
+        "import os",
+        "import math",
+        "%%handler\n"
+        "def concurrency_modifier(current: int) -> int:\n"
+        "    return int(os.environ.get('MAX_CONCURRENCY', 1))\n"
+        "\n"
+        "def generate(job):\n"
+        "    return math.pi",
+    )
+    assert selection.name == "generate" and selection.concurrency_modifier == "concurrency_modifier"
+    assert selection.taken == {
+        0: "defines os, used by cell 2",
+        1: "defines math, used by cell 2",
+        2: "the handler `generate`",
+    }
+    text = render_handler(cells, selection, notebook="n.ipynb")
+    assert text.endswith(
+        '    runpod.serverless.start({"handler": generate, '
+        '"concurrency_modifier": concurrency_modifier})\n'
+    )
+    namespace: dict = {}
+    exec(compile(text, "handler.py", "exec"), namespace)
+    assert namespace["concurrency_modifier"](1) == int(os.environ.get("MAX_CONCURRENCY", 1))
+
+
+def test_a_concurrency_modifier_named_by_the_option_is_traced_to_its_cell() -> None:
+    cells, selection = select(
+        "import os",
+        "LIMIT_VARIABLE = 'MAX_CONCURRENCY'",
+        "def scale(current):\n    return int(os.environ.get(LIMIT_VARIABLE, current))",
+        "unused = 1",
+        "%%handler --concurrency-modifier scale\n"
+        "def concurrency_modifier(current):\n"
+        "    return 9\n"
+        "def handler(job):\n"
+        "    return 1",
+    )
+    assert selection.concurrency_modifier == "scale"  # the option wins over the convention
+    assert selection.taken == {
+        0: "defines os, used by cell 2",
+        1: "defines LIMIT_VARIABLE, used by cell 2",
+        2: "defines scale, used by cell 4",
+        4: "the handler `handler`",
+    }
+    text = render_handler(cells, selection, notebook="n.ipynb")
+    assert text.endswith(
+        '    runpod.serverless.start({"handler": handler, "concurrency_modifier": scale})\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "hooks"),
+    [
+        ("import runpod\nrunpod.serverless.register_prestart_hook(warm)", ["warm"]),
+        (
+            "import runpod\n@runpod.serverless.register_prestart_hook\ndef warm():\n    pass",
+            ["warm"],
+        ),
+        (
+            "from runpod.serverless import register_prestart_hook\nregister_prestart_hook(warm)",
+            ["warm"],
+        ),
+        (
+            "from runpod.serverless import register_prestart_hook as on_start\n"
+            "@on_start\nasync def a():\n    pass\non_start(b)",
+            ["a", "b"],
+        ),
+        (
+            "import runpod.serverless as rs\nrs.register_prestart_hook(lambda: None)",
+            ["lambda: None"],
+        ),
+        ("register_prestart_hook(warm)", ["warm"]),  # imported in another cell
+        ("import runpod\nrunpod.serverless.start({'handler': h})\nhook(warm)", []),
+        ("from runpod.serverless import progress_update as register\nregister(job, 1)", []),
+    ],
+)
+def test_prestart_hook_registrations_are_found_by_parsing(code: str, hooks: list[str]) -> None:
+    import ast
+
+    from nbworker import source
+
+    assert source.prestart_hooks(ast.parse(code)) == hooks
+
+
+def test_a_cell_registering_a_prestart_hook_goes_in_before_the_start_block() -> None:
+    cells, selection = select(
+        "import runpod",
+        "import logging",
+        "def warm():\n    logging.getLogger('worker').info('warm')",
+        "runpod.serverless.register_prestart_hook(warm)",
+        "other = 1",
+        "%%handler\ndef handler(job):\n    return 1",
+        "print('exploring')",
+    )
+    assert selection.taken == {
+        0: "defines runpod, used by cell 3",
+        1: "defines logging, used by cell 2",
+        2: "defines warm, used by cell 3",
+        3: "registers the prestart hook warm",
+        5: "the handler `handler`",
+    }
+    text = render_handler(cells, selection, notebook="n.ipynb")
+    assert text.index("runpod.serverless.register_prestart_hook(warm)") < text.index(
+        'if __name__ == "__main__":'
+    )
+    compile(text, "handler.py", "exec")
+
+
+def test_a_prestart_hook_in_a_skipped_cell_stays_out() -> None:
+    _, selection = select(
+        "import runpod\n@runpod.serverless.register_prestart_hook\ndef warm():\n    pass",
+        "%%handler\ndef handler(job):\n    return 1",
+        tags={0: ["nbworker:skip"]},
+    )
+    assert selection.taken == {1: "the handler `handler`"}
+    assert selection.left_out[0] == "tagged nbworker:skip"
 
 
 # ---------------------------------------------------------------- writing

@@ -409,6 +409,33 @@ def test_generated_streaming_tests_fail_when_a_chunk_changes(
     assert processes_in(worker) == []  # the server was stopped
 
 
+@pytest.mark.slow
+def test_generated_streaming_tests_pass_on_the_cases_after_an_http_500(tmp_path: Path) -> None:
+    """A generator that raises makes the SDK's server answer HTTP 500, then close the
+    connection. The next case's request must not go out on that connection (it was reset at
+    random): cases that raise alternate with cases that pass, six times."""
+    jobs = [
+        job
+        for index in range(6)
+        for job in ({"input": {"text": f"boom {index}"}}, {"input": {"text": f"ok {index}"}})
+    ]
+    records = record_runs(STREAM_SOURCE, "tokens", jobs, aggregate=True)
+    assert [record["status"] for record in records] == ["FAILED", "COMPLETED"] * 6
+    files = testfiles.test_files(
+        cases=testfiles.select_cases(records, handler="tokens"),
+        handler="tokens",
+        streaming=True,
+        notebook_name="worker.ipynb",
+    )
+    script = worker_script(STREAM_SOURCE, "tokens", return_aggregate_stream=True)
+    worker = write_worker(tmp_path / "worker", script, files)
+
+    code, output = run_pytest(worker, "tests/test_handler.py")
+
+    assert code == 0, output
+    assert "12 passed" in output and "ConnectionError" not in output
+
+
 def processes_in(folder: Path) -> list[int]:
     """The processes whose working directory is `folder` (Linux)."""
     if not Path("/proc/self/cwd").exists():

@@ -125,6 +125,25 @@ def test_without_the_option_no_notebook_is_collected(pytester: pytest.Pytester) 
     assert "ipynb" not in result.stdout.str()
 
 
+@pytest.mark.slow  # a pytest process (collection only: no kernel)
+def test_nothing_to_compare_is_pytests_exit_5(pytester: pytest.Pytester) -> None:
+    """As `nbworker test` exits 5 when no case is compared, pytest --nbworker exits with
+    pytest's own 5 when it collects no case (no run recorded) or -k deselects every one."""
+    nothing = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%load_ext nbworker")])
+    nbformat.write(nothing, pytester.path / "exploration.ipynb")
+
+    result = run(pytester, "exploration.ipynb")
+
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(["*no tests ran*"])
+
+    notebook(pytester, "sentiment")
+    result = run(pytester, "sentiment.ipynb", "-k", "nothing-like-this")
+
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(["*3 deselected*"])
+
+
 def test_notebook_only_and_worker_only_exclude_each_other(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--nbworker-notebook-only", "--nbworker-worker-only")
 
@@ -329,6 +348,30 @@ def test_notebooks_replay_in_parallel_processes(pytester: pytest.Pytester) -> No
     started = max(float(one["nbworker_started"]), float(two["nbworker_started"]))
     finished = min(float(one["nbworker_finished"]), float(two["nbworker_finished"]))
     assert started < finished, "the two replays did not overlap"
+
+
+@pytest.mark.slow
+def test_same_named_notebooks_in_two_folders_replay_apart(pytester: pytest.Pytester) -> None:
+    """Executed notebooks go to one folder, named as pytest names the notebooks: two
+    `streaming.ipynb` replayed at once must not share an executed notebook or its replay."""
+    notebook(pytester, "streaming", "a/streaming")
+    renamed = '"alpha", "beta"', '"ALPHA", "beta"'
+    notebook(pytester, "streaming", "b/streaming", edit=lambda nb: replace(nb, "%%model", *renamed))
+
+    result = run(pytester, "--nbworker-notebook-only", f"--junitxml={pytester.path / 'out.xml'}")
+
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"*_ b/streaming.ipynb::{STREAMING[0]}::case-1 (handler) _*",
+            "notebook:",
+            "    output[0]['word']: got 'ALPHA', recorded 'alpha'",
+        ]
+    )
+    runs = properties(pytester.path / "out.xml")  # keyed `a.streaming.ipynb.CELL::case-1`
+    executed = {key.split(".", 1)[0]: run["nbworker_executed"] for key, run in runs.items()}
+    assert executed["a"].endswith("/a/streaming.ipynb"), executed
+    assert executed["b"].endswith("/b/streaming.ipynb"), executed
 
 
 @pytest.mark.slow

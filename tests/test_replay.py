@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import pytest
 
@@ -32,7 +33,7 @@ def exception_error(kind: str, message: str, host: str = "pod-1") -> str:
             "error_traceback": f"Traceback ... on {host}",
             "hostname": host,
             "worker_id": host,
-            "runpod_version": "1.12.0",
+            "runpod_version": metadata.version("runpod"),
         }
     )
 

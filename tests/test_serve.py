@@ -252,6 +252,162 @@ def test_concurrency_limit_of_the_handler(served) -> None:
     assert served.ipython.user_ns["most"] == [2]
 
 
+def test_a_concurrency_modifier_sizes_the_workers(served, monkeypatch) -> None:
+    """MAX_CONCURRENCY=3: three jobs wait for each other at a barrier, so they only end if
+    three run at once."""
+    monkeypatch.setenv("MAX_CONCURRENCY", "3")
+    served.ipython.user_ns["together"] = threading.Barrier(3, timeout=20)
+    served.ok(
+        """
+        %%handler
+        import os
+        def concurrency_modifier(current):
+            return int(os.environ.get("MAX_CONCURRENCY", 1))
+        def handler(job):
+            together.wait()
+            return job["input"]["n"]
+        """
+    )
+    result = served.ok("%rp_serve --port 0")
+    (server,) = serve.running(served.session)
+    assert (
+        f"serving handler handler (concurrency 3 from concurrency_modifier()) at {server.url}"
+        in (result.captured.stdout)
+    )
+    ids = [
+        requests.post(f"{server.url}/run", json={"input": {"n": n}}, timeout=5).json()["id"]
+        for n in range(3)
+    ]
+    assert [finished(server.url, job_id).get("output") for job_id in ids] == [0, 1, 2]
+    assert server.health()["workers"] == {"idle": 3, "running": 0}
+
+
+def test_a_new_size_applies_once_the_running_jobs_end(served) -> None:
+    """As the SDK's JobScaler: the modifier gets the current size, and its new answer waits
+    for the jobs in flight before it applies."""
+    answers = served.ipython.user_ns["answers"] = [1]
+    calls = served.ipython.user_ns["calls"] = []
+    gate = served.ipython.user_ns["gate"] = threading.Event()
+    served.ipython.user_ns["pair"] = threading.Barrier(2, timeout=20)
+    served.ok(
+        """
+        %%handler
+        def concurrency_modifier(current):
+            calls.append(current)
+            return answers[0]
+        def handler(job):
+            if job["input"]["first"]:
+                gate.wait(20)
+            else:
+                pair.wait()  # the two later jobs run at once, or fail
+            return job["input"]["n"]
+        """
+    )
+    server = start(served)
+    assert server.concurrency == 1
+    first = server.submit({"input": {"first": True, "n": 0}})
+    wait_for(lambda: server.status(first.id)["status"] == "IN_PROGRESS")
+    answers[0] = 2
+    later = [server.submit({"input": {"first": False, "n": n}}) for n in (1, 2)]
+    assert server.concurrency == 2 and server.health()["workers"]["idle"] == 0  # waiting
+    gate.set()
+    assert [finished(server.url, job.id).get("output") for job in [first, *later]] == [0, 1, 2]
+    assert calls[:2] == [1, 1]  # registration's check, then the server's start: both with 1
+    assert set(calls) == {1, 2} and calls.index(2) > calls.index(1)
+
+
+def test_a_failing_concurrency_modifier_is_logged_once_and_the_size_kept(served, caplog) -> None:
+    answers = served.ipython.user_ns["answers"] = [2]
+    served.ok(
+        """
+        %%handler
+        def concurrency_modifier(current):
+            if isinstance(answers[0], Exception):
+                raise answers[0]
+            return answers[0]
+        def handler(job):
+            return job["input"]["n"]
+        """
+    )
+    server = start(served)
+    assert server.concurrency == 2
+
+    def run(n: int) -> dict:
+        return requests.post(f"{server.url}/runsync", json={"input": {"n": n}}, timeout=10).json()
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "nbworker.serve"]
+
+    answers[0] = ValueError("no GPU count")
+    assert [run(n)["output"] for n in range(3)] == [0, 1, 2]
+    assert server.concurrency == 2
+    assert logged() == [
+        "%rp_serve: concurrency_modifier(2) raised ValueError: no GPU count: deployed, this "
+        "stops the worker; keeping concurrency 2"
+    ]
+    answers[0] = "4"
+    assert run(3)["output"] == 3
+    assert logged()[1:] == [
+        "%rp_serve: concurrency_modifier(2) returned '4', not a whole number: deployed, this "
+        "stops the worker; keeping concurrency 2"
+    ]
+    answers[0] = 1
+    assert run(4)["output"] == 4
+    assert server.concurrency == 1 and len(logged()) == 2
+
+
+def test_status_shows_the_latest_progress_while_the_job_runs(served) -> None:
+    gate = served.ipython.user_ns["gate"] = threading.Event()
+    served.ok(
+        """
+        %%handler
+        import runpod
+        def handler(job):
+            runpod.serverless.progress_update(job, "1/2")
+            runpod.serverless.progress_update(job, {"done": 2, "of": 2})
+            gate.wait(20)
+            return "finished"
+        """
+    )
+    url = start(served).url
+    job_id = requests.post(f"{url}/run", json={"input": {}}, timeout=5).json()["id"]
+
+    def progressed() -> dict | None:
+        answer = requests.get(f"{url}/status/{job_id}", timeout=5).json()
+        return answer if answer.get("output") == {"done": 2, "of": 2} else None
+
+    assert wait_for(progressed, timeout=20) == {
+        "id": job_id,
+        "status": "IN_PROGRESS",
+        "output": {"done": 2, "of": 2},
+    }
+    gate.set()
+    assert finished(url, job_id) == {"id": job_id, "status": "COMPLETED", "output": "finished"}
+    (run,) = [run for run in served.session.history if run.job["id"] == job_id]
+    assert [update["value"] for update in run.progress] == ["1/2", {"done": 2, "of": 2}]
+
+
+def test_a_handler_that_exits_fails_its_job_and_the_server_goes_on(served) -> None:
+    served.ok(
+        """
+        %%handler
+        import sys
+        def handler(job):
+            if job["input"].get("exit"):
+                sys.exit(3)
+            return "still here"
+        """
+    )
+    url = start(served).url
+    for _ in range(3):  # concurrency 1: a dead worker would leave the next job queued
+        failed = requests.post(f"{url}/runsync", json={"input": {"exit": True}}, timeout=10)
+        answer = failed.json()
+        assert answer["status"] == "FAILED"
+        assert "SystemExit" in json.loads(answer["error"])["error_type"]
+        fine = requests.post(f"{url}/runsync", json={"input": {}}, timeout=10).json()
+        assert fine["status"] == "COMPLETED" and fine["output"] == "still here"
+
+
 # ------------------------------------------------------------------ HTTP
 
 

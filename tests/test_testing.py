@@ -190,16 +190,60 @@ def test_rtol_and_ignore_do_what_they_say(copy: Path, tmp_path: Path) -> None:
 def test_select_with_k_and_usage_errors(copy: Path, tmp_path: Path) -> None:
     done = nbworker_test(copy.name, "-k", "words", "--notebook-only", cwd=tmp_path)
     assert done.returncode == 0 and "1 passed, 0 failed" in done.stdout
-    # the words handler is not the exported one: with --worker-only nothing compares it
+    # the words handler is not the exported one: with --worker-only nothing compares it,
+    # which is no success (pytest's 5: no tests)
     done = nbworker_test(copy.name, "-k", "words", "--worker-only", cwd=tmp_path)
-    assert done.returncode == 0 and "0 passed, 0 failed, 1 compared nowhere" in done.stdout
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "0 passed, 0 failed, 1 compared nowhere" in done.stdout
+    assert done.stderr.splitlines()[-1].startswith(
+        "nbworker test: error: no case was compared: the 1 selected case(s) were compared nowhere"
+    )
     for args, message in [
-        (["missing.ipynb"], "no such notebook: missing.ipynb"),
-        ([copy.name, "--rtol", "-1"], "--rtol must be >= 0"),
+        (["missing.ipynb"], "nbworker test: error: no such notebook or folder: missing.ipynb"),
+        ([copy.name, "--rtol", "-1"], "nbworker test: error: --rtol must be >= 0"),
         ([copy.name, "--notebook-only", "--worker-only"], "not allowed with argument"),
     ]:
         done = nbworker_test(*args, cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_a_usage_error_in_a_cell_stops_the_notebook_and_exits_3_naming_it(
+    calc: Path, tmp_path: Path
+) -> None:
+    """A `%rp_test` misused (here a handler that does not exist) raises a UsageError, which
+    IPython shows on stderr, not as an error output; papermill stops there. As if the author
+    had run it in Jupyter (it records nothing) and gone on."""
+    misuse = '%rp_test nosuch {"input": {}}'
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    middle = nbformat.read(calc, 4)  # recorded runs below it never run
+    middle.cells.insert(4, new_code_cell(misuse))
+    nbformat.write(middle, folder / "middle.ipynb")
+    last = nbformat.read(calc, 4)  # every recorded run before it: it used to exit 0
+    last.cells += [new_code_cell(misuse), new_code_cell("print('never runs')")]
+    nbformat.write(last, folder / "last.ipynb")
+
+    done = nbworker_test("notebooks", "--notebook-only", "--output-dir", "out", cwd=tmp_path)
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    for name, index, cell in (("middle", 4, middle.cells[4]), ("last", 7, last.cells[7])):
+        assert (
+            f"ERROR: {name}.ipynb: cell {index} (id {cell.id}) raised UsageError: "
+            "%rp_test: no handler named 'nosuch'; registered: handler" in done.stdout
+        )
+    columns = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines() if "::" in line]
+    rows = {case: result for case, _handler, result, *_ in columns}
+    assert rows == {
+        f"last.ipynb::{last.cells[3].id}::case-1": "passed",
+        f"last.ipynb::{last.cells[4].id}::case-1": "passed",
+        f"last.ipynb::{last.cells[6].id}::case-1": "passed",
+        f"middle.ipynb::{middle.cells[3].id}::case-1": "passed",
+        f"middle.ipynb::{middle.cells[5].id}::case-1": "not run",  # never reported as passed
+        f"middle.ipynb::{middle.cells[7].id}::case-1": "not run",
+    }
+    executed = nbformat.read(tmp_path / "out" / "last.ipynb", 4)
+    stopped = next(cell for cell in executed.cells if cell.get("id") == last.cells[7].id)
+    assert stopped.metadata["nbworker"]["ename"] == "UsageError"  # in the report too
 
 
 def test_the_worker_replay_catches_what_export_does_not_carry(tmp_path: Path) -> None:
@@ -245,13 +289,34 @@ def test_notebooks_run_in_parallel_and_report_in_order(calc: Path, tmp_path: Pat
     assert [case.notebook_result for case in reports[1].cases] == ["failed", "failed", "passed"]
 
 
-def test_a_notebook_without_records_has_nothing_to_replay(tmp_path: Path) -> None:
-    path = tmp_path / "empty.ipynb"
-    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), path)
-    report = testing.test_notebook(path, Options(worker=False))
-    assert report.exit_code == 0 and report.cases == []
-    assert report.notes == ["no %rp_test run is recorded in this notebook: nothing to replay"]
-    assert json.loads(json.dumps(testing.junit_xml([report]) != ""))
+def test_same_named_notebooks_in_subfolders_stay_apart(calc: Path, tmp_path: Path) -> None:
+    """A folder argument: every notebook under it, not Jupyter's checkpoints; two `calc.ipynb`
+    in two folders get their own case ids and executed notebooks, replayed in parallel."""
+    for folder in ("a", "b", "b/.ipynb_checkpoints"):
+        (tmp_path / "nbs" / folder).mkdir(parents=True)
+    (tmp_path / "nbs" / "a" / "calc.ipynb").write_bytes(calc.read_bytes())
+    (tmp_path / "nbs" / "b" / "calc.ipynb").write_bytes(calc.read_bytes())
+    edit(tmp_path / "nbs" / "b" / "calc.ipynb", "x * SCALE", "x * SCALE * 10")
+    (tmp_path / "nbs" / "b" / ".ipynb_checkpoints" / "calc-checkpoint.ipynb").write_text("{")
+
+    done = nbworker_test("nbs", "--notebook-only", "-j", "2", "--output-dir", "out", cwd=tmp_path)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    table = [re.split(r"\s{2,}", line) for line in done.stdout.splitlines()]
+    rows = [row for row in table if re.fullmatch(r"\S+::case-\d+", row[0])]  # not the diffs
+    results = [(row[0].split("::")[0], row[2]) for row in rows]
+    assert results == [
+        ("a/calc.ipynb", "passed"),
+        ("a/calc.ipynb", "passed"),
+        ("a/calc.ipynb", "passed"),
+        ("b/calc.ipynb", "failed"),
+        ("b/calc.ipynb", "failed"),
+        ("b/calc.ipynb", "passed"),
+    ]
+    for folder in ("a", "b"):
+        assert (tmp_path / "out" / folder / "calc.ipynb").is_file()
+        assert (tmp_path / "out" / folder / "calc.replay.json").is_file()
+    assert "checkpoint" not in done.stdout + done.stderr
 
 
 def test_a_cell_past_the_timeout_exits_3_naming_it(copy: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ the runs recorded in the notebook. Pure functions over nbformat notebooks: no ke
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -130,8 +131,13 @@ def build_worker(
         "handler.py": render_handler(cells, selection, notebook=name),
         "requirements.txt": f"# RunPod worker exported by nbworker from {name}.\n"
         + "".join(f"{line}\n" for line in requirement_lines),
-        "Dockerfile": docker.dockerfile(base=base, notebook=name),
+        "Dockerfile": docker.dockerfile(base=base, notebook=name, env=_sdk_settings(cases)),
     }
+    if _sdk_settings(cases):
+        notes.append(
+            "the notebook's runs carry the handler's output in their errors (`logs`): the "
+            "Dockerfile sets RUNPOD_LOG_CAPTURE=all so the worker does too (runpod 2)"
+        )
     if cases:
         files["test_input.json"] = testfiles.test_input(cases)
         files[".runpod/tests.json"] = testfiles.hub_tests(
@@ -166,6 +172,21 @@ def build_worker(
         for line, text in cell.dropped:
             notes.append(f"{cell.label}, line {line}: `{text}` dropped (notebook only)")
     return ExportReport(name, selection.name, None, report_cells, files, notes)
+
+
+def _sdk_settings(cases: list[dict[str, Any]]) -> dict[str, str]:
+    """The SDK settings the recorded runs show: a failure whose error JSON has `logs` was
+    run under RUNPOD_LOG_CAPTURE=all (runpod 2), and the worker should capture them too."""
+    for case in cases:
+        error = case.get("error")
+        if isinstance(error, str) and error.startswith("{") and '"logs"' in error:
+            try:
+                fields = json.loads(error)
+            except ValueError:
+                continue
+            if isinstance(fields, dict) and "logs" in fields:
+                return {"RUNPOD_LOG_CAPTURE": "all"}
+    return {}
 
 
 _RP_TEST = re.compile(r"%rp_test\b(.*)$", re.MULTILINE)

@@ -68,6 +68,7 @@ class Cell:
     functions: list[str] = field(default_factory=list)
     imports: set[str] = field(default_factory=set)
     pip: list[str] = field(default_factory=list)  # words after `pip install`
+    prestart_hooks: list[str] = field(default_factory=list)  # runpod 2.0 hooks it registers
     dropped: list[tuple[int, str]] = field(default_factory=list)  # display-only lines
     problems: list[tuple[int, str]] = field(default_factory=list)  # cannot be exported
     error: str | None = None  # why the cell cannot be read at all (syntax, bad options)
@@ -200,6 +201,7 @@ def _read_code(cell: Cell, body: str, offset: int) -> None:
     cell.binds = source.bound_names(code_tree)
     cell.functions = source.functions(code_tree)
     cell.imports = source.imported_modules(code_tree)
+    cell.prestart_hooks = source.prestart_hooks(code_tree)
 
 
 def _one_line(err: Exception) -> str:
@@ -227,11 +229,14 @@ def read_cells(notebook: Any) -> list[Cell]:
             except ValueError as err:
                 cell.error = f"{cell.label}: {_one_line(err)}"
             name = getattr(cell.options, "name", None)
-            if name is not None and not name.isidentifier():
-                cell.error = f"cell {index}: %%{magic} {name!r}: not a Python name"
+            modifier = getattr(cell.options, "concurrency_modifier", None)
+            for given in (name, modifier):
+                if given is not None and not given.isidentifier():
+                    cell.error = f"cell {index}: %%{magic} {given!r}: not a Python name"
             _read_code(cell, body, offset=1)
-            if magic == "handler" and name and cell.error is None and name not in cell.binds:
-                cell.uses.add(name)  # registered from an earlier cell: trace it there
+            for given in (name, modifier):
+                if magic == "handler" and given and cell.error is None and given not in cell.binds:
+                    cell.uses.add(given)  # defined in another cell: trace it there
         elif magic in TRANSPARENT_CELL_MAGICS:
             _read_code(cell, body, offset=1)
         elif magic is not None:

@@ -85,13 +85,14 @@ def torch_cuda() -> str | None:
     return str(cuda) if cuda else None
 
 
-def dockerfile(*, base: str, notebook: str) -> str:
-    """The worker's Dockerfile: requirements installed, then handler.py run unbuffered."""
+def dockerfile(*, base: str, notebook: str, env: dict[str, str] | None = None) -> str:
+    """The worker's Dockerfile: requirements installed, then handler.py run unbuffered.
+    `env` becomes ENV lines (settings of the SDK the notebook's runs relied on)."""
     notebook = " ".join(notebook.splitlines())  # the header comment stays one line
+    settings = "".join(f"ENV {key}={value}\n" for key, value in sorted((env or {}).items()))
     return (
         f"# RunPod worker exported by nbworker from {notebook}.\n"
-        f"FROM {base}\n"
-        "WORKDIR /\n"
+        f"FROM {base}\n" + settings + "WORKDIR /\n"
         "COPY requirements.txt /requirements.txt\n"
         "RUN python -m pip install --no-cache-dir -r /requirements.txt\n"
         "COPY handler.py /handler.py\n"

@@ -25,7 +25,9 @@ def _start_config(selection: Selection) -> str:
     items = [f'"handler": {selection.name}']
     if options is not None and options.aggregate:
         items.append('"return_aggregate_stream": True')
-    if options is not None and options.concurrency != 1:
+    if selection.concurrency_modifier is not None:  # the author's own, as it is
+        items.append(f'"concurrency_modifier": {selection.concurrency_modifier}')
+    elif options is not None and options.concurrency != 1:
         items.append(f'"concurrency_modifier": lambda current: {options.concurrency}')
     return "{" + ", ".join(items) + "}"
 

@@ -3,7 +3,8 @@
 The handler ran in the notebook against these very versions, so the image gets them too:
 each imported module is mapped to the distribution that provides it, and each
 `%pip install` argument to what it installed. What cannot be pinned (a URL, something not
-installed here) is kept or left out with a note saying so.
+installed here) is kept or left out with a note saying so, and a pinned pre-release (runpod
+2.0.0rc2, say) gets a note too: the worker then runs on a version pip would not pick itself.
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ class _Pins:
         if key in self._pinned:
             extras |= self._pinned[key][1]
         self._pinned[key] = (own_name, extras, version)
+        if _is_prerelease(distribution.version):
+            self.note(
+                f"{own_name}{version} ({why}) is a pre-release: requirements.txt pins it as "
+                "installed here, so the worker runs on it too; pin a release by hand if it "
+                "should not"
+            )
         if distribution.read_text("direct_url.json"):
             self.note(
                 f"{own_name} ({why}) was installed from a URL or a local path, not from a "
@@ -198,6 +205,14 @@ class _Pins:
             f"dropped: {name}=={parsed.public} installs the default build from the index"
         )
         return f"=={parsed.public}"
+
+
+def _is_prerelease(version: str) -> bool:
+    """2.0.0rc2, 2.0.0.dev1: pip installs such a version only when it is named exactly."""
+    try:
+        return Version(version).is_prerelease
+    except InvalidVersion:
+        return False
 
 
 def _unquoted(word: str) -> str:

@@ -6,11 +6,19 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from nbworker import arguments
 from nbworker.errors import NbworkerError
 from nbworker.export.cells import Cell
 from nbworker.registry import DEFAULT_NAME
 
-__all__ = ["ExportError", "Selection", "choose_handler", "select_cells"]
+__all__ = [
+    "ExportError",
+    "Selection",
+    "choose_handler",
+    "concurrency_modifier",
+    "registered_name",
+    "select_cells",
+]
 
 
 class ExportError(NbworkerError):
@@ -28,18 +36,28 @@ class Selection:
 
     name: str
     handler: Cell
+    concurrency_modifier: str | None = None  # the name of the handler's modifier, if any
     taken: dict[int, str] = field(default_factory=dict)  # cell index -> reason
     left_out: dict[int, str] = field(default_factory=dict)
 
 
+def concurrency_modifier(cell: Cell) -> str | None:
+    """The concurrency modifier a %%handler cell declares, by the magic's own rule."""
+    if cell.options is None:
+        return None
+    return arguments.modifier_name(cell.options, cell.binds)
+
+
 def registered_name(cell: Cell) -> str | None:
-    """The name a %%handler cell registers, by the magic's own rule (None if it can't tell)."""
+    """The name a %%handler cell registers, by the magic's own rule (None if it can't tell);
+    the cell's concurrency modifier is not a candidate."""
     if cell.options is not None and cell.options.name:
         return str(cell.options.name)
     if DEFAULT_NAME in cell.binds:
         return DEFAULT_NAME
-    if len(cell.functions) == 1:
-        return cell.functions[0]
+    functions = [f for f in cell.functions if f != concurrency_modifier(cell)]
+    if len(functions) == 1:
+        return functions[0]
     return None
 
 
@@ -122,12 +140,27 @@ def _provider(definers: dict[str, list[Cell]], name: str, before: int) -> Cell |
 def select_cells(cells: list[Cell], *, handler: str | None = None) -> Selection:
     """Choose the handler and trace the cells it needs."""
     handler_cell, name = choose_handler(cells, handler)
-    selection = Selection(name=name, handler=handler_cell)
+    modifier = concurrency_modifier(handler_cell)
+    if modifier is not None and handler_cell.options.concurrency != 1:
+        raise ExportError(
+            f"{handler_cell.label}: --concurrency {handler_cell.options.concurrency} and "
+            f"concurrency_modifier {modifier} both size the worker: keep one",
+            cell=handler_cell.index,
+        )
+    selection = Selection(name=name, handler=handler_cell, concurrency_modifier=modifier)
     selection.taken[handler_cell.index] = f"the handler `{name}`"
     queue = [handler_cell]
     for cell in cells:
-        if cell.forced and not cell.skipped and cell.kind != "markdown":
+        if cell.skipped or cell.kind == "markdown":
+            continue
+        if cell.forced:
             selection.taken.setdefault(cell.index, "tagged nbworker:export")
+            queue.append(cell)
+        elif cell.prestart_hooks and cell.index not in selection.taken:
+            # runpod 2.0 runs registered hooks before the first job: the worker needs them
+            # though the handler never names them
+            hooks = ", ".join(cell.prestart_hooks)
+            selection.taken[cell.index] = f"registers the prestart hook {hooks}"
             queue.append(cell)
     unreadable = [cell for cell in cells if cell.error is not None]
     definers = _definers(cells)

@@ -62,13 +62,22 @@ class _Floats(ast.NodeTransformer):
         return node
 
 
+# A log line that another thread (the SDK's progress sender) wrote into the end of this one.
+GLUED = re.compile(r"(?:TRACE|DEBUG|INFO|WARN|ERROR|TIP)\s*\| ")
+
+
 def python_value(text: str) -> Any:
-    """A value the SDK logged with repr(): a Python literal (NaN and infinities included)."""
-    try:
-        tree = _Floats().visit(ast.parse(text.strip(), mode="eval"))
-        return ast.literal_eval(tree)
-    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as err:
-        pytest.fail(f"the SDK logged a value that is not a Python literal ({err}): {short(text)}")
+    """A value the SDK logged with repr(): a Python literal (NaN and infinities included).
+    A log line glued onto its end by another thread is cut off."""
+    cuts = [len(text)] + [found.start() for found in GLUED.finditer(text)]
+    problem: Exception | None = None
+    for cut in cuts:
+        try:
+            tree = _Floats().visit(ast.parse(text[:cut].strip(), mode="eval"))
+            return ast.literal_eval(tree)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as err:
+            problem = problem or err
+    pytest.fail(f"the SDK logged a value that is not a Python literal ({problem}): {short(text)}")
 
 
 TRUNCATED = re.compile(r"\n\.\.\.TRUNCATED \d+ CHARACTERS\.\.\.\n")  # the SDK logger's cut
@@ -115,6 +124,11 @@ class LocalAPI:
         self.url = ""
         self.http = requests.Session()
         self.http.trust_env = False  # no proxy between the tests and 127.0.0.1
+        # A fresh connection per request. After answering HTTP 500 for a handler that
+        # raised, the server closes the connection, so a kept-alive one could be reset
+        # under the next case's request. Retrying that would be wrong: a POST /runsync
+        # whose connection broke may have run its job, and a job must not run twice.
+        self.http.headers["Connection"] = "close"
         self.failure: str | None = None
 
     def log(self, start: int = 0) -> str:
