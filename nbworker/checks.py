@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "ASYNCIO_RUN_MESSAGE",
+    "encoded",
     "job_warnings",
     "registration_warnings",
     "result_warnings",
@@ -78,17 +79,24 @@ def job_warnings(job: dict[str, Any]) -> list[str]:
     return []
 
 
-def serialization_problem(value: Any) -> str | None:
-    """Why `value` cannot be sent as RunPod's job loop sends it, or None if it can."""
+def encoded(value: Any) -> tuple[bytes | None, str | None]:
+    """`value` as RunPod's job loop sends it (JSON, as UTF-8), or None and why it cannot be
+    sent. One C-encoder pass, shared by the checks that need it."""
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as err:
-        return f"not JSON-serialisable ({err})"
+        return None, f"not JSON-serialisable ({err})"
     try:
-        text.encode("utf-8")  # the SDK posts that text as UTF-8 (aiohttp)
+        return text.encode("utf-8"), None  # the SDK posts that text as UTF-8 (aiohttp)
     except UnicodeEncodeError:
-        return "not valid UTF-8 (it holds a lone surrogate; shown and recorded here as U+FFFD)"
-    return None
+        return None, (
+            "not valid UTF-8 (it holds a lone surrogate; shown and recorded here as U+FFFD)"
+        )
+
+
+def serialization_problem(value: Any) -> str | None:
+    """Why `value` cannot be sent as RunPod's job loop sends it, or None if it can."""
+    return encoded(value)[1]
 
 
 SURROGATE_WARNING = (
@@ -100,6 +108,8 @@ SURROGATE_WARNING = (
 
 def _walk_for_surrogate(value: Any, depth: int = 0) -> bool:
     if isinstance(value, str):
+        if value.isascii():
+            return False
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -118,15 +128,9 @@ def _walk_for_surrogate(value: Any, depth: int = 0) -> bool:
 
 
 def has_lone_surrogate(value: Any) -> bool:
-    """Whether a JSON-like value holds a lone surrogate in any string: one pass of the C
-    encoder, walking the value only when it cannot be encoded."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    except (TypeError, ValueError, RecursionError):
-        return _walk_for_surrogate(value)
-    return False
+    """Whether a JSON-like value (a job: small, as a rule) holds a lone surrogate in any
+    string or key."""
+    return _walk_for_surrogate(value)
 
 
 def _has_non_finite(value: Any, depth: int = 0) -> bool:
@@ -141,8 +145,12 @@ def _has_non_finite(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def result_warnings(returned: Any, result: dict[str, Any]) -> list[str]:
-    """Warnings about what a non-streaming handler returned and the result RunPod makes of it."""
+def result_warnings(
+    returned: Any, result: dict[str, Any], sent: tuple[bytes | None, str | None] | None = None
+) -> list[str]:
+    """Warnings about what a non-streaming handler returned and the result RunPod makes of it.
+    `sent` is `encoded(result)` when the caller has it."""
+    data, problem = sent if sent is not None else encoded(result)
     found = []
     if isinstance(returned, dict) and not returned:
         found.append(
@@ -160,8 +168,7 @@ def result_warnings(returned: Any, result: dict[str, Any]) -> list[str]:
             f"error is a {type(error).__name__}, not a string: the SDK's local API server "
             "answers HTTP 500 and clients expect text. Join or json.dumps it."
         )
-    problem = serialization_problem(result)
-    if problem:
+    if problem or data is None:
         found.append(
             f"the result is {problem}: deployed, the worker logs an error and sends nothing, "
             "so the job never finishes (it hangs until the endpoint's execution timeout)."
@@ -172,7 +179,7 @@ def result_warnings(returned: Any, result: dict[str, Any]) -> list[str]:
             "them into null and strict JSON clients reject them."
         )
     else:
-        size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
+        size = len(data)
         if size > SIZE_LIMIT_BYTES:
             found.append(
                 f"the result is {size / 1e6:.1f} MB, over RunPod's 20 MB limit: upload large "

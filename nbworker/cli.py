@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 __all__ = ["main"]
 
@@ -118,8 +119,32 @@ def _notebooks(arguments: list[str]) -> list[str]:
         else:
             raise _UsageError(f"no such notebook or folder: {argument}")
         for notebook in inside:
+            problem = _not_a_notebook(notebook)
+            if problem:
+                raise _UsageError(f"not a notebook: {notebook} ({problem})")
             found.setdefault(os.path.abspath(notebook), str(notebook))
     return list(found.values())
+
+
+def _not_a_notebook(path: Any) -> str | None:
+    """Why a `.ipynb` file is no notebook at all (not JSON, not a notebook's object), or
+    None; a notebook that fails nbformat's schema is the replay's to report."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = json.load(file)
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except json.JSONDecodeError as err:
+        return f"not JSON: {err.msg} at line {err.lineno} column {err.colno}"
+    except OSError as err:
+        return err.strerror or "unreadable"
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not a notebook object"
+    if not isinstance(value.get("cells"), list):
+        return 'no "cells" list'
+    return None
 
 
 def _test(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "Status",
     "build_job",
     "error_info",
+    "jsonable",
     "parse_job",
     "recorded_runs",
     "result_from_return",
@@ -193,7 +194,7 @@ def scrub(text: str, replacement: str = "replace") -> str:
     return text
 
 
-def _jsonable(value: Any, depth: int = 0) -> Any:
+def jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON-safe copy for the record: NaN -> None, unknown objects -> their repr, lone
     surrogates -> U+FFFD."""
     if isinstance(value, str):
@@ -205,9 +206,9 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     if depth > 100:
         return repr(value)
     if isinstance(value, dict):
-        return {scrub(str(key)): _jsonable(item, depth + 1) for key, item in value.items()}
+        return {scrub(str(key)): jsonable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(item, depth + 1) for item in value]
+        return [jsonable(item, depth + 1) for item in value]
     return scrub(repr(value))
 
 
@@ -246,11 +247,11 @@ class Run:
         """The JSON recorded in the cell under `RECORD_MIMETYPE`; its shape is stable."""
         return {
             "handler": self.handler,
-            "job": _jsonable(self.job),
+            "job": jsonable(self.job),
             "status": self.status,
-            "output": _jsonable(self.output),
-            "error": _jsonable(self.error),
-            "stream": None if self.stream is None else _jsonable(self.stream),
+            "output": jsonable(self.output),
+            "error": jsonable(self.error),
+            "stream": None if self.stream is None else jsonable(self.stream),
             "refresh_worker": self.refresh_worker,
             "duration_ms": round(self.duration_ms, 3),
             "warnings": [scrub(warning) for warning in self.warnings],
@@ -387,6 +388,53 @@ EXITS_WORKER = (
 )
 
 
+class _ProgressLog:
+    """A run's `progress_update` calls, as the record keeps them: the last
+    MAX_PROGRESS_KEPT, each value as JSON of at most MAX_PROGRESS_CHARS; warnings for a value
+    the SDK could not send, and for what the record left out."""
+
+    def __init__(self, run: Run, started: float, on_progress: ProgressCallback | None) -> None:
+        self.run, self.started, self.on_progress = run, started, on_progress
+        self.count = 0
+        self.cut = False
+        self.unsendable: str | None = None
+
+    def add(self, value: Any) -> None:
+        seconds = time.perf_counter() - self.started
+        self.count += 1
+        problem = checks.serialization_problem({"output": value})
+        if problem and self.unsendable is None:
+            self.unsendable = f"a progress_update value is {problem}: deployed, it is not sent"
+        kept = jsonable(value)
+        text = json.dumps(kept)
+        if len(text) > MAX_PROGRESS_CHARS:
+            kept, self.cut = text[:MAX_PROGRESS_CHARS] + "…", True
+        entries = self.run.progress
+        entries.append({"value": kept, "seconds": round(seconds, 4)})
+        if len(entries) > MAX_PROGRESS_KEPT:
+            del entries[0]
+        if self.on_progress is not None:
+            self.on_progress(value, seconds)
+
+    def close(self) -> None:
+        warnings = self.run.warnings
+        if self.unsendable:
+            warnings.append(self.unsendable)
+        if self.cut:
+            warnings.append(
+                f"progress values over {MAX_PROGRESS_CHARS:,} characters of JSON are cut in the "
+                "record"
+            )
+        if self.count > MAX_PROGRESS_KEPT:
+            warnings.append(
+                f"{self.count:,} progress updates: the record keeps the last {MAX_PROGRESS_KEPT:,}"
+            )
+
+
+MAX_PROGRESS_KEPT = 1000
+MAX_PROGRESS_CHARS = 10_000
+
+
 class JobRunner:
     """Runs jobs on the calling thread; owns the private loop async handlers run on."""
 
@@ -448,11 +496,7 @@ class JobRunner:
         sdk.prepare()
         started = time.perf_counter()
 
-        def progressed(value: Any) -> None:
-            seconds = time.perf_counter() - started
-            run.progress.append({"value": _jsonable(value), "seconds": round(seconds, 4)})
-            if on_progress is not None:
-                on_progress(value, seconds)
+        progress = _ProgressLog(run, started, on_progress)
 
         stopped: BaseException | None = None
         job_id = job.get("id", LOCAL_JOB_ID)
@@ -460,7 +504,7 @@ class JobRunner:
             with (
                 _logs_to_cell(job_id),
                 _deadline(timeout),
-                sdk.progress_route(job_id, progressed),
+                sdk.progress_route(job, progress.add),
             ):
                 failure = sdk.PRESTART.ensure(self._drive)
                 if failure is not None:
@@ -482,12 +526,16 @@ class JobRunner:
                     self._call(spec, job, run)
         except JobTimeout as err:
             run.status, run.error, stopped = "TIMED_OUT", f"timed out after {timeout:g} s", err
+            hooks = sdk.stopped_in_prestart(err)
+            if hooks:
+                run.error += f" in the prestart hooks ({', '.join(hooks)}), before the handler ran"
         except KeyboardInterrupt as err:
             run.status, run.error, stopped = "CANCELLED", "interrupted", err
             run.interrupt = err
         finally:
             run.duration_ms = (time.perf_counter() - started) * 1000
             sdk.after_job()
+            progress.close()
         if stopped is not None:  # where the handler was when it was stopped
             run.result, run.output, run.refresh_worker = None, None, False
             run.traceback = user_traceback(stopped)
@@ -512,8 +560,9 @@ class JobRunner:
                 result = {"error": json.dumps(info)}
                 run.traceback = info["error_traceback"]
                 run.warnings.extend(_failure_warnings(err))
-        self._finish(run, result)
-        run.warnings.extend(checks.result_warnings(returned, result))
+        sent = checks.encoded(result)
+        self._finish(run, result, sent[1])
+        run.warnings.extend(checks.result_warnings(returned, result, sent))
 
     def _stream(
         self, spec: HandlerSpec, job: dict[str, Any], run: Run, on_chunk: ChunkCallback | None
@@ -568,13 +617,17 @@ class JobRunner:
                 generator.close()
 
     @staticmethod
-    def _finish(run: Run, result: dict[str, Any]) -> None:
+    def _finish(run: Run, result: dict[str, Any], problem: str | bool | None = False) -> None:
+        """Fill in the run from the result; `problem` is why it cannot be sent, when the
+        caller has checked (False: check here)."""
         run.result = result
         run.output = result.get("output")
         run.error = result.get("error")
         run.refresh_worker = bool(result.get("stopPod"))
         run.status = "FAILED" if run.error else "COMPLETED"
-        run.delivered = checks.serialization_problem(result) is None
+        if problem is False:
+            problem = checks.serialization_problem(result)
+        run.delivered = problem is None
 
 
 def _failure_warnings(err: BaseException) -> list[str]:
@@ -612,6 +665,7 @@ def _awaiting_stack(coroutine: Any) -> traceback.StackSummary:
 
 
 async def _as_coroutine(awaitable: Any) -> Any:
+    __tracebackhide__ = True
     return await awaitable
 
 

@@ -125,7 +125,9 @@ def _check_modifier(modifier: Callable[..., Any], concurrency: int, name: str) -
         ) from None
     try:
         value = modifier(1)
-    except Exception as err:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # sys.exit() too: deployed, it ends the worker
         raise HandlerError(
             f"concurrency_modifier {label}(1) raised {type(err).__name__}: {err}: deployed, "
             "this stops the worker",

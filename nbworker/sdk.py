@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
+import importlib.abc
+import os
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -95,64 +97,81 @@ def debugger_warning(err: BaseException) -> str | None:
 ProgressCallback = Callable[[Any], None]
 
 
+@dataclass(eq=False)
+class _Route:
+    """A run's claim on the progress updates of its job: a context manager (a class, not
+    a generator: it is entered on every job)."""
+
+    job: Any  # the job dict the handler was given
+    thread: int  # the thread running the handler
+    callback: ProgressCallback
+
+    def __enter__(self) -> None:
+        _ROUTES.add(self)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _ROUTES.remove(self)
+
+
 class _Routes:
-    """Where `progress_update(job, value)` goes: the run of that job id (the handler passes
-    the job it was given), else the run on the calling thread; else the SDK's own."""
+    """Where `progress_update(job, value)` goes: the run that gave the handler that very
+    job dict, else the run on the calling thread; else the SDK's own function. Job ids do
+    not decide: every run in a kernel is `local_test` (deployed, each job has an id of its
+    own), so a thread of an earlier job must not reach the run of a later one."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_job: dict[Any, list[ProgressCallback]] = {}
-        self._by_thread: dict[int, list[ProgressCallback]] = {}
+        self._routes: tuple[_Route, ...] = ()  # copy-on-write: lookups take no lock
         self._original: Callable[..., Any] | None = None
+        self._finder: _PatchOnImport | None = None
 
-    @contextlib.contextmanager
-    def route(self, job_id: Any, callback: ProgressCallback) -> Iterator[None]:
-        self._patch()
-        thread = threading.get_ident()
-        key = job_id if isinstance(job_id, (str, int)) else None
+    def add(self, route: _Route) -> None:
         with self._lock:
-            self._by_job.setdefault(key, []).append(callback)
-            self._by_thread.setdefault(thread, []).append(callback)
-        try:
-            yield
-        finally:
-            with self._lock:
-                for table, name in ((self._by_job, key), (self._by_thread, thread)):
-                    callbacks = table.get(name, [])
-                    with contextlib.suppress(ValueError):
-                        callbacks.remove(callback)
-                    if not callbacks:
-                        table.pop(name, None)
+            self._routes = (*self._routes, route)
+
+    def remove(self, route: _Route) -> None:
+        with self._lock:
+            self._routes = tuple(r for r in self._routes if r is not route)
 
     def _find(self, job: Any) -> ProgressCallback | None:
-        job_id = job.get("id") if isinstance(job, dict) else None
-        with self._lock:
-            callbacks = self._by_job.get(job_id) if isinstance(job_id, (str, int)) else None
-            callbacks = callbacks or self._by_thread.get(threading.get_ident())
-            return callbacks[-1] if callbacks else None
+        routes = self._routes
+        for route in reversed(routes):
+            if route.job is job:
+                return route.callback
+        thread = threading.get_ident()
+        for route in reversed(routes):
+            if route.thread == thread:
+                return route.callback
+        return None
 
     def progress_update(self, job: Any, progress: Any) -> None:
         """What `runpod.serverless.progress_update` does while nbworker is loaded."""
+        job["id"]  # as the SDK's first line does: a job that is no job raises here
         callback = self._find(job)
         if callback is not None:
             callback(progress)
         elif self._original is not None:  # no run of ours: the SDK's own (it logs, sends)
             self._original(job, progress)
 
-    def _patch(self) -> None:
-        """Send the SDK's progress_update here, once the user's code has imported it.
+    def prepare(self) -> None:
+        """Take over the SDK's progress_update now if it is imported, else as it is."""
+        module = sys.modules.get(PROGRESS_MODULE)
+        if module is not None:
+            self.patch(module)
+        elif self._finder is None:
+            with self._lock:
+                if self._finder is None:
+                    self._finder = _PatchOnImport(self)
+                    sys.meta_path.insert(0, self._finder)
+
+    def patch(self, module: Any) -> None:
+        """Send the SDK's progress_update here.
 
         Its code object is swapped for a two-line trampoline, not its module attribute:
         a worker that did `from runpod.serverless import progress_update` holds the
         function itself, and its update must reach the run too, on the calling thread, in
         order, before the run ends (the SDK sends each from a thread of its own)."""
-        module = sys.modules.get(PROGRESS_MODULE)
-        if module is None and "runpod" in sys.modules:
-            # runpod 2 imports `runpod.serverless` on first use, which may come inside the
-            # job: import it now (the user's code has imported runpod; 0.3 s, once).
-            with contextlib.suppress(ImportError):
-                module = importlib.import_module(PROGRESS_MODULE)
-        if module is None or getattr(module, _TRAMPOLINE_TARGET, None) is not None:
+        if getattr(module, _TRAMPOLINE_TARGET, None) is not None:
             return
         with self._lock:
             function = getattr(module, "progress_update", None)
@@ -172,6 +191,41 @@ class _Routes:
             function.__code__ = namespace["progress_update"].__code__
 
 
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches the SDK's progress module as it is imported, whenever that is (a handler
+    may `import runpod` in its body; runpod 2 imports `runpod.serverless` on first use,
+    which may come inside a job), then leaves `sys.meta_path`."""
+
+    def __init__(self, routes: _Routes) -> None:
+        self.routes = routes
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != PROGRESS_MODULE:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _PatchingLoader(spec.loader, self)
+                return spec
+        return None
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, loader: Any, finder: _PatchOnImport) -> None:
+        self.loader, self.finder = loader, finder
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        self.finder.routes.patch(module)
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self.finder)
+
+
 _TRAMPOLINE_TARGET = "_nbworker_progress_update"
 _TRAMPOLINE = f"""
 def progress_update(job, progress):
@@ -183,15 +237,15 @@ _ROUTES = _Routes()
 
 
 def prepare() -> None:
-    """Take over the SDK's progress_update if the user's code has imported runpod; before
-    a run starts its clock (under runpod 2 this may import `runpod.serverless`)."""
-    _ROUTES._patch()
+    """Take over the SDK's progress_update: now if the user's code has imported it, else
+    when it does (nothing here imports runpod)."""
+    _ROUTES.prepare()
 
 
-def progress_route(job_id: Any, callback: ProgressCallback) -> contextlib.AbstractContextManager:
-    """While in this context, `progress_update` calls for `job_id` (or from this thread)
-    reach `callback(value)`, from whatever thread the handler called it on."""
-    return _ROUTES.route(job_id, callback)
+def progress_route(job: Any, callback: ProgressCallback) -> contextlib.AbstractContextManager:
+    """While in this context, `progress_update(job, value)` for this job dict (or from this
+    thread) reaches `callback(value)`, from whatever thread the handler called it on."""
+    return _Route(job, threading.get_ident(), callback)
 
 
 # --------------------------------------------------------------------------- prestart
@@ -220,6 +274,7 @@ class Prestart:
     def ensure(self, drive: Callable[[Any], Any]) -> dict[str, Any] | None:
         """Run the registered hooks if they have not run; the failure payload or None.
         `drive` runs a coroutine to completion (the runner's private loop)."""
+        __tracebackhide__ = True  # an interrupt here shows the hook's frames, not ours
         hooks = self.hooks()
         if not hooks:
             return None
@@ -229,8 +284,12 @@ class Prestart:
             ):
                 return self._failure
             module = sys.modules[PRESTART_MODULE]
-            with _tee():
-                failure = drive(module.run_prestart_phase(hooks, None))
+            try:
+                with _tee():
+                    failure = drive(module.run_prestart_phase(hooks, None))
+            except BaseException as stop:  # a timeout or an interrupt: say where it came
+                stop._nbworker_prestart = tuple(_hook_name(hook) for hook in hooks)  # type: ignore[attr-defined]
+                raise
             self._done, self._failure = hooks, failure
             return failure
 
@@ -238,13 +297,20 @@ class Prestart:
 PRESTART = Prestart()
 
 
+def _hook_name(hook: Any) -> str:
+    return getattr(hook, "__name__", type(hook).__name__)
+
+
+def stopped_in_prestart(stop: BaseException) -> tuple[str, ...] | None:
+    """The hooks that were running when `stop` (a timeout, an interrupt) came, if any."""
+    return getattr(stop, "_nbworker_prestart", None)
+
+
 # --------------------------------------------------------------------------- log capture
 
 
 def log_capture_enabled() -> bool:
     """RUNPOD_LOG_CAPTURE=all under an SDK that has it (runpod 2)."""
-    import os
-
     if os.environ.get("RUNPOD_LOG_CAPTURE", "").strip().lower() != "all":
         return False
     return (sdk_major() or 0) >= 2
@@ -266,14 +332,24 @@ def _tee() -> Iterator[None]:
     yield
 
 
-@contextlib.contextmanager
-def log_capture() -> Iterator[Callable[[], str]]:
+def _nothing() -> str:
+    return ""
+
+
+_NO_CAPTURE = contextlib.nullcontext(_nothing)
+
+
+def log_capture() -> contextlib.AbstractContextManager[Callable[[], str]]:
     """Capture the handler's output for a failure's `logs`, as runpod 2's `run_job` does
-    under RUNPOD_LOG_CAPTURE=all; yields a function returning what was captured ('' when
+    under RUNPOD_LOG_CAPTURE=all; gives a function returning what was captured ('' when
     capture is off)."""
     if not log_capture_enabled():
-        yield lambda: ""
-        return
+        return _NO_CAPTURE
+    return _captured()
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[Callable[[], str]]:
     from runpod.serverless.modules import rp_capture
 
     with _tee(), rp_capture.capture() as buffer:

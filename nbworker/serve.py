@@ -59,7 +59,7 @@ from typing import Any
 
 from nbworker import checks
 from nbworker.errors import NbworkerError
-from nbworker.jobs import JobRunner
+from nbworker.jobs import JobRunner, jsonable
 from nbworker.registry import HandlerSpec, concurrency_answer
 from nbworker.session import Session
 
@@ -69,6 +69,9 @@ MAX_BODY = 10 * 1024 * 1024  # bytes of a request body
 DRAIN_LIMIT = 64 * 1024 * 1024  # a refused body up to this size is read before answering
 RUNSYNC_WAIT = 90.0  # seconds /runsync waits before answering with the job's status, as RunPod
 STOP_GRACE = 2.0  # seconds stop() lets running jobs finish before cancelling them
+# Jobs run at once, at most: each has a thread here (deployed, an asyncio task), and workers
+# ask for hundreds (MAX_CONCURRENCY=300 is common for LLM servers).
+MAX_WORKERS = 128
 KEEP_FINISHED = 10_000  # finished jobs remembered for /status; the oldest are forgotten
 NOT_FOUND = "Job ID not found"
 NOT_STREAMING = "Stream not supported, handler must be a generator."
@@ -156,6 +159,7 @@ class Server:
         # the latest, which becomes the size once no job runs; both change under the lock.
         self._size = self._wanted = 1
         self._modifier_problem: str | None = None  # the last one logged, not repeated
+        self._capped = False  # whether the MAX_WORKERS cap was logged
         # The server lock guards the queue and dispatch only. Requests and the end of a job
         # do not take it (job status, counts and these sets are read and changed by atomic
         # operations): in a busy process a contended lock costs the waiter a GIL hand-over
@@ -208,8 +212,20 @@ class Server:
         if spec is None:
             return 1
         if spec.concurrency_modifier is None:
-            return spec.concurrency
-        return self._size if self._wanted == self._size else 0
+            wanted = spec.concurrency
+        elif self._wanted != self._size:
+            return 0
+        else:
+            wanted = self._size
+        if wanted > MAX_WORKERS and not self._capped:
+            self._capped = True
+            log.warning(
+                "%%rp_serve: concurrency %d asked; serving at most %d jobs at once (a thread "
+                "each; deployed, the SDK runs them as asyncio tasks)",
+                wanted,
+                MAX_WORKERS,
+            )
+        return min(wanted, MAX_WORKERS)
 
     @property
     def concurrency(self) -> int:
@@ -527,12 +543,9 @@ def _not_found(job_id: str) -> dict[str, Any]:
 
 
 def _json_copy(value: Any) -> Any:
-    """A progress value as it would be posted: a JSON copy (the handler may change the
-    object later), or its text when it is not JSON."""
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        return str(value)
+    """A progress value as the record keeps it: a copy (the handler may change the object
+    later) that strict JSON clients read (NaN -> null, other objects -> their repr)."""
+    return jsonable(value)
 
 
 def _view(job: _Job) -> dict[str, Any]:

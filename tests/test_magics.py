@@ -496,3 +496,12 @@ def test_rp_test_shows_deploy_warnings(shell: Shell) -> None:
     warnings = "\n".join(record["warnings"])
     assert "calls asyncio.run()" in warnings
     assert "input is str, not an object" in warnings
+
+
+def test_a_concurrency_modifier_that_exits_is_a_one_line_error(shell: Shell) -> None:
+    message = shell.usage_error(
+        "%%handler\nimport sys\ndef concurrency_modifier(current):\n    sys.exit(2)\n"
+        "def handler(job):\n    return 1"
+    )
+    assert message.startswith("%%handler: concurrency_modifier concurrency_modifier(1) raised ")
+    assert "SystemExit" in message and "\n" not in message

@@ -142,7 +142,8 @@ def test_progress_reaches_the_callback_of_its_run_only() -> None:
     import runpod
 
     def handler(job):
-        runpod.serverless.progress_update(job, job["input"]["step"])
+        for _ in range(5):
+            runpod.serverless.progress_update(job, job["input"]["step"])
         return job["input"]["step"]
 
     spec = Registry().register(handler)
@@ -153,9 +154,9 @@ def test_progress_reaches_the_callback_of_its_run_only() -> None:
         runner = JobRunner()
         try:
             barrier.wait(timeout=10)
-            runner.run(
+            runner.run(  # the same job id for both, as every %rp_test run has
                 spec,
-                build_job({"id": f"job-{name}", "input": {"step": name}}),
+                build_job({"input": {"step": name}}),
                 on_progress=lambda value, seconds: seen[name].append(value),
             )
         finally:
@@ -166,7 +167,95 @@ def test_progress_reaches_the_callback_of_its_run_only() -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert seen == {"a": ["a"], "b": ["b"]}
+    assert seen == {"a": ["a"] * 5, "b": ["b"] * 5}
+
+
+def test_a_late_update_from_an_earlier_jobs_thread_is_not_the_next_runs() -> None:
+    import runpod
+
+    late, sent = threading.Event(), threading.Event()
+
+    def first(job):
+        def later():
+            late.wait(10)
+            runpod.serverless.progress_update(job, "from the first job")
+            sent.set()
+
+        threading.Thread(target=later, daemon=True).start()
+        return 1
+
+    def second(job):
+        late.set()
+        sent.wait(10)
+        return 2
+
+    runner = JobRunner()
+    try:
+        runner.run(Registry().register(first), build_job({"input": {}}))
+        run = runner.run(Registry().register(second), build_job({"input": {}}))
+    finally:
+        runner.close()
+    assert sent.is_set()
+    assert run.progress == []
+
+
+def test_a_job_that_is_no_job_fails_progress_update_as_in_the_sdk() -> None:
+    import runpod
+
+    def handler(job):
+        runpod.serverless.progress_update(None, 5)
+        return 1
+
+    run = JobRunner().run(Registry().register(handler), build_job({"input": {}}))
+    assert run.status == "FAILED"
+    assert "TypeError" in json.loads(run.error)["error_type"]
+
+
+def test_the_record_keeps_the_last_updates_and_warns_of_what_cannot_be_sent() -> None:
+    import numpy
+    import runpod
+
+    def handler(job):
+        for step in range(1500):
+            runpod.serverless.progress_update(job, {"step": step, "total": 1500})
+        runpod.serverless.progress_update(job, {"preview": "x" * 50_000})
+        runpod.serverless.progress_update(job, numpy.zeros(3))
+        return 1
+
+    run = JobRunner().run(Registry().register(handler), build_job({"input": {}}))
+    assert run.status == "COMPLETED"
+    assert len(run.progress) == 1000
+    assert run.progress[0]["value"] == {"step": 502, "total": 1500}
+    assert isinstance(run.progress[-2]["value"], str) and len(run.progress[-2]["value"]) < 10_010
+    assert any("the record keeps the last 1,000" in w for w in run.warnings)
+    assert any("are cut in the record" in w for w in run.warnings)
+    assert any("not JSON-serialisable" in w and "not sent" in w for w in run.warnings)
+    assert len(json.dumps(run.to_record())) < 2_000_000
+
+
+@pytest.mark.slow
+def test_a_handler_importing_runpod_in_its_body_is_heard_from_its_first_run() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from nbworker.session import Session
+
+        def handler(job):
+            import runpod
+            runpod.serverless.progress_update(job, "1/2")
+            return 1
+
+        assert "runpod" not in sys.modules
+        session = Session()
+        print([session.run_job({"input": {}}, handler).progress[0]["value"] for _ in range(2)])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['1/2', '1/2']"
+    assert "Failed to return job results" not in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
@@ -324,6 +413,29 @@ def test_a_failing_prestart_hook_fails_every_job_as_deployed(shell: Shell) -> No
         assert any("exits 1" in w for w in got["warnings"])
     shell.ok("rp_prestart.clear_prestart_hooks()")
     assert record(shell, '%rp_test {"input": {}}')["output"] == "ran"
+
+
+@needs_sdk2
+def test_a_hanging_prestart_hook_times_out_naming_it(shell: Shell) -> None:
+    shell.ok(
+        """
+        import threading
+        import runpod
+        from runpod.serverless.modules import rp_prestart
+        rp_prestart.clear_prestart_hooks()
+        never = threading.Event()
+
+        def fetch_weights():
+            never.wait(30)
+
+        runpod.serverless.register_prestart_hook(fetch_weights)
+        """
+    )
+    shell.ok("%%handler\ndef handler(job):\n    return 'ran'")
+    got = record(shell, '%rp_test {"input": {}} --timeout 0.5')
+    assert got["status"] == "TIMED_OUT"
+    assert "in the prestart hooks (fetch_weights)" in got["error"]
+    shell.ok("never.set(); rp_prestart.clear_prestart_hooks()")
 
 
 @needs_sdk2

@@ -387,6 +387,51 @@ def test_status_shows_the_latest_progress_while_the_job_runs(served) -> None:
     assert [update["value"] for update in run.progress] == ["1/2", {"done": 2, "of": 2}]
 
 
+def test_status_progress_is_strict_json(served) -> None:
+    gate = served.ipython.user_ns["gate"] = threading.Event()
+    served.ok(
+        """
+        %%handler
+        import runpod
+        def handler(job):
+            runpod.serverless.progress_update(job, {"loss": float("nan"), "step": 1})
+            gate.wait(20)
+            return 1
+        """
+    )
+    url = start(served).url
+    job_id = requests.post(f"{url}/run", json={"input": {}}, timeout=5).json()["id"]
+
+    def progressed() -> str | None:
+        text = requests.get(f"{url}/status/{job_id}", timeout=5).text
+        return text if "step" in text else None
+
+    text = wait_for(progressed, timeout=20)
+    gate.set()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}")) == {
+        "id": job_id,
+        "status": "IN_PROGRESS",
+        "output": {"loss": None, "step": 1},
+    }
+    assert finished(url, job_id)["status"] == "COMPLETED"
+
+
+def test_a_huge_concurrency_is_capped_at_a_thread_count_a_kernel_can_hold(served) -> None:
+    served.ok(
+        """
+        %%handler --concurrency-modifier wide
+        def wide(current):
+            return 10**6
+        def handler(job):
+            return 1
+        """
+    )
+    server = start(served)
+    answer = requests.post(f"{server.url}/runsync", json={"input": {}}, timeout=30).json()
+    assert answer["status"] == "COMPLETED"
+    assert len(server._workers) <= serve.MAX_WORKERS
+
+
 def test_a_handler_that_exits_fails_its_job_and_the_server_goes_on(served) -> None:
     served.ok(
         """

@@ -175,15 +175,36 @@ def test_usage_errors_exit_2_on_one_line(
     assert done.stdout == ""
 
 
-def test_an_unreadable_notebook_is_a_notebook_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"{not json", "not JSON: Expecting property name enclosed in double quotes"),
+        (b"[]", "a JSON list, not a notebook object"),
+        (b'{"metadata": {}}', 'no "cells" list'),
+        (b"\xff\xfe", "not UTF-8 text"),
+    ],
+)
+def test_a_file_that_is_no_notebook_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, why: str
 ) -> None:
-    (tmp_path / "broken.ipynb").write_text("{not json", encoding="utf-8")
+    (tmp_path / "broken.ipynb").write_bytes(content)
 
     done = main(capsys, tmp_path, "broken.ipynb")
 
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"nbworker test: error: not a notebook: broken.ipynb ({why}")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_notebook_that_fails_the_schema_is_a_notebook_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "odd.ipynb").write_text('{"cells": [{"cell_type": "nope"}]}', encoding="utf-8")
+
+    done = main(capsys, tmp_path, "odd.ipynb")
+
     assert done.returncode == 3, done.stdout + done.stderr
-    assert "ERROR: broken.ipynb: not a readable notebook: NotJSONError: " in done.stdout
+    assert "ERROR: odd.ipynb: not a readable notebook: " in done.stdout
     assert "Traceback" not in done.stderr
 
 
