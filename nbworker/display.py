@@ -120,11 +120,14 @@ def progress_fraction(value: Any) -> float | None:
     return None
 
 
+def _progress_text(value: Any) -> str:
+    text = value if isinstance(value, str) else _dump(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def progress_line(value: Any) -> str:
     """One progress update for people: the value, and a bar when it says how far."""
-    text = value if isinstance(value, str) else _dump(value)
-    if len(text) > 200:
-        text = text[:197] + "..."
+    text = _progress_text(value)
     fraction = progress_fraction(value)
     if fraction is None:
         return text
@@ -135,7 +138,7 @@ def progress_line(value: Any) -> str:
 
 def _progress_html(value: Any) -> str:
     fraction = progress_fraction(value)
-    text = html.escape(progress_line(value) if fraction is None else str(value)[:200])
+    text = html.escape(_progress_text(value))
     if fraction is None:
         return f"<div>progress: {text}</div>"
     return (

@@ -3,7 +3,8 @@ driven by Playwright (never `playwright install`; `scripts/browser_deps.sh` inst
 
 Open a copy of notebooks/quickstart.ipynb, clear its outputs, Run All Cells, check that the
 recorded runs show again; then add a `%rp_panel` cell, run the streaming handler `tokens`
-from the panel, see its chunks arrive live, and keep screenshots in build/browser/.
+from the panel, see its chunks arrive live; then run a handler that reports progress and
+see its bar while it runs, then its result; keep screenshots in build/browser/.
 """
 
 from __future__ import annotations
@@ -206,6 +207,21 @@ WATCH_OUTPUT = """(element) => {
 }"""
 
 
+# A handler that reports progress, then waits (bounded) for the test to let it finish.
+PROGRESS_CELL = """import os, time, runpod, nbworker
+
+def slow(job):
+    runpod.serverless.progress_update(job, "loading")
+    runpod.serverless.progress_update(job, "3/10 steps")
+    deadline = time.monotonic() + 60
+    while not os.path.exists({go!r}) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "done"
+
+nbworker.register_handler(slow)
+%rp_test slow {{"input": {{}}}}"""
+
+
 @pytest.mark.timeout(180)
 def test_quickstart_and_panel_in_jupyterlab(lab: Lab, artifacts: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
@@ -297,6 +313,24 @@ def test_quickstart_and_panel_in_jupyterlab(lab: Lab, artifacts: Path) -> None:
             panel.scroll_into_view_if_needed()
             page.screenshot(path=artifacts / "2-panel.png")
             panel.screenshot(path=artifacts / "3-panel-only.png")
+
+            # A handler reporting progress: the bar shows while it runs, then the result.
+            # It waits for a file the test writes once the bar is on screen.
+            go = lab.root / "go"
+            expect(cells).to_have_count(code_cells + 2)  # Shift+Enter on the last cell added one
+            progress_cell = cells.nth(code_cells + 1)
+            progress_cell.locator(".cm-content").click()
+            page.keyboard.insert_text(PROGRESS_CELL.format(go=str(go)))
+            page.keyboard.press("Shift+Enter")
+            live_bar = progress_cell.locator(".nbworker-run progress")
+            expect(live_bar).to_have_attribute("value", "0.3000")
+            expect(progress_cell.locator(".nbworker-run")).to_contain_text("IN_PROGRESS")
+            page.screenshot(path=artifacts / "4-progress-live.png")
+            go.write_text("go", encoding="utf-8")
+            expect(progress_cell.locator(".nbworker-run")).to_contain_text("COMPLETED")
+            expect(progress_cell.locator(".nbworker-run")).to_contain_text("progress (2 updates")
+            expect(progress_cell.locator(".nbworker-run")).not_to_contain_text("IN_PROGRESS")
+            progress_cell.screenshot(path=artifacts / "5-progress-done.png")
             assert not elsewhere, f"requests beyond 127.0.0.1: {elsewhere}"
         except BaseException:
             if page is not None:
