@@ -854,7 +854,27 @@ def pytest_collect_file(file_path: Path, parent: Any) -> Any:
         return None
     if ".ipynb_checkpoints" in file_path.parts:  # Jupyter's autosaves
         return None
+    if _in_exported_worker(file_path) and not _named(file_path, parent.config):
+        return None  # the copy an export ships in tests/: found by a folder, not a test
     return _pytest_classes().Notebook.from_parent(parent, path=file_path)
+
+
+def _in_exported_worker(path: Path) -> bool:
+    """Whether `path` is the notebook copy in an exported worker's `tests/` folder."""
+    from nbworker.export.write import MANIFEST
+
+    return path.parent.name == "tests" and (path.parent.parent / MANIFEST).is_file()
+
+
+def _named(path: Path, config: Any) -> bool:
+    """Whether the pytest command line named this file itself (not a folder above it)."""
+    root = Path(str(config.invocation_params.dir))
+    for argument in config.invocation_params.args:
+        named = Path(str(argument).split("::", 1)[0])
+        named = named if named.is_absolute() else root / named
+        if named.suffix == ".ipynb" and os.path.abspath(named) == os.path.abspath(path):
+            return True
+    return False
 
 
 def verdict(case: Case, report: NotebookReport) -> tuple[str, str]:

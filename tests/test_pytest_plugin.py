@@ -104,6 +104,27 @@ def test_collects_every_recorded_case_with_readable_ids(pytester: pytest.Pyteste
     assert "6 tests collected" in result.stdout.str()
 
 
+def test_an_exported_workers_notebook_copy_is_collected_only_when_named(
+    pytester: pytest.Pytester,
+) -> None:
+    from nbworker.export import export_notebook
+
+    source = notebook(pytester, "streaming")
+    export_notebook(source, pytester.path / "streaming-worker")
+    copy_ = pytester.path / "streaming-worker" / "tests" / "streaming.ipynb"
+    assert copy_.is_file()
+
+    result = run(pytester, "--collect-only", "-q", ".")
+    ids = [line for line in result.outlines if "::" in line and ".ipynb" in line]
+    assert ids == [f"streaming.ipynb::{cell_id}::case-1" for cell_id in STREAMING]
+
+    result = run(pytester, "--collect-only", "-q", "streaming-worker/tests/streaming.ipynb")
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == [
+        f"streaming-worker/tests/streaming.ipynb::{cell_id}::case-1" for cell_id in STREAMING
+    ]
+
+
 def test_a_node_id_selects_one_case(pytester: pytest.Pytester) -> None:
     notebook(pytester, "sentiment")
 
