@@ -7,7 +7,18 @@ import argparse
 import shlex
 from typing import Any
 
-__all__ = ["CONVENTIONAL_MODIFIER", "HANDLER", "MODEL", "Arguments", "modifier_name", "parse"]
+from nbworker.registry import DEFAULT_NAME
+
+__all__ = [
+    "CONVENTIONAL_MODIFIER",
+    "HANDLER",
+    "MODEL",
+    "Arguments",
+    "handler_function",
+    "modifier_name",
+    "parse",
+    "sizing_conflict",
+]
 
 Arguments = list[tuple[tuple[str, ...], dict[str, Any]]]
 
@@ -71,6 +82,31 @@ def modifier_name(options: argparse.Namespace, bound: set[str]) -> str | None:
     if named:
         return str(named)
     return CONVENTIONAL_MODIFIER if CONVENTIONAL_MODIFIER in bound else None
+
+
+def handler_function(
+    named: str | None, functions: list[str], bound: set[str], modifier: str | None
+) -> str | None:
+    """The function a `%%handler` cell registers (the magic's rule and export's): the one
+    named on its line, else the one named `handler`, else the cell's only function, the
+    concurrency modifier aside; None when the cell does not say."""
+    if named:
+        return named
+    if DEFAULT_NAME in bound:
+        return DEFAULT_NAME
+    candidates = [function for function in functions if function != modifier]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def sizing_conflict(concurrency: int, modifier: str | None) -> str | None:
+    """Why `--concurrency N` and a concurrency modifier cannot go together, or None: the
+    start config holds one `concurrency_modifier`, so one of them would be dropped."""
+    if modifier is None or concurrency == 1:
+        return None
+    return (
+        f"--concurrency {concurrency} and concurrency_modifier {modifier} both size the worker: "
+        "keep one"
+    )
 
 
 class _Parser(argparse.ArgumentParser):

@@ -27,7 +27,7 @@ from nbworker import display as views
 from nbworker.cache import Entry
 from nbworker.errors import NbworkerError
 from nbworker.jobs import Run, build_job, parse_job
-from nbworker.registry import DEFAULT_NAME
+from nbworker.registry import DEFAULT_NAME, function_name
 from nbworker.session import Session
 
 __all__ = ["NbworkerMagics", "install", "uninstall"]
@@ -154,11 +154,9 @@ class NbworkerMagics(Magics):
         code, tree = self._parse(cell)
         modifier_name = arguments.modifier_name(args, source.bound_names(tree))
         name = self._choose_function(tree, args.name, modifier_name)
-        if modifier_name is not None and args.concurrency != 1:
-            raise UsageError(
-                f"%%handler: --concurrency {args.concurrency} and concurrency_modifier "
-                f"{modifier_name} both size the worker: keep one"
-            )
+        conflict = arguments.sizing_conflict(args.concurrency, modifier_name)
+        if conflict:
+            raise UsageError(f"%%handler: {conflict}")
         self._execute(code, tree, cell)
         namespace = self.shell.user_ns
         if name not in namespace:
@@ -204,16 +202,13 @@ class NbworkerMagics(Magics):
 
     @staticmethod
     def _choose_function(tree: ast.Module, name: str | None, modifier: str | None) -> str:
-        """The handler's name by the rule export follows too (`select.registered_name`);
-        the concurrency modifier is never the cell's "only function"."""
-        functions = [f for f in source.functions(tree) if f != modifier]
-        bound = source.bound_names(tree)
-        if name is not None:
-            return name
-        if DEFAULT_NAME in bound:
-            return DEFAULT_NAME
-        if len(functions) == 1:
-            return functions[0]
+        """The handler's name by the rule export follows too (`arguments.handler_function`),
+        or a UsageError saying why the cell does not tell."""
+        functions = source.functions(tree)
+        chosen = arguments.handler_function(name, functions, source.bound_names(tree), modifier)
+        if chosen is not None:
+            return chosen
+        functions = [f for f in functions if f != modifier]
         if not functions:
             raise UsageError(
                 "%%handler: the cell defines no function; write `def handler(job): ...`"
@@ -605,7 +600,7 @@ class NbworkerMagics(Magics):
             spec = self.session.registry.get(args.name)
             sizing = f"concurrency {server.concurrency}"
             if spec.concurrency_modifier is not None:
-                modifier = getattr(spec.concurrency_modifier, "__name__", "concurrency_modifier")
+                modifier = function_name(spec.concurrency_modifier) or "concurrency_modifier"
                 sizing += f" from {modifier}()"
             what = f"handler {spec.name} ({sizing})"
         except NbworkerError as err:

@@ -12,7 +12,15 @@ from typing import Any, Literal
 from nbworker import checks
 from nbworker.errors import HandlerError, HandlerNotFound
 
-__all__ = ["DEFAULT_NAME", "HandlerSpec", "Kind", "Registry", "concurrency_answer", "handler_kind"]
+__all__ = [
+    "DEFAULT_NAME",
+    "HandlerSpec",
+    "Kind",
+    "Registry",
+    "concurrency_answer",
+    "function_name",
+    "handler_kind",
+]
 
 Kind = Literal["sync", "async", "generator", "async_generator"]
 DEFAULT_NAME = "handler"
@@ -49,7 +57,7 @@ class HandlerSpec:
         return self.kind in ("generator", "async_generator")
 
 
-def _function_name(function: Callable[..., Any]) -> str | None:
+def function_name(function: Callable[..., Any]) -> str | None:
     """The name of a function, or of the one a wrapper object holds: rp_debugger's
     `FunctionTimer` has no `__name__` but keeps the function it times as `.function`, and
     `functools.partial` keeps it as `.func`."""
@@ -101,7 +109,7 @@ def _check_modifier(modifier: Callable[..., Any], concurrency: int, name: str) -
     >= 1: the SDK's JobScaler calls it with 1 at start and before each take of jobs, and
     deployed, one that raises or returns anything else stops the worker (or, below 1,
     takes no jobs). So it is called once here, as the SDK first calls it."""
-    label = _function_name(modifier) or repr(modifier)
+    label = function_name(modifier) or repr(modifier)
     if not callable(modifier):
         raise HandlerError(f"concurrency_modifier {label} is not callable", name=name)
     if concurrency != 1:
@@ -170,7 +178,7 @@ class Registry:
         `concurrency_modifier` (RunPod's) replaces a fixed `concurrency`."""
         if not callable(function):
             raise HandlerError(f"{name or function!r} is not callable", name=name)
-        name = name or _function_name(function)
+        name = name or function_name(function)
         if not name or not name.isidentifier():
             raise HandlerError(
                 f"cannot register {function!r} without a name: pass name='...'", name=name

@@ -17,7 +17,7 @@ from nbworker.jobs import (
     build_job,
     parse_job,
 )
-from nbworker.registry import HandlerSpec, Registry
+from nbworker.registry import HandlerSpec, Registry, function_name
 
 __all__ = ["Session", "default_session", "register_handler", "run_job"]
 
@@ -94,7 +94,7 @@ class Session:
         elif handler is None or isinstance(handler, str):
             spec = self.registry.get(handler)
         else:  # a plain function, run as it is without registering it
-            name = getattr(handler, "__name__", "")
+            name = function_name(handler) or ""
             spec = Registry().register(handler, name=name if name.isidentifier() else "handler")
         run = self.runner.run(
             spec, job_dict, timeout=timeout, on_chunk=on_chunk, on_progress=on_progress

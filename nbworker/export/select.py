@@ -51,14 +51,8 @@ def concurrency_modifier(cell: Cell) -> str | None:
 def registered_name(cell: Cell) -> str | None:
     """The name a %%handler cell registers, by the magic's own rule (None if it can't tell);
     the cell's concurrency modifier is not a candidate."""
-    if cell.options is not None and cell.options.name:
-        return str(cell.options.name)
-    if DEFAULT_NAME in cell.binds:
-        return DEFAULT_NAME
-    functions = [f for f in cell.functions if f != concurrency_modifier(cell)]
-    if len(functions) == 1:
-        return functions[0]
-    return None
+    named = str(cell.options.name) if cell.options is not None and cell.options.name else None
+    return arguments.handler_function(named, cell.functions, cell.binds, concurrency_modifier(cell))
 
 
 def choose_handler(cells: list[Cell], name: str | None) -> tuple[Cell, str]:
@@ -141,12 +135,9 @@ def select_cells(cells: list[Cell], *, handler: str | None = None) -> Selection:
     """Choose the handler and trace the cells it needs."""
     handler_cell, name = choose_handler(cells, handler)
     modifier = concurrency_modifier(handler_cell)
-    if modifier is not None and handler_cell.options.concurrency != 1:
-        raise ExportError(
-            f"{handler_cell.label}: --concurrency {handler_cell.options.concurrency} and "
-            f"concurrency_modifier {modifier} both size the worker: keep one",
-            cell=handler_cell.index,
-        )
+    conflict = modifier and arguments.sizing_conflict(handler_cell.options.concurrency, modifier)
+    if conflict:
+        raise ExportError(f"{handler_cell.label}: {conflict}", cell=handler_cell.index)
     selection = Selection(name=name, handler=handler_cell, concurrency_modifier=modifier)
     selection.taken[handler_cell.index] = f"the handler `{name}`"
     queue = [handler_cell]
