@@ -1,13 +1,20 @@
 """The model cache: load once, keep across re-runs, know the memory, evict for real.
 
-An entry is a name, a key (for a `%%model` cell, the hash of its source), the objects the
-load produced, and figures: load time, bytes per device, hits, last use. Loading a name
-whose key has not changed is a hit and runs nothing; a new key releases the old entry
-first. A budget (`NBWORKER_CACHE_BUDGET`, e.g. `8GiB`) evicts the least recently used
-entries when a load takes the cache past it.
+An entry is a name, a key (for a `%%model` cell, `source.code_key`: the hash of what its
+code means, not of its layout), the objects the load produced, and figures: load time,
+bytes per device, hits, last use. Loading a name whose key has not changed is a hit and
+runs nothing; a new key releases the old entry first. A budget (`NBWORKER_CACHE_BUDGET`,
+e.g. `8GiB`) evicts the least recently used entries when a load takes the cache past it.
 
 From Python, `nbworker.cache.load(name, loader)` and friends work on the default
 session's cache; a `ModelCache` of your own works the same. All methods are thread-safe.
+
+A loader may load other entries (a `%%model` cell running `%%model`, or calling `load`):
+each name loads once at a time, so a second thread asking for a name being loaded waits
+for that load and gets its entry, while other names load meanwhile. A load that needs
+itself, directly or through other loads, raises `LoadCycle` rather than waiting forever.
+A nested entry stays when the load around it fails: it was loaded in full. What a nested
+load made counts in its own entry's memory, not again in the one around it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "BUDGET_VARIABLE",
     "CacheMiss",
     "Entry",
+    "LoadCycle",
     "Loaded",
     "ModelCache",
     "Released",
@@ -54,6 +62,32 @@ class CacheMiss(NbworkerError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class LoadCycle(NbworkerError):
+    """A load needs its own entry: `chain` is the loads, each needing the next
+    (`("outer", "inner", "outer")`: outer's loader loaded inner, whose loader asked for outer)."""
+
+    def __init__(self, name: str, chain: tuple[str, ...]) -> None:
+        super().__init__(
+            f"loading {name!r} needs {name!r} itself ({' -> '.join(chain)}): a model cell "
+            "cannot load its own entry"
+        )
+        self.name = name
+        self.chain = chain
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for it: the line, not a traceback into nbworker."""
+        return [f"{type(self).__name__}: {self}"]
+
+
+@dataclass
+class _Load:
+    """A load under way: the thread running it, and the names it loaded in turn."""
+
+    name: str
+    thread: int
+    nested: list[Entry] = field(default_factory=list)
 
 
 @dataclass
@@ -154,8 +188,10 @@ class ModelCache:
             budget = memory.parse_size(os.environ[BUDGET_VARIABLE])
         self.budget = budget
         self._entries: dict[str, Entry] = {}
-        self._lock = threading.RLock()  # guards the entries; held briefly
-        self._loading = threading.Lock()  # held through a load
+        self._lock = threading.RLock()  # guards the entries and loads; held briefly
+        self._load_ended = threading.Condition(self._lock)
+        self._loading: dict[str, _Load] = {}  # the loads under way, by name
+        self._waiting: dict[int, str] = {}  # thread -> the name it waits to be loaded
         self._loads = 0
         self._release_hooks: list[Callable[[Entry], None]] = []
 
@@ -179,27 +215,41 @@ class ModelCache:
         entry it was to replace is already released.
         """
         __tracebackhide__ = True  # a failed load shows the loader's frames, not ours
+        me = threading.get_ident()
         with self._lock:  # a hit never waits for another entry's load
-            hit = self._hit(name, key, reload)
-        if hit is not None:
-            return hit
-        with self._loading:  # one load at a time; reads and hits go on meanwhile
-            with self._lock:
-                hit = self._hit(name, key, reload)  # it may have been loaded meanwhile
+            outer = self._load_of(me)  # the load this one runs inside, if any
+            while True:
+                hit = self._hit(name, key, reload)
                 if hit is not None:
+                    if outer is not None:
+                        outer.nested.append(hit.entry)
                     return hit
-                entry = self._entries.get(name)
-                released = []
-                if entry is not None:
-                    reason = "reload" if reload or entry.key == key else "source changed"
-                    released.append(self._release(name, reason=reason))
-                del entry
+                if name not in self._loading:
+                    break
+                self._check_cycle(name, me)
+                self._waiting[me] = name
+                try:  # another thread loads it: wait for that load, then look again
+                    self._load_ended.wait()
+                finally:
+                    del self._waiting[me]
+            load = self._loading[name] = _Load(name, me)
+            released = []
+            entry = self._entries.get(name)
+            if entry is not None:
+                reason = "reload" if reload or entry.key == key else "source changed"
+                released.append(self._release(name, reason=reason))
+            del entry
 
+        try:
             cuda_before = memory.cuda_allocated()
             started = time.perf_counter()
             produced = loader()
             seconds = time.perf_counter() - started
             objects = dict(produced) if bound else {name: produced}
+            # A nested load's objects (a `%%model` cell inside this one binds them here too,
+            # and a hit must bind them again) count in their own entry only.
+            nested = {id(obj) for inner in load.nested for obj in inner.objects.values()}
+            own = [obj for obj in objects.values() if id(obj) not in nested]
             new = Entry(
                 name=name,
                 key=key,
@@ -207,7 +257,7 @@ class ModelCache:
                 order=0,
                 loaded_at=time.time(),
                 load_seconds=seconds,
-                memory=memory.bytes_by_device(objects.values()),
+                memory=memory.bytes_by_device(own),
                 cuda_before=cuda_before,
                 cuda_after=memory.cuda_allocated(),
                 source=source,
@@ -218,9 +268,38 @@ class ModelCache:
                 self._loads += 1
                 new.order = self._loads
                 self._entries[name] = new
+                del self._loading[name]  # in the same step: a waiting thread sees the entry
+                if outer is not None:
+                    outer.nested.append(new)
                 loaded = Loaded(new, hit=False, released=released)
                 self._apply_budget(loaded)
             return loaded
+        finally:  # a failed load leaves no entry: a thread waiting for it loads it itself
+            with self._lock:
+                if self._loading.get(name) is load:  # not a later load of the name
+                    del self._loading[name]
+                self._load_ended.notify_all()
+
+    def _load_of(self, thread: int) -> _Load | None:
+        """The innermost load `thread` is running (loads nest only within a thread)."""
+        running = [load for load in self._loading.values() if load.thread == thread]
+        return running[-1] if running else None  # dicts keep the order loads started in
+
+    def _check_cycle(self, name: str, me: int) -> None:
+        """LoadCycle if waiting for `name` would wait for this thread's own load: `name` is
+        loading in this thread, or its loader waits (perhaps through others) for one that is."""
+        needs = [name]  # what the load of each needs in turn, until a load of this thread
+        owner = self._loading[name].thread
+        while owner != me:
+            awaited = self._waiting.get(owner)
+            if awaited is None or awaited not in self._loading or awaited in needs:
+                return  # that load goes on: waiting for it ends
+            needs.append(awaited)
+            owner = self._loading[awaited].thread
+        mine = [load.name for load in self._loading.values() if load.thread == me]
+        ring = mine[mine.index(needs[-1]) :] + needs[:-1]  # each needs the next, the last the first
+        start = ring.index(name)
+        raise LoadCycle(name, (*ring[start:], *ring[:start], name))
 
     def _hit(self, name: str, key: str | None, reload: bool) -> Loaded | None:
         entry = self._entries.get(name)

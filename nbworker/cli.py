@@ -167,6 +167,23 @@ def _run_tests(args: argparse.Namespace) -> int:
         raise _UsageError(f"--jobs must be at least 1, not {args.jobs}")
     import yaml  # papermill's own way of reading -p values
 
+    parameters = {}
+    for name, value in args.parameter:
+        try:
+            parameters[name] = yaml.safe_load(value)
+        except yaml.YAMLError as err:  # safe_load: a `!!python/...` tag is an error too
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise _UsageError(f"-p {name}: {value!r} is not a YAML value ({problem})") from None
+    junit = Path(args.junit_xml) if args.junit_xml else None
+    if junit is not None:  # before the run, not after it: pytest's --junit-xml makes the folder
+        if junit.is_dir():
+            raise _UsageError(f"--junit-xml {junit}: is a folder; give a file name")
+        try:
+            junit.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _UsageError(
+                f"--junit-xml {junit}: cannot make its folder: {err.strerror or err}"
+            ) from None
     try:
         options = testing.Options(
             notebook=not args.worker_only,
@@ -175,7 +192,7 @@ def _run_tests(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             rtol=args.rtol,
             output_dir=args.output_dir,
-            parameters={name: yaml.safe_load(value) for name, value in args.parameter},
+            parameters=parameters,
             kernel_name=args.kernel,
         )
     except ValueError as err:
@@ -184,9 +201,17 @@ def _run_tests(args: argparse.Namespace) -> int:
     reports = testing.test_notebooks(notebooks, options, jobs=args.jobs, on_done=progress.done)
     progress.close()
     print(testing.summary(reports))
-    if args.junit_xml:
-        Path(args.junit_xml).write_text(testing.junit_xml(reports), encoding="utf-8")
     code = testing.exit_code(reports)
+    if junit is not None:
+        try:
+            junit.write_text(testing.junit_xml(reports), encoding="utf-8")
+        except OSError as err:
+            print(
+                f"nbworker test: error: --junit-xml {junit}: {err.strerror or err}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return code or testing.EXIT_MISMATCH
     if code == testing.EXIT_NO_CASES:
         why = testing.nothing_compared(reports, select=args.select)
         print(f"nbworker test: error: no case was compared: {why}", file=sys.stderr, flush=True)
@@ -207,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ExportError as err:
             print(f"nbworker export: error: {err}", file=sys.stderr)
+            return 1
+        except OSError as err:  # what write_files did not foresee (a full disk): one line too
+            where = f": {err.filename}" if err.filename else ""
+            print(f"nbworker export: error: {err.strerror or err}{where}", file=sys.stderr)
             return 1
         print(report)
     return 0

@@ -20,7 +20,8 @@ Every method returns the server's JSON answer as a dict (`stream` yields each ch
   is replaced by `***`. Exceptions are raised `from None`, so no request object holding
   the header rides along in a traceback.
 - **Retries** (`retries` extra attempts, delays `backoff * 2**n` capped at 30 s, or the
-  server's `Retry-After` up to 60 s) on connection errors, timeouts and HTTP 429/502/503/504
+  server's `Retry-After`, seconds or an HTTP date; one over 60 s is not waited for: the
+  error is raised) on connection errors, timeouts and HTTP 429/502/503/504
   for idempotent calls (GET /status, /stream, /health; POST /cancel). Calls that create or
   consume a job (POST /run, /runsync, and the POST form of /status and /stream that the
   SDK's server uses, which runs the stored job and forgets it) are retried only when the
@@ -29,21 +30,41 @@ Every method returns the server's JSON answer as a dict (`stream` yields each ch
 - **GET or POST.** RunPod's API polls with GET /status and /stream; the SDK's
   `--rp_serve_api` server only accepts POST there. With `poll_method=None` the client tries
   GET and, on HTTP 405, switches to POST for the rest of its life. Pass "GET" or "POST" to fix it.
+- **Deadlines.** `run_sync(timeout=)` and `stream(timeout=)` bound the whole call: the
+  first request, every poll, retry and backoff fit in it (a request gets what is left of
+  it as its own timeout), and running out raises `EndpointTimeout`.
+- **What is read.** Redirects are not followed (a 3xx is an error naming its `Location`),
+  so the key never goes to another host. An answer over `max_answer_bytes` (100 MiB) is
+  refused unread; body reads meet the deadline even when the server sends a byte at a time.
 - **Errors.** HTTP errors raise `EndpointError(status_code, message)`, one line:
   `POST /runsync: HTTP 422: body.input: Input should be a valid dictionary`. Transport
-  failures raise it with `status_code=None`. A stream whose job ends FAILED, CANCELLED or
-  TIMED_OUT raises `JobFailed` with the final answer.
+  failures raise it with `status_code=None`, saying which: cannot connect, or the server
+  closed (or reset) the connection. A timeout is an `EndpointTimeout` (an EndpointError
+  with `timeout`, and the `job_id` and `status` last seen). A 2xx answer that is not a JSON
+  object, a `/run` answer without a string `id`, or a job status that is not a string is
+  an EndpointError too. A stream whose job ends FAILED, CANCELLED or TIMED_OUT raises
+  `JobFailed` with the final answer.
+
+    EndpointError             (.status_code, .message, .body)
+    └── EndpointTimeout       (.timeout, .job_id, .status)
+    JobFailed                 (.result, .job_id, .status, .error)
 """
 
 from __future__ import annotations
 
+import email.utils
+import http.client
 import json
 import logging
+import math
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from html.parser import HTMLParser
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -53,8 +74,10 @@ from nbworker.errors import NbworkerError
 __all__ = [
     "DEFAULT_BASE_URL",
     "FINAL_STATUSES",
+    "MAX_ANSWER_BYTES",
     "Endpoint",
     "EndpointError",
+    "EndpointTimeout",
     "JobFailed",
 ]
 
@@ -64,7 +87,10 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 JOB_KEYS = frozenset({"input", "webhook", "policy", "s3Config"})
 MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 60.0
+MAX_ANSWER_BYTES = 100 * 2**20
 _MESSAGE_LIMIT = 300
+_CHUNK = 64 * 1024
+_ENDPOINT_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 log = logging.getLogger(__name__)
 _sleep = time.sleep  # replaced by tests to record the backoff delays
@@ -78,6 +104,37 @@ class EndpointError(NbworkerError):
         self.status_code = status_code
         self.message = message
         self.body = body
+
+
+class EndpointTimeout(EndpointError):
+    """No answer in time: a request's own timeout, or the deadline of `run_sync`/`stream`
+    (`timeout`, in seconds). `job_id` and `status` are the job's as last seen, if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        timeout: float,
+        job_id: str | None = None,
+        status: str | None = None,
+    ) -> None:
+        super().__init__(None, message)
+        self.timeout = timeout
+        self.job_id = job_id
+        self.status = status
+
+
+class _Deadline:
+    """A wall-clock bound on a whole call, `seconds` long from now."""
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
 
 
 class JobFailed(NbworkerError):
@@ -111,6 +168,15 @@ class _Bearer(requests.auth.AuthBase):
         return text.replace(self._key, "***") if self._key else text
 
 
+def _without_password(url: str) -> str:
+    """The URL with the password of its `user:password@` part (if any) replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
 class Endpoint:
     """A RunPod-style endpoint: `url=` (any server) or `endpoint_id=` (RunPod's API)."""
 
@@ -125,11 +191,12 @@ class Endpoint:
         backoff: float = 0.5,
         session: requests.Session | None = None,
         poll_method: Literal["GET", "POST"] | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         if (url is None) == (endpoint_id is None):
             raise ValueError("Endpoint needs exactly one of url= or endpoint_id=")
         if endpoint_id is not None:
-            if not endpoint_id or "/" in endpoint_id:
+            if not isinstance(endpoint_id, str) or not _ENDPOINT_ID.fullmatch(endpoint_id):
                 raise ValueError(f"not an endpoint id: {endpoint_id!r}")
             base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL") or DEFAULT_BASE_URL
             url = f"{base.rstrip('/')}/{endpoint_id}"
@@ -137,9 +204,9 @@ class Endpoint:
                 api_key = os.environ.get("RUNPOD_API_KEY") or None
         assert url is not None
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        if retries < 0 or backoff < 0 or timeout <= 0:
-            raise ValueError("retries and backoff must be >= 0 and timeout > 0")
+            raise ValueError(f"not an http(s) URL: {_without_password(url)!r}")
+        if retries < 0 or backoff < 0 or timeout <= 0 or max_answer_bytes <= 0:
+            raise ValueError("retries and backoff must be >= 0, timeout and max_answer_bytes > 0")
         if poll_method not in (None, "GET", "POST"):
             raise ValueError(f"poll_method must be 'GET', 'POST' or None, not {poll_method!r}")
         self.url = url.rstrip("/")
@@ -149,11 +216,13 @@ class Endpoint:
         self.backoff = backoff
         self.session = session if session is not None else requests.Session()
         self.poll_method = poll_method
+        self.max_answer_bytes = max_answer_bytes
         self._auth = _Bearer(api_key) if api_key else None
+        self._shown_url = _without_password(self.url)  # the URL as messages and reprs say it
 
     def __repr__(self) -> str:
         key = "set" if self._auth else "none"
-        return f"Endpoint({self.url!r}, api_key={key})"
+        return f"Endpoint({self._shown_url!r}, api_key={key})"
 
     @property
     def has_api_key(self) -> bool:
@@ -161,55 +230,85 @@ class Endpoint:
 
     # ----------------------------------------------------------------- the API routes
     def run(self, job: Any) -> dict[str, Any]:
-        """POST /run: queue a job; the answer is `{"id", "status"}`."""
-        return self.request("POST", "/run", json=as_job(job), idempotent=False)
+        """POST /run: queue a job; the answer is `{"id", "status"}` (no string `id`: an
+        EndpointError, as there is no job to poll)."""
+        status_code, answer = self._request("POST", "/run", json=as_job(job), idempotent=False)
+        self._job_id(answer, "POST /run", status_code)
+        return answer
 
     def run_sync(
         self, job: Any, timeout: float | None = None, *, poll_interval: float = 0.25
     ) -> dict[str, Any]:
         """POST /runsync, then poll /status while the answer is IN_QUEUE/IN_PROGRESS.
 
-        `timeout` bounds the whole wait (None: each request has the endpoint's timeout and
-        polling goes on until the job ends). Raises EndpointError(None, ...) when it runs out.
+        `timeout` is a deadline for the whole call: requests, polls and retries end by it,
+        and EndpointTimeout is raised when it runs out (None: each request has the
+        endpoint's timeout and polling goes on until the job ends).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        result = self.request(
+        deadline = None if timeout is None else _Deadline(timeout)
+        status_code, result = self._request(
             "POST",
             "/runsync",
             json=as_job(job),
             idempotent=False,
             timeout=max(self.timeout, timeout or 0),
+            deadline=deadline,
         )
-        job_id = result.get("id")
-        while result.get("status") not in FINAL_STATUSES and job_id:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise EndpointError(
-                    None, f"job {job_id} still {result.get('status')} after {timeout:g}s"
+        while (status := _status(result, "POST /runsync", status_code)) not in FINAL_STATUSES:
+            job_id = self._job_id(result, "POST /runsync", status_code)
+            if deadline is not None and deadline.left() <= 0:
+                raise EndpointTimeout(
+                    f"job {job_id} still {status} after {deadline.seconds:g}s",
+                    timeout=deadline.seconds,
+                    job_id=job_id,
+                    status=status,
                 )
-            _sleep(poll_interval)
-            result = self.status(job_id)
+            _sleep(poll_interval if deadline is None else min(poll_interval, deadline.left()))
+            try:
+                status_code, result = self._poll("status", job_id, deadline=deadline)
+            except EndpointTimeout:
+                if deadline is None or deadline.left() > 0:
+                    raise
+                result = {"id": job_id, "status": status}  # the deadline came mid-poll
         return result
 
     def status(self, job_id: str) -> dict[str, Any]:
         """GET (or POST, see `poll_method`) /status/{id}."""
-        return self._poll("status", job_id)
+        return self._poll("status", job_id)[1]
 
-    def stream(self, job_id: str, poll_interval: float = 0.1) -> Iterator[Any]:
+    def stream(
+        self, job_id: str, poll_interval: float = 0.1, *, timeout: float | None = None
+    ) -> Iterator[Any]:
         """Poll /stream/{id}; yield each chunk's `output` until the job ends.
 
         Raises JobFailed if it ends FAILED, CANCELLED or TIMED_OUT (after yielding the
-        chunks of that last answer).
+        chunks of that last answer); EndpointTimeout if `timeout` seconds (None: no bound)
+        pass first.
         """
+        deadline = None if timeout is None else _Deadline(timeout)
+        status = None
         while True:
-            answer = self._poll("stream", job_id)
-            for chunk in answer.get("stream") or []:
+            if deadline is not None and deadline.left() <= 0:
+                raise EndpointTimeout(
+                    f"stream of job {job_id} still {status} after {deadline.seconds:g}s",
+                    timeout=deadline.seconds,
+                    job_id=job_id,
+                    status=status,
+                )
+            status_code, answer = self._poll("stream", job_id, deadline=deadline)
+            what = f"{self.poll_method or 'GET'} /stream/{_job_path(job_id)}"
+            status = _status(answer, what, status_code)
+            chunks = answer.get("stream")
+            if not isinstance(chunks, list | None):
+                detail = f"HTTP {status_code}: the answer's stream is not a list: {chunks!r}"
+                raise EndpointError(status_code, self._message(what, detail))
+            for chunk in chunks or []:
                 yield chunk.get("output") if isinstance(chunk, Mapping) else chunk
-            status = answer.get("status")
             if status == "COMPLETED":
                 return
             if status in FINAL_STATUSES:
                 raise JobFailed(self._scrub_body(answer))
-            _sleep(poll_interval)
+            _sleep(poll_interval if deadline is None else min(poll_interval, deadline.left()))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """POST /cancel/{id}."""
@@ -220,18 +319,21 @@ class Endpoint:
         return self.request("GET", "/health")
 
     # -------------------------------------------------------------------- plumbing
-    def _poll(self, route: str, job_id: str) -> dict[str, Any]:
+    def _poll(
+        self, route: str, job_id: str, *, deadline: _Deadline | None = None
+    ) -> tuple[int, dict[str, Any]]:
         path = f"/{route}/{_job_path(job_id)}"
         if self.poll_method is not None:
-            return self.request(self.poll_method, path, idempotent=self.poll_method == "GET")
+            idempotent = self.poll_method == "GET"
+            return self._request(self.poll_method, path, idempotent=idempotent, deadline=deadline)
         try:
-            return self.request("GET", path)
+            return self._request("GET", path, deadline=deadline)
         except EndpointError as exc:
             if exc.status_code != 405:
                 raise
-        log.debug("%s: GET not allowed, polling with POST from now on", self.url)
+        log.debug("%s: GET not allowed, polling with POST from now on", self._shown_url)
         self.poll_method = "POST"
-        return self.request("POST", path, idempotent=False)
+        return self._request("POST", path, idempotent=False, deadline=deadline)
 
     def request(
         self,
@@ -246,6 +348,19 @@ class Endpoint:
 
         `idempotent` defaults to True for GET and False otherwise.
         """
+        return self._request(method, path, json=json, idempotent=idempotent, timeout=timeout)[1]
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        idempotent: bool | None = None,
+        timeout: float | None = None,
+        deadline: _Deadline | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """`request`, with the HTTP status; every attempt and wait ends by `deadline`."""
         if idempotent is None:
             idempotent = method.upper() == "GET"
         what = f"{method.upper()} {path}"
@@ -253,74 +368,154 @@ class Endpoint:
         attempt = 0
         while True:
             delay = min(self.backoff * 2**attempt, MAX_BACKOFF)
+            limit, cut = timeout, False  # this attempt's timeout; cut: the deadline's
+            if deadline is not None:
+                if deadline.left() <= 0.001:
+                    detail = f"no answer within {deadline.seconds:g}s"
+                    raise EndpointTimeout(self._message(what, detail), timeout=deadline.seconds)
+                limit, cut = min(timeout, deadline.left()), deadline.left() < timeout
             try:
-                response = self.session.request(
-                    method,
-                    self.url + path,
-                    json=json,
-                    auth=self._auth,
-                    timeout=timeout,
-                    allow_redirects=False,
+                response, data = self._send(
+                    method, path, json=json, timeout=limit, deadline=deadline
                 )
+            except _TooLarge as exc:
+                message = self._message(what, f"HTTP {exc.status_code}: {exc} (not read)")
+                raise EndpointError(exc.status_code, message) from None
             except requests.RequestException as exc:
-                reason = self._transport_reason(exc, timeout)
-                if attempt < self.retries and (idempotent or _not_sent(exc)):
+                fits = deadline is None or delay < deadline.left()
+                reason = self._scrub_text(self._transport_reason(exc, limit))
+                if attempt < self.retries and (idempotent or _not_sent(exc)) and fits:
                     log.info("%s: %s; retry %d in %.2fs", what, reason, attempt + 1, delay)
                     _sleep(delay)
                     attempt += 1
                     continue
+                if _timed_out(exc):
+                    seconds = deadline.seconds if cut and deadline is not None else limit
+                    detail = f"no answer within {seconds:g}s" if cut else reason
+                    raise EndpointTimeout(self._message(what, detail), timeout=seconds) from None
                 raise EndpointError(None, self._message(what, reason)) from None
             log.debug("%s: HTTP %d", what, response.status_code)
             retry = idempotent or response.status_code == 429
             if response.status_code in RETRY_STATUSES and attempt < self.retries and retry:
-                delay = _retry_after(response) or delay
-                log.info(
-                    "%s: HTTP %d; retry %d in %.2fs",
-                    what,
-                    response.status_code,
-                    attempt + 1,
-                    delay,
-                )
-                _sleep(delay)
-                attempt += 1
-                continue
-            return self._answer(what, response)
+                asked = _retry_after(response)
+                if asked is not None and asked > MAX_RETRY_AFTER:
+                    note = f"the server asks to wait {asked:g}s before a retry, too long to wait"
+                    return self._answer(what, response, data, note=note)
+                delay = delay if asked is None else asked
+                if deadline is None or delay < deadline.left():
+                    log.info(
+                        "%s: HTTP %d; retry %d in %.2fs",
+                        what,
+                        response.status_code,
+                        attempt + 1,
+                        delay,
+                    )
+                    _sleep(delay)
+                    attempt += 1
+                    continue
+            return response.status_code, self._answer(what, response, data)
 
-    def _answer(self, what: str, response: requests.Response) -> dict[str, Any]:
+    def _send(
+        self, method: str, path: str, *, json: Any, timeout: float, deadline: _Deadline | None
+    ) -> tuple[requests.Response, bytes]:
+        """One request and its whole body, read as it arrives (so that a trickle of bytes
+        meets the deadline), up to `max_answer_bytes`."""
+        response = self.session.request(
+            method,
+            self.url + path,
+            json=json,
+            auth=self._auth,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        )
+        with response:
+            declared = response.headers.get("Content-Length", "")
+            limit = f"the answer is over max_answer_bytes={self.max_answer_bytes}"
+            if declared.isdigit() and int(declared) > self.max_answer_bytes:
+                raise _TooLarge(response.status_code, f"{limit} (Content-Length {declared})")
+            body = bytearray()
+            try:
+                while chunk := response.raw.read1(_CHUNK, decode_content=True):
+                    body += chunk
+                    if len(body) > self.max_answer_bytes:
+                        raise _TooLarge(response.status_code, limit)
+                    if deadline is not None and deadline.left() <= 0:
+                        raise requests.ReadTimeout(f"the answer was not over in {timeout:g}s")
+            except urllib3.exceptions.HTTPError as exc:  # what raw reads raise
+                if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                    raise requests.ReadTimeout(exc) from exc
+                raise requests.ConnectionError(exc) from exc
+        return response, bytes(body)
+
+    def _answer(
+        self, what: str, response: requests.Response, data: bytes, *, note: str = ""
+    ) -> dict[str, Any]:
         try:
-            body = response.json()
-        except ValueError:
+            body = json.loads(data) if data.strip() else None
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             body = None
+        text = data[:_CHUNK].decode("utf-8", errors="replace")  # enough for any message
         if not 200 <= response.status_code < 300:
-            detail = _detail(body) if body is not None else response.text
-            detail = detail.strip() or response.reason or ""
+            if 300 <= response.status_code < 400 and "Location" in response.headers:
+                detail = f"redirected to {response.headers['Location']} (not followed)"
+            else:
+                detail = _detail(body) if body is not None else _html(response, text) or text
+                detail = detail.strip() or response.reason or ""
+            detail += f" ({note})" if note else ""
             message = self._message(what, f"HTTP {response.status_code}: {detail}")
             raise EndpointError(response.status_code, message, body=self._scrub_body(body))
         if not isinstance(body, dict):
-            got = response.text if body is None else json.dumps(body)
+            got = _html(response, text) or repr(text if body is None else json.dumps(body))
             message = self._message(
-                what, f"HTTP {response.status_code}: expected a JSON object, got {got!r}"
+                what, f"HTTP {response.status_code}: expected a JSON object, got {got}"
             )
             raise EndpointError(response.status_code, message)
         return body
 
+    def _job_id(self, answer: dict[str, Any], what: str, status_code: int) -> str:
+        """The answer's job id, which must be a string a path can hold."""
+        job_id = answer.get("id")
+        if isinstance(job_id, str) and job_id and job_id not in (".", ".."):
+            return job_id
+        detail = "has no job id" if job_id is None else f"has a job id that is no id: {job_id!r}"
+        message = self._message(
+            what, f"HTTP {status_code}: the answer {detail}: {json.dumps(answer)}"
+        )
+        raise EndpointError(status_code, message, body=self._scrub_body(answer))
+
     def _transport_reason(self, exc: requests.RequestException, timeout: float) -> str:
-        if isinstance(exc, requests.Timeout):
-            return f"no answer within {timeout:g}s ({type(exc).__name__})"
+        name = type(exc).__name__
+        if _timed_out(exc):
+            return f"no answer within {timeout:g}s ({name})"
+        if _refused(exc):
+            return f"cannot connect to {self._shown_url} ({name})"
+        dropped = _dropped(exc)
+        if dropped is not None:
+            return f"the server {dropped} ({name})"
         if isinstance(exc, requests.ConnectionError):
-            return f"cannot connect to {self.url} ({type(exc).__name__})"
-        return f"{type(exc).__name__}: {exc}"
+            return f"cannot connect to {self._shown_url} ({name})"
+        return f"{name}: {exc}"
 
     def _message(self, what: str, detail: str) -> str:
         return _one_line(self._scrub_text(f"{what}: {detail}"))
 
     def _scrub_text(self, text: str) -> str:
+        text = text.replace(self.url, self._shown_url)
         return self._auth.scrub(text) if self._auth else text
 
     def _scrub_body(self, body: Any) -> Any:
         if self._auth is None or body is None:
             return body
         return json.loads(self._auth.scrub(json.dumps(body)))
+
+
+class _TooLarge(Exception):
+    """An answer over `max_answer_bytes`: refused, and never retried."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 def as_job(job: Any) -> dict[str, Any]:
@@ -331,29 +526,117 @@ def as_job(job: Any) -> dict[str, Any]:
 
 
 def _job_path(job_id: str) -> str:
-    if not isinstance(job_id, str) or not job_id:
+    """The id as one path segment: quoted, and never `.` or `..` (which a URL resolves)."""
+    if not isinstance(job_id, str) or not job_id or job_id in (".", ".."):
         raise ValueError(f"not a job id: {job_id!r}")
     return quote(job_id, safe="")
+
+
+def _status(answer: dict[str, Any], what: str, status_code: int) -> str | None:
+    status = answer.get("status")
+    if status is None or isinstance(status, str):
+        return status
+    raise EndpointError(
+        status_code, _one_line(f"{what}: HTTP {status_code}: not a job status: {status!r}")
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps: causes, urllib3's `reason`, exceptions in args."""
+    found: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or any(item is seen for seen in found):
+            continue
+        found.append(item)
+        pending += [item.__cause__, getattr(item, "reason", None), *item.args]
+    return found
+
+
+def _refused(exc: BaseException) -> bool:
+    """The connection was never made (refused, DNS)."""
+    return any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in _causes(exc))
+
+
+def _timed_out(exc: BaseException) -> bool:
+    if _refused(exc):  # NewConnectionError is a ConnectTimeoutError in urllib3 >= 2
+        return False
+    timeouts = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    return any(isinstance(e, timeouts) for e in _causes(exc))
+
+
+def _dropped(exc: BaseException) -> str | None:
+    """How the server dropped a connection that was made, if it did."""
+    causes = _causes(exc)
+    if any(isinstance(e, http.client.RemoteDisconnected) for e in causes):
+        return "closed the connection without answering"
+    broken = (http.client.IncompleteRead, requests.exceptions.ChunkedEncodingError)
+    if any(isinstance(e, broken) for e in causes):
+        return "closed the connection in the middle of its answer"
+    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in causes):
+        return "reset the connection"
+    if any(isinstance(e, urllib3.exceptions.ProtocolError) for e in causes):
+        return "broke the connection off"
+    return None
 
 
 def _not_sent(exc: requests.RequestException) -> bool:
     """True when the request never reached the server (safe to retry anything)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    cause = exc.args[0] if exc.args else None
-    reason = getattr(cause, "reason", cause)
-    # NewConnectionError (refused, DNS) is a ConnectTimeoutError in urllib3 >= 2.
-    return isinstance(
-        reason, urllib3.exceptions.ConnectTimeoutError | urllib3.exceptions.NewConnectionError
+    return _refused(exc) or any(
+        isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in _causes(exc)
     )
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    try:
-        seconds = float(response.headers.get("Retry-After", ""))
-    except ValueError:
+    """The server's Retry-After in seconds: a number or an HTTP date (a past one is 0);
+    None when absent, negative or unreadable."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
         return None
-    return seconds if 0 <= seconds <= MAX_RETRY_AFTER else None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return None if math.isnan(seconds) or seconds < 0 else seconds
+
+
+class _Title(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.title: str | None = None
+        self._inside = False
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "title" and self.title is None:
+            self.title, self._inside = "", True
+
+    def handle_endtag(self, tag: str) -> None:
+        self._inside = self._inside and tag != "title"
+
+    def handle_data(self, data: str) -> None:
+        if self._inside:
+            self.title = (self.title or "") + data
+
+
+def _html(response: requests.Response, text: str) -> str | None:
+    """An HTML answer (a proxy's error page, a login page) said in a few words: its title."""
+    start = text.lstrip()[:15].lower()
+    html = "html" in response.headers.get("Content-Type", "")
+    if not (html or start.startswith(("<!doctype html", "<html"))):
+        return None
+    parser = _Title()
+    parser.feed(text[:_CHUNK])
+    title = " ".join((parser.title or "").split())
+    return f"an HTML page ({title})" if title else "an HTML page"
 
 
 def _detail(body: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from nbworker import memory
 from nbworker.cache import Entry, Released
-from nbworker.jobs import RECORD_MIMETYPE, Run, scrub
+from nbworker.jobs import RECORD_MIMETYPE, Run, safe_repr, scrub
 
 __all__ = [
     "LiveRun",
@@ -53,7 +53,7 @@ def _dump(value: Any) -> str:
         if len(text) > 100:
             text = json.dumps(value, indent=2, ensure_ascii=False)
     except (TypeError, ValueError):
-        text = repr(value)
+        text = safe_repr(value)
     if len(text) > MAX_SHOWN:
         text = f"{text[:MAX_SHOWN]}\n… ({len(text) - MAX_SHOWN:,} more characters)"
     return text

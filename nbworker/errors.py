@@ -4,9 +4,14 @@
     ├── HandlerError      a function cannot be registered as a handler   (.name)
     ├── HandlerNotFound   no registered handler answers to a name        (.name, .available)
     ├── JobError          a job is not of the form RunPod takes          (.source, .position)
+    ├── CacheMiss         no model cache entry of that name (cache); a KeyError too (.name)
+    ├── LoadCycle         a model's load needs that model itself (cache)   (.name, .chain)
+    ├── MalformedRecord   a run record %rp_test cannot have written (replay) (.cell, .problem)
     ├── ExportError       a notebook cannot be exported (export.select)  (.cell, .line)
     ├── ServeError        %rp_serve cannot start (serve)
+    │   └── QueueFull         %rp_serve holds as many jobs as it may (serve); HTTP 429
     ├── EndpointError     a server or endpoint answered an error (client) (.status_code)
+    │   └── EndpointTimeout   no answer by the deadline (client)  (.timeout, .job_id, .status)
     └── JobFailed         a streamed job ended FAILED/CANCELLED/TIMED_OUT (client) (.result)
 
 `ReplayMismatch` (replay) is not one of them: it is the test failure `nbworker test` reads.

@@ -99,6 +99,8 @@ def parse_job(text: str, *, source: str = "JOB_JSON") -> dict[str, Any]:
             source=source,
             position=err.pos,
         ) from None
+    except RecursionError:  # "[[[[...": deeper than Python's parser goes
+        raise JobError(f"{source} is nested too deeply to be read as JSON", source=source) from None
     return build_job(value, source=source)
 
 
@@ -164,11 +166,27 @@ def user_traceback(err: BaseException) -> str:
     return "".join(summary.format())
 
 
+def safe_str(value: Any) -> str:
+    """`str(value)`, or what it is when its own `__str__` raises (a handler's exception may)."""
+    try:
+        return str(value)
+    except Exception as err:
+        return f"<{type(value).__name__} object: str() failed with {type(err).__name__}>"
+
+
+def safe_repr(value: Any) -> str:
+    """`repr(value)`, or what it is when its own `__repr__` raises."""
+    try:
+        return repr(value)
+    except Exception as err:
+        return f"<{type(value).__name__} object: repr() failed with {type(err).__name__}>"
+
+
 def error_info(err: BaseException) -> dict[str, str]:
     """The fields of RunPod's error JSON for a handler that raised."""
     return {
         "error_type": str(type(err)),
-        "error_message": str(err),
+        "error_message": safe_str(err),
         "error_traceback": user_traceback(err),
         "hostname": os.environ.get("RUNPOD_POD_HOSTNAME", "unknown"),
         "worker_id": os.environ.get("RUNPOD_POD_ID", "unknown"),
@@ -204,12 +222,12 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if depth > 100:
-        return repr(value)
+        return safe_repr(value)
     if isinstance(value, dict):
         return {scrub(str(key)): jsonable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(item, depth + 1) for item in value]
-    return scrub(repr(value))
+    return scrub(safe_repr(value))
 
 
 @dataclass
@@ -244,17 +262,35 @@ class Run:
         return self.status == "COMPLETED"
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON recorded in the cell under `RECORD_MIMETYPE`; its shape is stable."""
+        """The JSON recorded in the cell under `RECORD_MIMETYPE`; its shape is stable.
+
+        A stream whose chunks pass `RECORD_STREAM_LIMIT` characters of JSON is recorded
+        up to there, with `stream_total`, the number of chunks it had: an endless generator
+        under a timeout must not write gigabytes into the notebook. The cut depends on the
+        chunks alone, so a replay of the same stream is cut at the same chunk."""
+        warnings = [scrub(warning) for warning in self.warnings]
+        stream = None if self.stream is None else jsonable(self.stream)
+        total = None
+        if stream is not None:
+            kept = _recordable_prefix(stream)
+            if kept < len(stream):
+                total, stream = len(stream), stream[:kept]
+                warnings.append(
+                    f"the record keeps the first {kept:,} of the {total:,} chunks "
+                    f"({RECORD_STREAM_LIMIT:,} characters of JSON); replays compare those "
+                    "and the count"
+                )
         return {
             "handler": self.handler,
             "job": jsonable(self.job),
             "status": self.status,
             "output": jsonable(self.output),
             "error": jsonable(self.error),
-            "stream": None if self.stream is None else jsonable(self.stream),
+            "stream": stream,
+            **({"stream_total": total} if total is not None else {}),
             "refresh_worker": self.refresh_worker,
             "duration_ms": round(self.duration_ms, 3),
-            "warnings": [scrub(warning) for warning in self.warnings],
+            "warnings": warnings,
             **({"progress": list(self.progress)} if self.progress else {}),
         }
 
@@ -264,10 +300,27 @@ class Run:
         return display.run_bundle(self)
 
     def __repr__(self) -> str:
-        detail = f"error={self.error!r}" if self.status == "FAILED" else f"output={self.output!r}"
+        detail = (
+            f"error={safe_repr(self.error)}"
+            if self.status == "FAILED"
+            else f"output={safe_repr(self.output)}"
+        )
         if len(detail) > 200:
             detail = detail[:197] + "..."
         return f"<Run {self.handler} {self.status} in {self.duration_ms:.2f} ms, {detail}>"
+
+
+RECORD_STREAM_LIMIT = 500_000  # characters of a record's stream chunks, as JSON
+
+
+def _recordable_prefix(chunks: list[Any]) -> int:
+    """How many of the (JSON-safe) chunks fit in RECORD_STREAM_LIMIT characters of JSON."""
+    size = 0
+    for index, chunk in enumerate(chunks):
+        size += len(json.dumps(chunk, ensure_ascii=False)) + 2  # ", " between chunks
+        if size > RECORD_STREAM_LIMIT:
+            return index
+    return len(chunks)
 
 
 # --------------------------------------------------------------------------- stopping
@@ -281,34 +334,51 @@ class JobTimeout(BaseException):
         return str(self.args[0]) if self.args else "the job's time was up"
 
 
+# A longer limit is no limit: setitimer cannot take 1e300, nor a watchdog wait inf.
+NO_LIMIT = 1e8  # seconds, over three years
+# How long after the deadline the watchdog stops a main-thread handler whose SIGALRM never
+# came (it set SIGALRM to SIG_IGN, blocked it, or took the signal over).
+_BACKSTOP = 1.0
+
+
 @contextlib.contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
     """Raise JobTimeout in this thread after `seconds`.
 
     On the main thread a SIGALRM timer interrupts pure-Python loops and blocking sleeps
-    alike. Elsewhere a watchdog thread sets an asynchronous exception, which interrupts
-    Python code but not a blocking call until it returns.
+    alike, with the watchdog below as a backstop. Elsewhere a watchdog thread sets an
+    asynchronous exception, which interrupts Python code but not a blocking call until it
+    returns.
     """
-    if not seconds:
+    if not seconds or seconds >= NO_LIMIT:
         yield
         return
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        armed = True
-
-        def on_alarm(signum: int, frame: Any) -> None:
-            if armed:
-                raise JobTimeout(f"the job's {seconds:g} s were up")
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        with _watchdog(seconds):
             yield
-        finally:
-            armed = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
         return
+    armed = True
 
+    def on_alarm(signum: int, frame: Any) -> None:
+        if armed:
+            raise JobTimeout(f"the job's {seconds:g} s were up")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        with _watchdog(seconds + _BACKSTOP):
+            yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _watchdog(seconds: float) -> Iterator[None]:
+    """Raise JobTimeout in this thread after `seconds`, from a watchdog thread."""
     thread_id = ctypes.c_ulong(threading.get_ident())
     lock = threading.Lock()
     state = {"active": True, "fired": False}
@@ -465,6 +535,8 @@ class JobRunner:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     loop.run_until_complete(asyncio.wait({task}, timeout=2.0))
+            elif not task.cancelled():  # SystemExit, KeyboardInterrupt: raised, not retrieved,
+                task.exception()  # so asyncio would log "Task exception was never retrieved"
             raise
         finally:
             asyncio.events._set_running_loop(outer)
@@ -598,7 +670,7 @@ class JobRunner:
                 raise
             except BaseException as err:  # SystemExit, GeneratorExit too: a result
                 run.traceback = user_traceback(err)
-                result = {"error": f"handler: {err} \ntraceback: {run.traceback}"}
+                result = {"error": f"handler: {safe_str(err)} \ntraceback: {run.traceback}"}
                 logs = captured()
                 if logs:
                     result["error"] += f"\nlogs:\n{logs}"
@@ -636,7 +708,7 @@ def _failure_warnings(err: BaseException) -> list[str]:
     if not isinstance(err, Exception):
         kind = f"{type(err).__name__}" + (" (sys.exit())" if isinstance(err, SystemExit) else "")
         warnings.append(EXITS_WORKER.format(kind=kind))
-    if isinstance(err, RuntimeError) and checks.ASYNCIO_RUN_MESSAGE in str(err):
+    if isinstance(err, RuntimeError) and checks.ASYNCIO_RUN_MESSAGE in safe_str(err):
         warnings.append(
             "asyncio.run() failed because the handler runs inside an event loop, as "
             "it does on a deployed worker: make the handler `async def` and await."

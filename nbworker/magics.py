@@ -8,7 +8,6 @@ shown and recorded, never an error of the cell.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from IPython.display import display
 
 from nbworker import arguments, memory, replay, source
 from nbworker import display as views
-from nbworker.cache import Entry
+from nbworker.cache import Entry, LoadCycle
 from nbworker.errors import NbworkerError
 from nbworker.jobs import Run, build_job, parse_job
 from nbworker.registry import DEFAULT_NAME, function_name
@@ -108,13 +107,21 @@ class NbworkerMagics(Magics):
         error is a one-line UsageError naming the line of the cell."""
         try:
             code = "\n" + self.shell.transform_cell(cell)  # line numbers as in the cell
-            return code, self.shell.compile.ast_parse(code)
+            tree = self.shell.compile.ast_parse(code)
         except SyntaxError as err:
             line = (err.lineno or 0) + (0 if err.filename != "<tokenize>" else 1)
             text = f": {err.text.strip()}" if err.text and err.text.strip() else ""
             raise UsageError(
                 f"{magic}: {type(err).__name__} at line {line} of the cell: {err.msg}{text}"
             ) from None
+        awaits = source.top_level_awaits(tree)
+        if awaits:  # IPython's autoawait runs such a cell; handler.py is a module and cannot
+            where = "an `async def handler(job)`" if magic == "%%handler" else "asyncio.run(...)"
+            raise UsageError(
+                f"{magic}: `await` outside a function at line {awaits[0]} of the cell: "
+                f"handler.py runs this code at import, where it cannot await; await inside {where}"
+            )
+        return code, tree
 
     def _execute(self, code: str, tree: ast.Module, raw_cell: str) -> None:
         """Run a cell's body in the user namespace, as IPython would: its source is kept
@@ -308,7 +315,7 @@ class NbworkerMagics(Magics):
     def _remote_test(self, args: Any, name: str | None, job: dict[str, Any]) -> Run:
         """`%rp_test --url URL` / `--endpoint ID`: the job goes to a server; its answer is
         shown and recorded like a run in this kernel (the handler field names the server)."""
-        from nbworker.client import Endpoint, EndpointError
+        from nbworker.client import Endpoint, EndpointError, EndpointTimeout
 
         if args.url and args.endpoint:
             raise UsageError("%rp_test: give --url or --endpoint, not both")
@@ -321,11 +328,10 @@ class NbworkerMagics(Magics):
         started = time.perf_counter()
         try:
             answer = endpoint.run_sync(body, timeout=args.timeout)
+        except EndpointTimeout as err:  # no answer by the deadline: the run timed out
+            answer = {"status": "TIMED_OUT", "error": str(err), "id": err.job_id}
         except EndpointError as err:
-            if err.status_code is None and "still" in str(err):  # our own wait ran out
-                answer = {"status": "TIMED_OUT", "error": str(err)}
-            else:
-                raise UsageError(f"%rp_test: {err}") from None
+            raise UsageError(f"%rp_test: {err}") from None
         status = answer.get("status")
         if status not in ("COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"):
             status, answer = "TIMED_OUT", dict(answer, error=f"the job is still {status}")
@@ -372,6 +378,11 @@ class NbworkerMagics(Magics):
                         text = file.read()
                 except OSError as err:
                     raise UsageError(f"%rp_test: cannot read {args.file}: {err.strerror}") from None
+                except UnicodeDecodeError as err:
+                    raise UsageError(
+                        f"%rp_test: {args.file} is not UTF-8 text (byte {err.start}); "
+                        "job JSON is UTF-8"
+                    ) from None
                 return name, parse_job(text, source=args.file)
             if args.var not in self.shell.user_ns:
                 raise UsageError(f"%rp_test: no variable named {args.var!r}")
@@ -390,20 +401,20 @@ class NbworkerMagics(Magics):
     def model(self, line: str, cell: str) -> None:
         """Run the cell once and keep what it binds (e.g. a loaded model) in nbworker's cache.
 
-        Re-running the cell with the same source runs nothing: its names are bound again
-        from the cache. A changed source (or --reload) releases the old objects first, then
-        runs the cell. The cache survives %reset -f and del.
+        Re-running the cell with the same code runs nothing: its names are bound again
+        from the cache. The code is compared by meaning (`source.code_key`): a change of
+        comments, blank lines or layout only is a hit too. Changed code (or --reload)
+        releases the old objects first, then runs the cell. The cache survives %reset -f
+        and del.
         """
         __tracebackhide__ = True
         args = parse_argstring(self.model, line)
         if not args.name.isidentifier():
             raise UsageError(f"%%model: {args.name!r} is not a Python name")
         cache = self.session.cache
-        key = hashlib.sha256(cell.encode()).hexdigest()
-        cached = cache.peek(args.name)
-        code = tree = None
-        if cached is None or cached.key != key or args.reload:
-            code, tree = self._parse(cell, "%%model")  # before anything is released
+        # Parsed on a hit too (the key is the tree's), and before anything is released.
+        code, tree = self._parse(cell, "%%model")
+        key = source.code_key(tree)
 
         def run_cell() -> dict[str, Any]:
             __tracebackhide__ = True
@@ -428,20 +439,26 @@ class NbworkerMagics(Magics):
                 if name != "__builtins__"
             }
 
-        loaded = cache.fetch(
-            args.name,
-            run_cell,
-            key=key,
-            reload=args.reload,
-            bound=True,
-            source=cell,
-            cell_id=self._cell_id,
-        )
+        try:
+            loaded = cache.fetch(
+                args.name,
+                run_cell,
+                key=key,
+                reload=args.reload,
+                bound=True,
+                source=cell,
+                cell_id=self._cell_id,
+            )
+        except LoadCycle as err:  # the cell (or one it runs) loads this very model again
+            raise UsageError(f"%%model: {err}") from None
         entry = loaded.entry
         if loaded.hit:
             self.shell.user_ns.update(entry.objects)
         lines = [f"{views.released_line(r)}" for r in loaded.released]
-        lines.append(views.entry_line(entry, hit=loaded.hit))
+        summary = views.entry_line(entry, hit=loaded.hit)
+        if loaded.hit and entry.source != cell:  # the text changed, not what it means
+            summary = summary.replace(": cache hit", ": unchanged code, cache hit", 1)
+        lines.append(summary)
         lines += [f"⚠ {warning}" for warning in loaded.warnings]
         print("\n".join(lines))
 

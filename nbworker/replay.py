@@ -22,15 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbworker import compare
+from nbworker.errors import NbworkerError
 
 __all__ = [
     "REPLAY_MIMETYPE",
     "Expected",
+    "MalformedRecord",
     "Outcome",
     "Replay",
     "ReplayMismatch",
     "compare_runs",
     "current",
+    "record_problem",
     "start",
     "stop",
 ]
@@ -49,6 +52,53 @@ class ReplayMismatch(Exception):
     def _render_traceback_(self) -> list[str]:
         """What IPython shows for it: the differences, not a traceback into nbworker."""
         return [f"ReplayMismatch: {self}"]
+
+
+class MalformedRecord(NbworkerError, ValueError):
+    """A cell's output holds a run record `%rp_test` could not have written (a hand-edited
+    or hostile notebook): `cell` is its index in the notebook, `record` its 1-based number
+    among the cell's records, `problem` what is wrong with it."""
+
+    def __init__(self, *, cell: int, cell_id: str | None, record: int, problem: str) -> None:
+        where = f"cell {cell}" + (f" (id {cell_id})" if cell_id else "")
+        super().__init__(
+            f"{where}: run record {record} is malformed: {problem}; clear the cell's output or "
+            "record the run again with %rp_test"
+        )
+        self.cell = cell
+        self.cell_id = cell_id
+        self.record = record
+        self.problem = problem
+
+
+def _json_type(value: Any) -> str:
+    """`value`'s JSON type, for messages (nbformat's objects are dict subclasses)."""
+    for kind, name in ((bool, "boolean"), ((int, float), "number"), (str, "string")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return "object" if isinstance(value, dict) else "null" if value is None else "value"
+
+
+def record_problem(record: Any) -> str | None:
+    """What makes `record` no run record (None: it is one). Only what replaying reads is
+    checked, by type: a wrong value (a status no run has) is a difference the replay shows."""
+    if not isinstance(record, dict):
+        return f"the run record is not an object (a JSON {_json_type(record)})"
+    for key in ("handler", "status"):
+        if not isinstance(record.get(key), str):
+            found = "missing" if key not in record else f"a JSON {_json_type(record[key])}"
+            return f"its {key} is not a string ({found})"
+    job = record.get("job")
+    if not isinstance(job, dict):
+        found = "missing" if "job" not in record else f"a JSON {_json_type(job)}"
+        return f"its job is not an object ({found})"
+    if "input" not in job:
+        return "its job has no input"
+    if record.get("stream") is not None and not isinstance(record["stream"], list):
+        return f"its stream is neither null nor a list (a JSON {_json_type(record['stream'])})"
+    return None
 
 
 @dataclass
@@ -118,6 +168,12 @@ def compare_runs(
         out.append(f"status: got {got.get('status')}, recorded {recorded.get('status')}{detail}")
     for key in ("output", "stream"):
         out += compare.differences(got.get(key), recorded.get(key), key, ignored, rtol)
+    if "stream" not in ignored and got.get("stream_total") != recorded.get("stream_total"):
+        # a stream too long to record whole: its first chunks compared above, its length here
+        out.append(
+            f"stream: got {got.get('stream_total') or len(got.get('stream') or [])} chunks, "
+            f"recorded {recorded.get('stream_total') or len(recorded.get('stream') or [])}"
+        )
     out += compare.differences(
         compare.error_key(got.get("error")),
         compare.error_key(recorded.get("error")),
@@ -192,7 +248,8 @@ class Replay:
 
 
 def expected_runs(notebook: Any) -> list[Expected]:
-    """The recorded runs of an nbformat notebook, cell by cell (cells with none left out)."""
+    """The recorded runs of an nbformat notebook, cell by cell (cells with none left out).
+    MalformedRecord names the first record that is no run record."""
     from nbworker.jobs import recorded_runs
 
     found = []
@@ -200,6 +257,12 @@ def expected_runs(notebook: Any) -> list[Expected]:
         if cell.get("cell_type") != "code":
             continue
         records = recorded_runs(cell)
+        for number, record in enumerate(records, 1):
+            problem = record_problem(record)
+            if problem is not None:
+                raise MalformedRecord(
+                    cell=index, cell_id=cell.get("id"), record=number, problem=problem
+                )
         if records:
             source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
             found.append(Expected(index, cell.get("id"), source, records))

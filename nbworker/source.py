@@ -1,21 +1,24 @@
 """What a piece of Python code binds, uses and imports, read from its syntax tree.
 
 Shared by the magics (which function a `%%handler` cell defines, what a `%%model` cell
-binds) and the exporter (which cells a handler depends on).
+binds, whether its code changed) and the exporter (which cells a handler depends on).
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import symtable
 
 __all__ = [
     "PRESTART_HOOK",
     "bound_names",
+    "code_key",
     "functions",
     "imported_modules",
     "prestart_hooks",
+    "top_level_awaits",
     "used_names",
 ]
 
@@ -23,6 +26,19 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 BUILTINS = frozenset(dir(builtins))
 PRESTART_HOOK = "register_prestart_hook"  # runpod 2.0's runpod.serverless.register_prestart_hook
+
+
+def code_key(tree: ast.Module) -> str:
+    """A key that changes with what code means, not with how it is laid out: the hash of
+    its syntax tree without positions. Comments, blank lines, trailing spaces, line
+    continuations, tabs for spaces, CRLF line ends, redundant parentheses and the quotes or
+    escapes spelling a literal leave it as is; a literal's value (docstrings too), a name,
+    an operator, the block a statement is in, or an f-string's `{x = }` text change it.
+
+    The tree, not the tokens: in Python 3.12 the tokenizer splits f-strings and drops the
+    spaces in `f"{x = }"`, which the program prints.
+    """
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
 def functions(tree: ast.Module) -> list[str]:
@@ -205,3 +221,19 @@ def prestart_hooks(tree: ast.Module) -> list[str]:
         elif isinstance(node, ast.Call) and registers(node.func) and node.args:
             found.append((node.lineno, node.col_offset, ast.unparse(node.args[0])))
     return [hook for _, _, hook in sorted(found)]
+
+
+def top_level_awaits(tree: ast.Module) -> list[int]:
+    """The lines of `await`, `async for` and `async with` outside any function: IPython
+    syntax (its autoawait), not Python a module (handler.py) can hold."""
+    found, pending = [], list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) or (
+            isinstance(node, ast.comprehension) and node.is_async
+        ):
+            found.append(node.lineno if hasattr(node, "lineno") else node.target.lineno)
+        pending.extend(ast.iter_child_nodes(node))
+    return sorted(set(found))

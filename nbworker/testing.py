@@ -9,7 +9,8 @@
 
 Exit codes: 0 all passed, 1 a case mismatched (or the worker could not be built), 2 usage,
 3 a notebook failed outside a test (a cell raised, a UsageError included, the kernel died, a
-timeout: any cell that stopped the run), 5 no case was compared at all (no run recorded, `-k`
+timeout: any cell that stopped the run; or it could not be replayed at all: unreadable, or a
+run record in it is malformed), 5 no case was compared at all (no run recorded, `-k`
 matching nothing, every case compared nowhere), as pytest's 5 for no tests.
 
 The pytest plugin (`pytest --nbworker notebooks/`) is at the end of this module; it is
@@ -182,6 +183,7 @@ def nothing_compared(reports: Iterable[NotebookReport], *, select: str | None = 
 
 
 def recorded_cases(notebook: Any, name: str) -> list[Case]:
+    """A case per recorded run; `replay.MalformedRecord` for a record that is none."""
     from nbworker.replay import expected_runs
 
     return [
@@ -190,8 +192,8 @@ def recorded_cases(notebook: Any, name: str) -> list[Case]:
             expected.cell,
             expected.cell_id,
             index,
-            str(record.get("handler")),
-            str(record.get("status")),
+            record["handler"],
+            record["status"],
         )
         for expected in expected_runs(notebook)
         for index, record in enumerate(expected.records, 1)
@@ -520,6 +522,8 @@ def test_notebook(
     """
     import nbformat
 
+    from nbworker.replay import MalformedRecord
+
     options = options or Options()
     path = Path(path)
     name = name or path.name
@@ -529,7 +533,10 @@ def test_notebook(
     except Exception as err:  # not JSON, not a notebook, unreadable: the notebook failed
         error = f"not a readable notebook: {type(err).__name__}: {' '.join(str(err).split())}"
         return NotebookReport(str(path), error=error[:500], name=name)
-    cases = recorded_cases(stored, name)
+    try:
+        cases = recorded_cases(stored, name)
+    except MalformedRecord as err:  # hand-edited or hostile: nothing of it is replayed
+        return NotebookReport(str(path), error=str(err), name=name)
     selected = [case for case in cases if _selected(case, options.select)]
     if not selected:
         report = NotebookReport(str(path), name=name, deselected=len(cases))
@@ -976,8 +983,14 @@ def _pytest_classes() -> Any:
                 raise self.CollectError(
                     f"{self.path.name}: not a readable notebook: {err}"
                 ) from err
+            from nbworker.replay import MalformedRecord
+
+            try:
+                cases = recorded_cases(stored, _pytest_name(self.path, self.config))
+            except MalformedRecord as err:
+                raise self.CollectError(f"{self.path.name}: {err}") from None
             cells: dict[int, list[Case]] = {}
-            for case in recorded_cases(stored, _pytest_name(self.path, self.config)):
+            for case in cases:
                 cells.setdefault(case.cell, []).append(case)
             for cases in cells.values():
                 name = cases[0].cell_id or f"cell-{cases[0].cell}"

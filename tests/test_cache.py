@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nbworker import memory
-from nbworker.cache import CacheMiss, ModelCache
+from nbworker.cache import CacheMiss, LoadCycle, ModelCache
 
 MiB = 1024**2
 
@@ -222,6 +222,195 @@ def test_lowering_the_budget_evicts_now_and_the_variable_sets_it(monkeypatch) ->
     assert [r.name for r in cache.set_budget(MiB)] == ["a"]
     monkeypatch.setenv("NBWORKER_CACHE_BUDGET", "8GiB")
     assert ModelCache().budget == 8 * 1024**3
+
+
+# ---------------------------------------------------------------- nested loads
+
+
+def test_a_loader_may_load_another_entry() -> None:
+    cache = ModelCache()
+
+    def outer() -> dict[str, object]:
+        tokenizer = cache.load("inner", lambda: np.zeros(MiB, np.uint8), key="i")
+        return {"tokenizer": tokenizer, "encoder": np.ones(2 * MiB, np.uint8)}
+
+    loaded = cache.fetch("outer", outer, key="o", bound=True)
+    assert not loaded.hit and cache.names() == ["inner", "outer"]
+    # outer binds the tokenizer too (a hit binds it again), but its memory is inner's
+    assert loaded.entry.objects["tokenizer"] is cache.get("inner")
+    assert loaded.entry.memory == {"cpu": 2 * MiB} and cache.total_bytes() == 3 * MiB
+    assert cache.fetch("outer", outer, key="o", bound=True).hit
+    assert cache.entry("inner").hits == 1
+
+
+def test_what_a_nested_hit_gives_counts_in_the_inner_entry_only() -> None:
+    cache = ModelCache()
+    cache.load("inner", lambda: np.zeros(MiB, np.uint8))
+    loaded = cache.fetch("outer", lambda: {"w": cache.load("inner", list)}, bound=True)
+    assert loaded.entry.memory == {} and cache.total_bytes() == MiB
+
+
+def test_a_nested_entry_stays_when_the_outer_load_fails_after_it() -> None:
+    cache = ModelCache()
+
+    def outer() -> None:
+        cache.load("inner", lambda: "loaded")
+        raise RuntimeError("outer broke")
+
+    with pytest.raises(RuntimeError, match="outer broke"):
+        cache.load("outer", outer)
+    assert cache.names() == ["inner"]
+    assert cache.load("outer", lambda: "second try") == "second try"  # not left loading
+
+
+def test_a_failed_nested_load_fails_the_outer_one_unless_it_is_caught() -> None:
+    cache = ModelCache()
+
+    def broken() -> None:
+        raise ValueError("inner broke")
+
+    with pytest.raises(ValueError, match="inner broke"):
+        cache.load("outer", lambda: cache.load("inner", broken))
+    assert len(cache) == 0
+
+    def forgiving() -> str:
+        try:
+            cache.load("inner", broken)
+        except ValueError:
+            return "without inner"
+        return "with inner"
+
+    assert cache.load("outer", forgiving) == "without inner"
+    assert cache.names() == ["outer"]
+
+
+def test_a_load_that_needs_itself_is_a_one_line_error_not_a_deadlock() -> None:
+    cache = ModelCache()
+    cache.load("other", lambda: 1)
+
+    def outer() -> object:
+        return cache.load("inner", lambda: cache.load("outer", lambda: "never"))
+
+    with pytest.raises(LoadCycle) as raised:
+        cache.load("outer", outer)
+    assert raised.value.chain == ("outer", "inner", "outer")
+    assert str(raised.value) == (
+        "loading 'outer' needs 'outer' itself (outer -> inner -> outer): "
+        "a model cell cannot load its own entry"
+    )
+    assert raised.value._render_traceback_() == [f"LoadCycle: {raised.value}"]
+    assert cache.names() == ["other"]  # neither of the two stays, nor stays loading
+    assert cache.load("outer", lambda: "now") == "now"
+
+
+def test_a_cycle_through_another_thread_is_an_error_too() -> None:
+    """x's loader waits in a thread of its own for y, whose loader asks for x: the thread
+    asking for y would wait for y, which waits for x's load, which waits for it."""
+    cache = ModelCache()
+    y_started = threading.Event()
+    errors: list[BaseException] = []
+
+    def load_y() -> None:
+        def y() -> object:
+            y_started.set()
+            return cache.load("x", lambda: "x from y")  # waits for the main thread's load
+
+        try:
+            cache.load("y", y)
+        except BaseException as err:  # asserted below
+            errors.append(err)
+
+    worker = threading.Thread(target=load_y)
+
+    def x() -> object:
+        worker.start()
+        y_started.wait(5)
+        while not cache._waiting:  # y's loader is waiting for x
+            time.sleep(0.001)
+        return cache.load("y", lambda: "y from x")
+
+    with pytest.raises(LoadCycle) as raised:
+        cache.load("x", x)
+    assert raised.value.chain == ("y", "x", "y")
+    worker.join(5)  # x failed: y's loader, waiting for it, then loaded x itself
+    assert errors == [] and cache.names() == ["x", "y"]
+    assert cache.get("y") == "x from y"
+
+
+def test_two_threads_loading_one_name_load_it_once() -> None:
+    cache = ModelCache()
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow() -> str:
+        calls.append(threading.get_ident())
+        started.set()
+        release.wait(5)
+        return "loaded"
+
+    first = threading.Thread(target=cache.load, args=("model", slow))
+    first.start()
+    started.wait(5)
+    results = []
+    second = threading.Thread(target=lambda: results.append(cache.fetch("model", slow)))
+    second.start()
+    while not cache._waiting:  # the second thread waits for the first one's load
+        time.sleep(0.001)
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert len(calls) == 1 and results[0].hit and results[0].entry.value == "loaded"
+
+
+def test_a_thread_waiting_for_a_failed_load_loads_it_itself() -> None:
+    cache = ModelCache()
+    started, release = threading.Event(), threading.Event()
+
+    def failing() -> str:
+        started.set()
+        release.wait(5)
+        raise RuntimeError("first load broke")
+
+    def first() -> None:
+        with pytest.raises(RuntimeError):
+            cache.load("model", failing)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    started.wait(5)
+    results = []
+    second = threading.Thread(target=lambda: results.append(cache.load("model", lambda: "ok")))
+    second.start()
+    while not cache._waiting:
+        time.sleep(0.001)
+    release.set()
+    thread.join(5)
+    second.join(5)
+    assert results == ["ok"] and cache.names() == ["model"]
+
+
+def test_different_names_load_at_the_same_time() -> None:
+    """A loader may load its parts in threads of its own (each its entry) and wait for them."""
+    cache = ModelCache()
+    barrier = threading.Barrier(3, timeout=5)
+
+    def part(number: int) -> int:
+        barrier.wait()  # every part loads at once, or this times out
+        return number
+
+    def whole() -> list[int]:
+        threads = [
+            threading.Thread(target=cache.load, args=(f"part{n}", lambda n=n: part(n)))
+            for n in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        return [cache.get(f"part{n}") for n in range(3)]
+
+    assert cache.load("whole", whole) == [0, 1, 2]
+    assert sorted(cache.names()) == ["part0", "part1", "part2", "whole"]
 
 
 # ---------------------------------------------------------------- threads

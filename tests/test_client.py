@@ -3,9 +3,13 @@ small stdlib server on 127.0.0.1 for retries, errors and API key hygiene."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import logging
 import socket
+import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -25,7 +29,7 @@ from endpoint_suite import (
 )
 
 import nbworker.client
-from nbworker.client import Endpoint, EndpointError, JobFailed, as_job
+from nbworker.client import Endpoint, EndpointError, EndpointTimeout, JobFailed, as_job
 from nbworker.errors import NbworkerError
 
 KEY = "rpa_SECRETKEY0123456789abcdef"
@@ -424,3 +428,340 @@ def test_cancel_and_health_routes(stub):
         ("POST", "/cancel/j1"),
         ("GET", "/health"),
     ]
+
+
+# ------------------------------------------------- deadlines, dropped connections, hostile servers
+class Raw:
+    """TCP servers on 127.0.0.1 that do what a test says with each connection, for the
+    answers no well-behaved HTTP server gives: none, half of one, a reset, a trickle."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()  # set at teardown: behaviours that wait, stop
+        self.servers: list[socketserver.ThreadingTCPServer] = []
+        self.connections = 0
+
+    def start(self, behave) -> str:
+        raw = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                raw.connections += 1
+                _read_request(self.request)
+                with contextlib.suppress(OSError):  # the client went away: fine
+                    behave(self.request, raw.done)
+
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        self.servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length and (chunk := conn.recv(65536)):
+        body += chunk
+
+
+@pytest.fixture
+def raw() -> Iterator[Raw]:
+    servers = Raw()
+    yield servers
+    servers.done.set()
+    for server in servers.servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _never(conn: socket.socket, done: threading.Event) -> None:
+    done.wait(30)
+
+
+def _close(conn: socket.socket, done: threading.Event) -> None:
+    conn.close()
+
+
+def _half(conn: socket.socket, done: threading.Event) -> None:
+    conn.sendall(
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"id": '
+    )
+    conn.close()
+
+
+def _reset(conn: socket.socket, done: threading.Event) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()  # an RST, not a FIN
+
+
+def _trickle(conn: socket.socket, done: threading.Event) -> None:
+    """A byte every 0.1 s: no read ever waits long enough to time out."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    while not done.wait(0.1):
+        conn.sendall(b" ")
+
+
+def _endless(conn: socket.socket, done: threading.Event) -> None:
+    """An answer without a length that never ends."""
+    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[")
+    while not done.is_set():
+        conn.sendall(b"1," * 32768)
+
+
+def test_run_sync_timeout_is_a_deadline_against_a_server_that_never_answers(raw):
+    endpoint = Endpoint(raw.start(_never))  # its own timeout: 30 s
+    start = time.monotonic()
+    with pytest.raises(EndpointTimeout) as info:
+        endpoint.run_sync({"input": {}}, timeout=1)
+    assert time.monotonic() - start < 2  # before: the endpoint's 30 s timeout
+    assert str(info.value) == "POST /runsync: no answer within 1s"
+    assert isinstance(info.value, EndpointError) and info.value.status_code is None
+    assert info.value.timeout == 1
+
+
+def test_run_sync_timeout_is_a_deadline_against_in_queue_forever(stub):
+    url, script = stub
+    script.answers = [(200, {"id": "j", "status": "IN_QUEUE"}, {})]
+    real_next = script.next
+
+    def slow_status():  # each poll takes 0.4 s to answer
+        time.sleep(0.4)
+        return (200, {"id": "j", "status": "IN_QUEUE"}, {})
+
+    script.next = lambda: real_next() if not script.seen[1:] else slow_status()
+    start = time.monotonic()
+    with pytest.raises(EndpointTimeout, match=r"^job j still IN_QUEUE after 1s$") as info:
+        Endpoint(url).run_sync({"input": {}}, timeout=1, poll_interval=0.3)
+    assert time.monotonic() - start < 2
+    assert (info.value.job_id, info.value.status, info.value.timeout) == ("j", "IN_QUEUE", 1)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retries_end_by_the_deadline(stub, status):
+    """A 429 (or 503) loop with a long Retry-After and many retries: bounded by the deadline."""
+    url, script = stub
+    script.answers = [(200, {"id": "j", "status": "IN_QUEUE"}, {})]
+    script.default = (status, {"error": "slow down"}, {"Retry-After": "0.4"})
+    start = time.monotonic()
+    with pytest.raises(EndpointError) as info:
+        Endpoint(url, retries=100).run_sync({"input": {}}, timeout=1, poll_interval=0.05)
+    assert time.monotonic() - start < 2
+    assert info.value.status_code == status and 2 <= len(script.seen) <= 5
+
+
+def test_a_trickling_answer_meets_the_deadline(raw):
+    start = time.monotonic()
+    with pytest.raises(EndpointTimeout, match=r"^POST /runsync: no answer within 1s$"):
+        Endpoint(raw.start(_trickle)).run_sync({"input": {}}, timeout=1)
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize(
+    ("behave", "says"),
+    [
+        (_close, "the server closed the connection without answering"),
+        (_half, "the server closed the connection in the middle of its answer"),
+        (_reset, "the server reset the connection"),
+    ],
+    ids=["closed", "half-an-answer", "reset"],
+)
+def test_a_dropped_connection_is_not_cannot_connect(raw, sleeps, behave, says):
+    url = raw.start(behave)
+    with pytest.raises(EndpointError) as info:
+        Endpoint(url, retries=2, backoff=0.01).run({"x": 1})
+    assert str(info.value).startswith(f"POST /run: {says} ("), info.value
+    assert "cannot connect" not in str(info.value) and info.value.status_code is None
+    assert raw.connections == 1 and sleeps == []  # it was sent: /run is not sent again
+    with pytest.raises(EndpointError, match=f"^GET /health: {says}"):
+        Endpoint(url, retries=2, backoff=0.01).health()
+    assert raw.connections == 4  # GET is retried
+
+
+def test_a_huge_answer_is_refused_unread(raw, stub):
+    endpoint = Endpoint(raw.start(_endless), max_answer_bytes=2**20)
+    start = time.monotonic()
+    with pytest.raises(EndpointError, match=r"^GET /health: HTTP 200: the answer is over "):
+        endpoint.health()
+    assert time.monotonic() - start < 5 and raw.connections == 1  # not retried
+    url, script = stub
+    script.default = (200, b"[" + b"0," * 2**20 + b"0]", {})
+    with pytest.raises(EndpointError, match=r"over max_answer_bytes=1048576 \(Content-Length"):
+        Endpoint(url, max_answer_bytes=2**20).health()
+    bomb = gzip.compress(b"[" + b"0," * 2**23 + b"0]")  # 16 MiB of JSON in 16 KiB
+    script.default = (200, bomb, {"Content-Encoding": "gzip"})
+    assert len(bomb) < 2**15
+    with pytest.raises(
+        EndpointError, match=r"^GET /health: HTTP 200: the answer is over max_answer"
+    ):
+        Endpoint(url, max_answer_bytes=2**20).health()
+    with pytest.raises(EndpointError, match="expected a JSON object, got '\\[0, 0, 0,"):
+        Endpoint(url, max_answer_bytes=2**25).health()  # under the cap: read and decoded
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"status": "IN_QUEUE"}, 'the answer has no job id: {"status": "IN_QUEUE"}'),
+        ({"id": 7, "status": "IN_QUEUE"}, "has a job id that is no id: 7"),
+        ({"id": "", "status": "IN_QUEUE"}, "has a job id that is no id: ''"),
+        ({"id": "..", "status": "IN_QUEUE"}, "has a job id that is no id: '..'"),
+        (["j"], """expected a JSON object, got '["j"]'"""),
+        ("j", """expected a JSON object, got '"j"'"""),
+    ],
+)
+def test_run_needs_an_answer_with_a_job_id(stub, answer, message):
+    url, script = stub
+    script.default = (200, answer, {})
+    with pytest.raises(EndpointError) as info:
+        Endpoint(url).run({"x": 1})
+    assert str(info.value).startswith("POST /run: HTTP 200: ") and message in str(info.value)
+    assert info.value.status_code == 200
+
+
+def test_run_sync_needs_a_job_id_to_poll_and_a_status_that_is_a_string(stub):
+    url, script = stub
+    script.default = (200, {"status": "IN_PROGRESS"}, {})
+    with pytest.raises(EndpointError, match="POST /runsync: HTTP 200: the answer has no job id"):
+        Endpoint(url).run_sync({"input": {}})
+    script.default = (200, {"id": "j", "status": ["COMPLETED"]}, {})
+    with pytest.raises(EndpointError, match=r"not a job status: \['COMPLETED'\]"):
+        Endpoint(url).run_sync({"input": {}})
+    script.default = (200, {"id": "j", "status": "COMPLETED"}, {})  # no id needed when done
+    script.answers = [(200, {"status": "COMPLETED", "output": 1}, {})]
+    assert Endpoint(url).run_sync({"input": {}})["output"] == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "message"),
+    [
+        (
+            502,
+            b"<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>",
+            {"Content-Type": "text/html"},
+            "GET /health: HTTP 502: an HTML page (502 Bad Gateway)",
+        ),
+        (
+            200,
+            b"<!DOCTYPE html><html><title>\n Sign in </title>" + b"x" * 5000,
+            {},
+            "GET /health: HTTP 200: expected a JSON object, got an HTML page (Sign in)",
+        ),
+        (
+            200,
+            b'{"status": "COMPLETED"',
+            {},
+            """GET /health: HTTP 200: expected a JSON object, got '{"status": "COMPLETED"'""",
+        ),
+        (200, b"[" * 100_000, {}, "GET /health: HTTP 200: expected a JSON object, got '[[[["),
+        (200, b"", {}, "GET /health: HTTP 200: expected a JSON object, got ''"),
+    ],
+    ids=["html-error-page", "html-200", "invalid-json", "nested-past-the-parser", "empty"],
+)
+def test_answers_that_are_not_json_objects(stub, status, body, headers, message):
+    url, script = stub
+    script.default = (status, body, headers)
+    with pytest.raises(EndpointError) as info:
+        Endpoint(url, retries=0).health()
+    assert str(info.value).startswith(message), info.value
+    assert len(str(info.value)) <= 300
+
+
+def test_a_redirect_is_not_followed_so_the_key_stays_home(stub, raw):
+    """Not to another host (requests would strip the header there; here nothing is sent)
+    and not on the same host either: the answer is an error naming where it pointed."""
+    elsewhere = raw.start(_close)
+    url, script = stub
+    script.default = (307, {"detail": "moved"}, {"Location": f"{elsewhere}/health?key={KEY}"})
+    with pytest.raises(EndpointError) as info:
+        Endpoint(url, api_key=KEY).health()
+    assert info.value.status_code == 307
+    assert (
+        str(info.value)
+        == f"GET /health: HTTP 307: redirected to {elsewhere}/health?key=*** (not followed)"
+    )
+    assert raw.connections == 0 and len(script.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "sleeps_then", "retried"),
+    [
+        ("1000000000", [], False),
+        ("inf", [], False),
+        ("Fri, 01 Jan 2100 00:00:00 GMT", [], False),
+        ("-5", [0.01], True),
+        ("nan", [0.01], True),
+        ("soon", [0.01], True),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", [0.0], True),
+        ("0.3", [0.3], True),
+    ],
+)
+def test_retry_after_values(stub, sleeps, retry_after, sleeps_then, retried):
+    url, script = stub
+    script.answers = [(429, {"error": "slow down"}, {"Retry-After": retry_after})]
+    if retried:
+        Endpoint(url, backoff=0.01).health()
+    else:
+        with pytest.raises(EndpointError, match=r"HTTP 429: slow down \(the server asks to wait"):
+            Endpoint(url, backoff=0.01).health()
+    assert sleeps == sleeps_then
+    assert len(script.seen) == (2 if retried else 1)
+
+
+def test_url_credentials_and_the_key_stay_out_of_messages_and_logs(caplog, sleeps):
+    caplog.set_level(logging.DEBUG)
+    port = _free_port()
+    endpoint = Endpoint(f"http://user:PASSWORD123@127.0.0.1:{port}", api_key=KEY, backoff=0.01)
+    with pytest.raises(EndpointError) as info:
+        endpoint.health()
+    assert str(info.value).startswith(
+        f"GET /health: cannot connect to http://user:***@127.0.0.1:{port}"
+    )
+    assert "PASSWORD123" not in repr(endpoint) + str(info.value) + caplog.text
+    assert KEY not in str(info.value) + caplog.text
+    with pytest.raises(ValueError) as bad:
+        Endpoint("ftp://user:PASSWORD123@host")
+    assert "PASSWORD123" not in str(bad.value)
+
+
+def test_job_and_endpoint_ids_cannot_leave_their_path_segment(stub):
+    url, script = stub
+    endpoint = Endpoint(url)
+    endpoint.status("a/../b?c#d")
+    endpoint.cancel("../../run")
+    assert [s["path"] for s in script.seen] == [
+        "/status/a%2F..%2Fb%3Fc%23d",
+        "/cancel/..%2F..%2Frun",
+    ]
+    for job_id in ("..", ".", "", None, 7):
+        with pytest.raises(ValueError, match="not a job id"):
+            endpoint.status(job_id)
+    for endpoint_id in ("..", ".", "a/b", "a?b", "a b", ""):
+        with pytest.raises(ValueError, match="not an endpoint id"):
+            Endpoint(endpoint_id=endpoint_id)
+
+
+def test_a_stream_that_never_ends_is_bounded_by_its_timeout(stub):
+    url, script = stub
+    script.default = (200, {"id": "j", "status": "IN_PROGRESS", "stream": [{"output": "tick"}]}, {})
+    chunks = []
+    start = time.monotonic()
+    with pytest.raises(EndpointTimeout, match=r"^stream of job j still IN_PROGRESS after 1s$"):
+        chunks.extend(Endpoint(url).stream("j", poll_interval=0.05, timeout=1))
+    assert time.monotonic() - start < 2 and chunks and set(chunks) == {"tick"}
+    script.default = (200, {"id": "j", "status": "IN_PROGRESS", "stream": "tick"}, {})
+    with pytest.raises(
+        EndpointError, match=r"GET /stream/j: HTTP 200: the answer's stream is not a list"
+    ):
+        next(Endpoint(url).stream("j"))

@@ -21,6 +21,8 @@ import pytest
 
 from nbworker.export import ExportError, build_worker, default_directory, export_notebook
 from nbworker.export.write import MANIFEST
+from nbworker.jobs import RECORD_MIMETYPE as RECORD
+from nbworker.jobs import recorded_runs
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = ["sentiment", "streaming"]
@@ -46,8 +48,14 @@ def golden_files(name: str) -> dict[str, str]:
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_export_gives_the_golden_worker(name: str) -> None:
     report = build_worker(DATA / f"{name}.ipynb")
-    copy = report.files.pop(f"tests/{name}.ipynb")
-    assert nbformat.reads(copy, as_version=4) == nbformat.read(DATA / f"{name}.ipynb", 4)
+    copy = nbformat.reads(report.files.pop(f"tests/{name}.ipynb"), as_version=4)
+    source = nbformat.read(DATA / f"{name}.ipynb", 4)
+    # the copy keeps the sources, the tags and the run records, alone in their outputs
+    assert [c.source for c in copy.cells] == [c.source for c in source.cells]
+    assert [c.get("id") for c in copy.cells] == [c.get("id") for c in source.cells]
+    assert [recorded_runs(c) for c in copy.cells] == [recorded_runs(c) for c in source.cells]
+    assert {key for c in copy.cells for o in c.get("outputs", []) for key in o.data} <= {RECORD}
+    assert sorted(copy.metadata) == sorted(set(source.metadata) & {"kernelspec", "language_info"})
     if UPDATE:
         folder = DATA / f"{name}.worker"
         shutil.rmtree(folder, ignore_errors=True)

@@ -158,9 +158,12 @@ def test_a_cell_python_warns_about_is_still_read(recwarn) -> None:
     assert len(recwarn) == 0
 
 
-def test_a_cell_that_is_not_python_is_still_scanned_for_known_shapes() -> None:
+def test_a_cell_that_is_not_python_is_still_scanned_line_by_line() -> None:
     source = f'def broken(:\n    password = "hunter22"\n    key = "{HF_TOKEN}"\n'
-    assert one(source) == [SecretFinding(0, 3, "a Hugging Face token", "HF_TOKEN")]
+    assert one(source) == [
+        SecretFinding(0, 2, "Secret Keyword (detect-secrets)", ""),
+        SecretFinding(0, 3, "a Hugging Face token", "HF_TOKEN"),
+    ]
 
 
 def test_findings_are_one_per_cell_line_and_kind_sorted_by_cell_and_line() -> None:

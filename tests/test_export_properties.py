@@ -634,7 +634,7 @@ H = "%%handler\ndef handler(job):\n    return 1"
         pytest.param(
             ["nonlocal x", "%%handler\ndef handler(job):\n    return x"],
             "`x` is used by cell 1 (%%handler) but no cell defines it (cell 0, line 1: "
-            "nonlocal declaration not allowed at module level)",
+            "SyntaxError: nonlocal declaration not allowed at module level)",
             id="scope-error-in-the-cell-that-would-define-a-name",
         ),
         # ValueError out of shlex.split: a shell line with one quote.
@@ -647,17 +647,19 @@ H = "%%handler\ndef handler(job):\n    return 1"
             "no %%handler cell can be read: cell 0: %%handler 'a.b': not a Python name",
             id="dotted-name",
         ),
-        # A \r in a %%handler line ended the line of the message naming the cell...
+        # A \r in a %%handler line ended the line of the message naming the cell, and the
+        # `# --- cell 0: %%handler ...` comment in handler.py. A \r ends a line for IPython
+        # (str.splitlines): the magic line is `%%handler 0`, the body `0`, as in the kernel...
         pytest.param(
             ["%%handler 0\r0", "%%handler\ndef handler(job):\n    return x"],
-            "`x` is used by cell 1 (%%handler) but no cell defines it (cell 0 (%%handler 0): "
-            "unrecognized arguments: 0)",
+            "`x` is used by cell 1 (%%handler) but no cell defines it (cell 0: %%handler '0': "
+            "not a Python name)",
             id="carriage-return-in-message",
         ),
-        # ... and the `# --- cell 0: %%handler ...` comment in handler.py: the rest was code.
+        # ... and here the body starts with `--aggregate`: Python that reads a name.
         pytest.param(
             ["%%handler --aggregate\r--aggregate\ndef handler(job):\n    yield 1"],
-            None,
+            "`aggregate` is used by cell 0 (%%handler --aggregate) but no cell defines it",
             id="carriage-return-in-header",
         ),
         # A %%handler NAME the cell does not define: it must come from another cell...

@@ -581,3 +581,32 @@ def test_the_workers_compare_is_nbworkers_own_and_needs_only_the_standard_librar
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
     assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
+
+
+LONG_STREAM_SOURCE = """\
+def pages(job):
+    for index in range(job["input"]["pages"]):
+        yield {"page": index, "text": "lorem ipsum " * 100}
+"""
+
+
+@pytest.mark.slow
+def test_a_stream_too_long_to_record_whole_is_compared_by_its_first_chunks_and_count(
+    tmp_path: Path,
+) -> None:
+    """The record keeps the first chunks of a long stream (jobs.RECORD_STREAM_LIMIT) and its
+    count; the worker's test compares its first chunks with those, and its count."""
+    records = record_runs(LONG_STREAM_SOURCE, "pages", [{"input": {"pages": 600}}], aggregate=True)
+    assert records[0]["stream_total"] == 600 and len(records[0]["stream"]) < 600
+    cases = testfiles.select_cases(records, handler="pages")
+    assert cases[0]["stream_total"] == 600
+    files = testfiles.test_files(
+        cases=cases, handler="pages", streaming=True, notebook_name="worker.ipynb"
+    )
+    script = worker_script(LONG_STREAM_SOURCE, "pages", return_aggregate_stream=True)
+    worker = write_worker(tmp_path / "worker", script, files)
+    code, output = run_pytest(worker, "tests/test_handler.py")
+    assert code == 0, output
+    break_handler(worker, 'job["input"]["pages"]', 'job["input"]["pages"] + 1')
+    code, output = run_pytest(worker, "tests/test_handler.py")
+    assert code == 1 and "stream: got 601 chunks, recorded 600" in output, output

@@ -267,3 +267,71 @@ def test_async_handlers_see_a_running_loop_like_a_deployed_worker(session: Sessi
         "asyncio.run() cannot be called from a running event loop"
     )
     assert any("asyncio.run() failed" in warning for warning in run.warnings)
+
+
+def test_a_stream_too_long_to_record_is_cut_the_same_way_each_time(session) -> None:
+    """An endless generator under a timeout must not write gigabytes into the notebook: the
+    record keeps the chunks up to RECORD_STREAM_LIMIT characters and says how many there were."""
+    from nbworker.jobs import RECORD_STREAM_LIMIT
+
+    def handler(job):
+        yield from ("x" * 1000 for _ in range(2000))  # about 2 MB of JSON
+
+    first = nbworker.run_job({"input": {}}, handler).to_record()
+    again = nbworker.run_job({"input": {}}, handler).to_record()
+    assert first["stream_total"] == 2000 and 0 < len(first["stream"]) < 2000
+    assert len(json.dumps(first["stream"])) <= RECORD_STREAM_LIMIT
+    assert first["stream"] == again["stream"]
+    assert any("first" in warning and "2,000 chunks" in warning for warning in first["warnings"])
+    short = nbworker.run_job({"input": {}}, lambda job: (yield 1)).to_record()
+    assert short["stream"] == [1] and "stream_total" not in short
+
+
+def test_exceptions_and_outputs_whose_own_str_or_repr_raise(session) -> None:
+    """A handler's exception whose __str__ raises, and an output whose __repr__ raises, are
+    a FAILED run and a recorded run: never an error out of nbworker."""
+
+    class Nasty(Exception):
+        def __str__(self):
+            raise RuntimeError("str bomb")
+
+    class Opaque:
+        def __repr__(self):
+            raise RuntimeError("repr bomb")
+
+    def raises(job):
+        raise Nasty()
+
+    failed = nbworker.run_job({"input": {}}, raises)
+    assert failed.status == "FAILED"
+    assert json.loads(failed.error)["error_message"].startswith("<Nasty object: str() failed")
+    returned = nbworker.run_job({"input": {}}, lambda job: Opaque())
+    assert returned.to_record()["output"].startswith("<Opaque object: repr() failed")
+    assert "repr() failed" in repr(returned)
+
+
+def test_json_nested_past_the_parser_is_a_job_error() -> None:
+    with pytest.raises(JobError, match="nested too deeply"):
+        parse_job('{"input": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+def test_an_endless_timeout_is_no_timeout_and_a_lost_alarm_still_stops_the_job(session) -> None:
+    """`timeout=inf` (or 1e300, past what setitimer takes) runs unbounded; a handler that
+    ignores SIGALRM on the main thread is still stopped, by the watchdog, a second later."""
+    import signal
+
+    assert nbworker.run_job({"input": {}}, lambda job: 1, timeout=float("inf")).output == 1
+    assert nbworker.run_job({"input": {}}, lambda job: 1, timeout=1e300).output == 1
+
+    def deaf(job):
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        while True:
+            pass
+
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        started = time.monotonic()
+        run = nbworker.run_job({"input": {}}, deaf, timeout=0.2)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert run.status == "TIMED_OUT" and time.monotonic() - started < 3

@@ -331,6 +331,46 @@ raise RuntimeError("cannot load f3")
     )
 
 
+NESTED = """
+n5_tokenizer = numpy.zeros(2**20, numpy.uint8)  # 1 MiB
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_model_cell_may_run_another_and_a_cycle_is_one_line(kernel: Kernel) -> None:
+    inner = f"get_ipython().run_cell_magic('model', 'n5_inner', {NESTED!r})"
+    outer = model_cell(
+        "n5_outer",
+        f"import numpy\n{inner}\nn5_encoder = numpy.ones(2**19, numpy.uint8)",
+        counter="NBW_LOADS_N5",
+    )
+    kernel.ok(outer)
+    assert cached(kernel)[-2:] == ["n5_inner", "n5_outer"]
+    _, rows, _ = table(kernel)
+    # the tokenizer counts in its own entry only, though outer binds it too
+    assert (rows["n5_inner"]["cpu"], rows["n5_outer"]["cpu"]) == ("1.0 MiB", "512.0 KiB"), rows
+    kernel.ok("del n5_tokenizer, n5_encoder")
+    again = kernel.ok(outer)  # a hit binds both again, and runs nothing
+    assert "n5_outer: cache hit" in again.stdout and loads(kernel, "NBW_LOADS_N5") == 1
+    assert defined(kernel, "n5_tokenizer") and defined(kernel, "n5_encoder")
+
+    # outer fails after inner loaded: inner stays, outer leaves nothing
+    failing = model_cell("n5_fails", f"import numpy\n{inner}\nraise RuntimeError('n5 broke')")
+    kernel.ok("get_ipython().run_line_magic('rp_models', '--evict n5_inner')")
+    result = kernel.execute(failing)
+    assert result.reply["ename"] == "RuntimeError", result.describe()
+    assert "n5_inner" in cached(kernel) and "n5_fails" not in cached(kernel)
+
+    cycle = model_cell("n5_cycle", "get_ipython().run_cell_magic('model', 'n5_cycle', 'n5_x = 1')")
+    result = kernel.execute(cycle)  # a deadlocked kernel would time this test out
+    assert result.reply["ename"] == "UsageError", result.describe()
+    assert "loading 'n5_cycle' needs 'n5_cycle' itself" in result.reply["evalue"]
+    shown = [strip_ansi(line) for line in result.reply.get("traceback", [])]
+    assert len(shown) <= 1 and not any("nbworker/" in line for line in shown), shown
+    assert "n5_cycle" not in cached(kernel) and not defined(kernel, "n5_x")
+
+
 # --------------------------------------------------------------------------- 4. eviction
 
 BIG = "import numpy\n{name} = numpy.ones(200 * 2**20 // 8)  # 200 MiB, every page written"

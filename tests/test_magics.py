@@ -505,3 +505,16 @@ def test_a_concurrency_modifier_that_exits_is_a_one_line_error(shell: Shell) -> 
     )
     assert message.startswith("%%handler: concurrency_modifier concurrency_modifier(1) raised ")
     assert "SystemExit" in message and "\n" not in message
+
+
+def test_top_level_await_in_a_handler_or_model_cell_names_the_cell_line(shell) -> None:
+    """IPython's autoawait would run it, handler.py cannot: one line naming the cell's line,
+    not a SyntaxError traceback through nbworker."""
+    message = shell.usage_error(
+        "%%handler\nimport asyncio\nawait asyncio.sleep(0)\ndef handler(job):\n    return 1"
+    )
+    assert message.startswith("%%handler: `await` outside a function at line 3 of the cell")
+    assert "async def handler(job)" in message
+    message = shell.usage_error("%%model m\nimport asyncio\nx = await asyncio.sleep(0, 1)")
+    assert message.startswith("%%model: `await` outside a function at line 3 of the cell")
+    assert "m" not in shell.session.cache

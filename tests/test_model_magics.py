@@ -204,3 +204,118 @@ def test_a_hit_binds_every_name_the_cell_binds_even_ones_already_held(shell: She
     shell.ok(cell)
     assert shell.ipython.user_ns["np"].__name__ == "numpy"
     assert shell.ipython.user_ns["i"] == 1
+
+
+# The cache key is what the code means (source.code_key), not its text: a change of layout
+# is a hit ("unchanged code"), a change of meaning reloads.
+MEANING_CELL = '''
+%%model encoder
+import builtins
+builtins.NBW_LOADS = getattr(builtins, "NBW_LOADS", 0) + 1
+checkpoint = "hf://org/model#main"
+count = 0
+for step in range(3):
+    tag = f"{count=}"
+    count += 1
+
+
+def describe():
+    """The encoder."""
+    return checkpoint
+'''
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            lambda c: c.replace("count = 0", "# a comment\ncount = 0  # why"), id="comments"
+        ),
+        pytest.param(lambda c: c.replace("\n", "\n\n"), id="blank-lines"),
+        pytest.param(lambda c: c.replace("\n", "   \n"), id="trailing-spaces"),
+        pytest.param(lambda c: c.replace("count = 0", "count = \\\n    0"), id="continuation"),
+        pytest.param(lambda c: c.replace("count = 0", "count = (\n    0\n)"), id="parentheses"),
+        pytest.param(
+            lambda c: c.replace('"hf://org/model#main"', "'hf://org/model#main'"), id="quotes"
+        ),
+        pytest.param(lambda c: c.replace("#main", "#ma\\\nin"), id="continued-string"),
+        pytest.param(lambda c: c.replace("    ", "\t"), id="tabs-for-spaces"),
+        pytest.param(lambda c: c.replace("\n", "\r\n"), id="crlf"),
+    ],
+)
+def test_a_change_of_layout_only_is_a_hit(shell: Shell, change) -> None:
+    first = shell.ok(MEANING_CELL)
+    assert first.captured.stdout.startswith("encoder: loaded in ")
+    entry = shell.session.cache.entry("encoder")
+    changed = change(MEANING_CELL)
+    assert changed != MEANING_CELL
+    out = shell.ok(changed).captured.stdout
+    assert out.startswith("encoder: unchanged code, cache hit, loaded 0 s ago in "), out
+    assert builtins.NBW_LOADS == 1 and shell.session.cache.entry("encoder") is entry
+    again = shell.ok(MEANING_CELL).captured.stdout  # the text that loaded: a plain hit
+    assert again.startswith("encoder: cache hit, loaded 0 s ago in ")
+    assert builtins.NBW_LOADS == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "effect"),
+    [
+        pytest.param(
+            lambda c: c.replace("#main", "#dev"),
+            ("checkpoint", "hf://org/model#dev"),
+            id="a-# in-a-string",
+        ),
+        pytest.param(
+            lambda c: c.replace("#main", ""), ("checkpoint", "hf://org/model"), id="string-cut-at-#"
+        ),
+        pytest.param(
+            lambda c: c.replace("The encoder.", "The decoder."),
+            ("describe", "The decoder."),
+            id="docstring",
+        ),
+        pytest.param(
+            lambda c: c.replace("    count += 1", "count += 1"),
+            ("count", 1),
+            id="dedented-out-of-the-loop",
+        ),
+        pytest.param(
+            lambda c: c.replace("{count=}", "{count = }"),
+            ("tag", "count = 2"),
+            id="f-string-spaces",
+        ),
+        pytest.param(lambda c: c.replace("range(3)", "range(0x3)"), None, id="literal-spelling"),
+    ],
+)
+def test_a_change_of_meaning_reloads(shell: Shell, change, effect) -> None:
+    shell.ok(MEANING_CELL)
+    changed = change(MEANING_CELL)
+    out = shell.ok(changed).captured.stdout
+    if effect is None:  # the same value spelled otherwise is the same code
+        assert "unchanged code, cache hit" in out and builtins.NBW_LOADS == 1
+        return
+    assert out.splitlines()[0] == "encoder: released (source changed), no arrays or tensors"
+    assert builtins.NBW_LOADS == 2
+    name, value = effect
+    bound = shell.ipython.user_ns[name]
+    assert (bound.__doc__ if callable(bound) else bound) == value
+
+
+def test_a_hit_that_no_longer_compiles_fails_and_keeps_the_model(shell: Shell) -> None:
+    """Tabs and spaces mixed so that the meaning is ambiguous: a TabError, not a hit."""
+    shell.ok(MEANING_CELL)
+    mixed = MEANING_CELL.replace("    count +=", "\tcount +=")
+    message = shell.usage_error(mixed)
+    assert message.startswith("%%model: TabError at line 8 of the cell"), message
+    assert shell.session.cache.names() == ["encoder"] and builtins.NBW_LOADS == 1
+
+
+def test_the_options_line_is_not_the_code(shell: Shell) -> None:
+    """--reload reloads code that has not changed; another name is another entry (the old
+    one stays cached until evicted)."""
+    shell.ok(MEANING_CELL)
+    spaced = shell.ok(MEANING_CELL.replace("encoder", "  encoder  ", 1)).captured.stdout
+    assert spaced.startswith("encoder: cache hit, ")  # the same body: not even "unchanged code"
+    out = shell.ok(MEANING_CELL.replace("encoder", "encoder --reload", 1)).captured.stdout
+    assert out.splitlines()[0] == "encoder: released (reload), no arrays or tensors"
+    shell.ok(MEANING_CELL.replace("encoder", "other", 1))
+    assert shell.session.cache.names() == ["encoder", "other"] and builtins.NBW_LOADS == 3

@@ -4,6 +4,8 @@ run in the kernel. Against `%rp_serve` over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 
@@ -62,3 +64,15 @@ def test_server_and_endpoint_errors_are_one_line_and_never_show_the_key(
     assert message.startswith("%rp_test: POST /runsync: ") and "SECRETKEY" not in message
     assert "SECRETKEY" not in result.captured.stdout + result.captured.stderr
     assert "SECRETKEY" not in json.dumps([o.data for o in result.captured.outputs], default=str)
+
+
+def test_timeout_is_a_deadline_for_a_server_that_never_answers(shell) -> None:
+    """A listening socket that never accepts: the request is sent and no answer comes. The
+    run ends by --timeout, not by the client's own 30 s per request."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        record = shell.record(f'%rp_test --url {url} --timeout 1 {{"input": {{}}}}')
+        assert time.monotonic() - start < 2
+    assert record["status"] == "TIMED_OUT"
+    assert record["error"] == "POST /runsync: no answer within 1s"

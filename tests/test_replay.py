@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from importlib import metadata
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from nbworker import replay
 from nbworker.replay import REPLAY_MIMETYPE, ReplayMismatch, compare_runs
+
+RECORD = "application/vnd.nbworker.run+json"
 
 
 def record(**fields):
@@ -217,3 +221,54 @@ def test_without_replay_the_options_change_nothing(shell) -> None:
 def test_a_bad_rtol_is_refused() -> None:
     with pytest.raises(ValueError, match="rtol must be a number >= 0"):
         replay.Replay([], rtol=-1)
+
+
+def test_a_stream_cut_in_its_record_compares_its_count_too() -> None:
+    cut = record(stream=[1, 2], stream_total=5)
+    assert compare_runs(cut, cut) == []
+    assert compare_runs(record(stream=[1, 2], stream_total=6), cut) == [
+        "stream: got 6 chunks, recorded 5"
+    ]
+    assert compare_runs(record(stream=[1, 2]), cut) == ["stream: got 2 chunks, recorded 5"]
+    assert compare_runs(record(stream=[1, 2]), cut, ignore=["stream"]) == []
+
+
+# ------------------------------------------------------------------------ stored records
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        ("not a record", "the run record is not an object (a JSON string)"),
+        (["a", "list"], "the run record is not an object (a JSON array)"),
+        (record(status=200), "its status is not a string (a JSON number)"),
+        (record(handler=None), "its handler is not a string (a JSON null)"),
+        ({"status": "COMPLETED"}, "its handler is not a string (missing)"),
+        (record(job="no dict"), "its job is not an object (a JSON string)"),
+        (record(job={"id": "local_test"}), "its job has no input"),
+        (record(stream="chunk"), "its stream is neither null nor a list (a JSON string)"),
+    ],
+)
+def test_a_malformed_record_is_named_by_cell_and_number(stored: object, problem: str) -> None:
+    notebook = new_notebook(cells=[new_code_cell("%load_ext nbworker"), new_code_cell("x")])
+    notebook.cells[1].outputs = [
+        new_output("display_data", data={RECORD: record()}),
+        new_output("display_data", data={RECORD: stored}),
+    ]
+    notebook = nbformat.reads(nbformat.writes(notebook), as_version=4)  # as stored
+    with pytest.raises(replay.MalformedRecord) as raised:
+        replay.expected_runs(notebook)
+    error = raised.value
+    assert (error.cell, error.cell_id, error.record, error.problem) == (
+        1,
+        notebook.cells[1].id,
+        2,
+        problem,
+    )
+    assert str(error).startswith(f"cell 1 (id {error.cell_id}): run record 2 is malformed: ")
+    assert "\n" not in str(error)
+
+
+def test_what_a_run_records_is_a_record() -> None:
+    assert replay.record_problem(record()) is None
+    assert replay.record_problem(record(job={"input": None}, stream=[1], status="ODD")) is None

@@ -483,7 +483,8 @@ def test_a_public_host_needs_a_token(served) -> None:
 def test_bad_requests_get_a_400_with_a_message(served) -> None:
     served.ok(ECHO)
     url = start(served).url
-    answer = requests.post(f"{url}/run", data='{"input": {"a": }}', timeout=5)
+    json_type = {"Content-Type": "application/json"}
+    answer = requests.post(f"{url}/run", data='{"input": {"a": }}', headers=json_type, timeout=5)
     assert answer.status_code == 400
     assert answer.json()["error"].startswith("malformed JSON: Expecting value at line 1")
     assert "(char 16)" in answer.json()["error"]

@@ -246,6 +246,53 @@ def test_a_usage_error_in_a_cell_stops_the_notebook_and_exits_3_naming_it(
     assert stopped.metadata["nbworker"]["ename"] == "UsageError"  # in the report too
 
 
+def test_a_malformed_record_fails_its_notebook_in_one_line_naming_the_cell(
+    calc: Path, tmp_path: Path
+) -> None:
+    """A hand-edited record (here a status that is a number, in cell 4) fails that notebook,
+    exit 3, before any kernel starts; the other notebooks are replayed all the same. The
+    pytest plugin refuses to collect it, with the same line."""
+    from nbworker.jobs import RECORD_MIMETYPE
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    (folder / "good.ipynb").write_bytes(calc.read_bytes())
+    edited = folder / "edited.ipynb"
+    edited.write_bytes(calc.read_bytes())
+    set_record(edited, 4, status=200)
+    stored = nbformat.read(edited, 4)
+    expected = (
+        f"ERROR: edited.ipynb: cell 4 (id {stored.cells[4].id}): run record 1 is malformed: "
+        "its status is not a string (a JSON number); clear the cell's output or record the "
+        "run again with %rp_test"
+    )
+
+    done = nbworker_test("notebooks", "--notebook-only", cwd=tmp_path)
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert expected in done.stdout.splitlines() and "Traceback" not in done.stderr
+    assert "3 passed, 0 failed, 1 notebook error(s), 2 notebook(s)" in done.stdout
+
+    (output,) = [o for o in stored.cells[4].outputs if RECORD_MIMETYPE in o.get("data", {})]
+    output["data"][RECORD_MIMETYPE] = ["a", "list"]
+    nbformat.write(stored, edited)
+    report = testing.test_notebook(edited)  # in process: it returns before any kernel
+    assert report.exit_code == testing.EXIT_NOTEBOOK and report.cases == []
+    assert report.error is not None and report.error.endswith(
+        "run record 1 is malformed: the run record is not an object (a JSON array); clear "
+        "the cell's output or record the run again with %rp_test"
+    )
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbworker", "--collect-only", "-q", str(edited)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert collected.returncode == 2, collected.stdout + collected.stderr
+    assert f"edited.ipynb: {report.error}" in collected.stdout, collected.stdout
+
+
 def test_the_worker_replay_catches_what_export_does_not_carry(tmp_path: Path) -> None:
     # SCALE changes after the handler's cell; export takes the definition above the handler
     sources = [*CALC[:3], "SCALE = 3", *CALC[3:5]]

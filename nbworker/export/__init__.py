@@ -62,17 +62,70 @@ class ExportReport:
 
 
 def _read_notebook(notebook: Any) -> tuple[Any, str]:
-    import nbformat
-
     if isinstance(notebook, (str, os.PathLike)):
         path = Path(notebook)
         try:
-            return nbformat.read(path, as_version=4), path.name
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ExportError(f"no such notebook: {path}") from None
-        except (OSError, ValueError) as err:
-            raise ExportError(f"cannot read {path} as a notebook: {err}") from None
+        except IsADirectoryError:
+            raise ExportError(f"{path} is a folder, not a notebook (.ipynb file)") from None
+        except OSError as err:
+            raise ExportError(f"cannot read {path}: {err.strerror or err}") from None
+        return _parsed_notebook(data, path), path.name
     return notebook, str(notebook.get("metadata", {}).get("nbworker_name", "notebook.ipynb"))
+
+
+def _parsed_notebook(data: bytes, path: Path) -> Any:
+    """The nbformat v4 notebook in `data`; ExportError (one line) if it is none: not UTF-8,
+    not JSON, not a notebook object, or not what nbformat's schema allows."""
+    import warnings
+
+    import nbformat
+
+    from nbworker.export.secrets import redact
+
+    where = f"cannot read {path} as a notebook"
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text)
+    except UnicodeDecodeError as err:
+        raise ExportError(f"{where}: not UTF-8 text (byte {err.start})") from None
+    except ValueError as err:  # json.JSONDecodeError
+        if not data.strip():
+            raise ExportError(f"{where}: the file is empty") from None
+        line, column = getattr(err, "lineno", "?"), getattr(err, "colno", "?")
+        message = getattr(err, "msg", str(err))
+        raise ExportError(f"{where}: not JSON ({message} at line {line} column {column})") from None
+    if not isinstance(value, dict):
+        raise ExportError(
+            f"{where}: it holds a JSON {type(value).__name__}, not an object"
+        ) from None
+    version = value.get("nbformat")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 4:
+        found = "no nbformat version" if version is None else f"nbformat version {version!r}"
+        raise ExportError(f"{where}: it has {found} (nbformat reads versions 1 to 4)")
+    cells = value.get("cells", value.get("worksheets"))
+    if not isinstance(cells, list) or not all(isinstance(cell, dict) for cell in cells):
+        # nbformat's own checks iterate them before its schema says a word
+        raise ExportError(f"{path} is not a valid notebook: its cells are not a list of objects")
+    with warnings.catch_warnings():  # missing cell ids and the like: repaired, not our news
+        warnings.simplefilter("ignore")
+        try:
+            if version == 4:  # the schema first: its message says what is wrong
+                nbformat.validate(nbformat.from_dict(value))
+            notebook = nbformat.convert(nbformat.reader.reads(text), 4)  # lines joined
+            nbformat.validate(notebook)
+        except nbformat.ValidationError as err:
+            text = " ".join(str(err.message).split())
+            text = redact(text if len(text) <= 200 else text[:200] + "...")
+            raise ExportError(
+                f"{path} is not a valid notebook (nbformat's schema): {text}"
+            ) from None
+        except Exception as err:  # a shape an old version's converter cannot read
+            text = redact(" ".join(str(err).split())[:200])
+            raise ExportError(f"{where}: {type(err).__name__}: {text}") from None
+    return notebook
 
 
 def _checked_name(name: str) -> str:
@@ -88,14 +141,36 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _check_secrets(cells: list[Cell]) -> None:
-    from nbworker.export import secrets
+def _check_secrets(cells: list[Cell], notebook: Any) -> None:
+    """Refuse a credential in a cell's source or in a run record (both ship)."""
+    from nbworker.export import secrets, trimmed
 
     findings = secrets.find_secrets([(cell.index, cell.source) for cell in cells])
+    findings += secrets.find_in_records(trimmed.records_text(notebook))
+    _refuse(findings)
+
+
+def _refuse(findings: list[Any]) -> None:
+    from nbworker.export import secrets
+
     if findings:
         first = findings[0]
         more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
-        raise ExportError(secrets.describe(first) + more, cell=first.cell, line=first.line)
+        cell = first.cell if first.cell >= 0 else None
+        raise ExportError(secrets.describe(first) + more, cell=cell, line=first.line)
+
+
+def _check_records(cells: list[Cell]) -> None:
+    """Each run record is a JSON object: a hand-edited or hostile one is named, not a crash."""
+    for cell in cells:
+        for number, record in enumerate(cell.records):
+            if not isinstance(record, dict):
+                raise ExportError(
+                    f"{cell.label}: run record {number + 1} is a JSON "
+                    f"{type(record).__name__}, not a run record (an object); clear the cell's "
+                    "output and run it again",
+                    cell=cell.index,
+                )
 
 
 def build_worker(
@@ -109,7 +184,8 @@ def build_worker(
     nb, name = _read_notebook(notebook)
     name = _checked_name(notebook_name or name)
     cells = read_cells(nb)
-    _check_secrets(cells)
+    _check_records(cells)
+    _check_secrets(cells, nb)
     selection: Selection = select_cells(cells, handler=handler)
     by_index = {cell.index: cell for cell in cells}
     taken = [by_index[index] for index in selection.taken]
@@ -126,7 +202,10 @@ def build_worker(
     notes.append(reason)
 
     records = [record for cell in cells for record in _with_options(cell)]
-    cases = testfiles.select_cases(records, handler=selection.name)
+    try:
+        cases = testfiles.select_cases(records, handler=selection.name)
+    except (TypeError, ValueError) as err:  # a record no run of the handler could leave
+        raise ExportError(f"a run record cannot be a test case: {_short(err)}") from None
     files = {
         "handler.py": render_handler(cells, selection, notebook=name),
         "requirements.txt": f"# RunPod worker exported by nbworker from {name}.\n"
@@ -156,7 +235,11 @@ def build_worker(
             notebook_name=name,
         )
     )
-    copy = nbformat.writes(nb)
+    from nbworker.export import secrets, trimmed
+
+    # a last check: nothing the notebook's records put into the files holds a credential
+    _refuse(secrets.find_in_files(files))
+    copy = nbformat.writes(trimmed.trimmed_notebook(nb))
     files[f"tests/{name}"] = copy if copy.endswith("\n") else copy + "\n"
 
     report_cells = []
@@ -172,6 +255,13 @@ def build_worker(
         for line, text in cell.dropped:
             notes.append(f"{cell.label}, line {line}: `{text}` dropped (notebook only)")
     return ExportReport(name, selection.name, None, report_cells, files, notes)
+
+
+def _short(err: Exception) -> str:
+    from nbworker.export.secrets import redact
+
+    text = " ".join(str(err).split())
+    return redact(text if len(text) <= 300 else text[:300] + "...")
 
 
 def _sdk_settings(cases: list[dict[str, Any]]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import keyword
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -161,7 +162,17 @@ def _read_code(cell: Cell, body: str, offset: int) -> None:
     except ValueError as err:  # null bytes, lone surrogates: not Python source
         cell.error = f"{cell.label}: not Python source ({_one_line(err)})"
         return
+    try:  # what only the compiler refuses: `return`, `yield` or `break` outside their place
+        compile(tree, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    except SyntaxError as err:
+        line = (err.lineno or 0) + offset
+        cell.error = f"{cell.label}, line {line}: {type(err).__name__}: {err.msg}"
+        return
     lines = body.split("\n")
+    for line in source.top_level_awaits(tree):
+        # IPython runs such a cell in its event loop (autoawait); handler.py is a module
+        text = lines[line - 1].strip() if line - 1 < len(lines) else "await"
+        cell.problems.append((line + offset, text))
     removed: set[int] = set()
     for node in ast.walk(tree):
         call = _ipython_call(node)
@@ -213,6 +224,9 @@ def read_cells(notebook: Any) -> list[Cell]:
     cells = []
     for index, raw in enumerate(notebook.cells):
         text = raw.source if isinstance(raw.source, str) else "".join(raw.source)
+        # "\r\n" and a lone "\r" end lines for IPython (str.splitlines) and for Python's
+        # tokenizer alike: as "\n", the magic line and every line number are the kernel's
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
         tags = frozenset(raw.get("metadata", {}).get("tags", []))
         cell_type = raw.cell_type
         if cell_type != "code":
@@ -231,7 +245,11 @@ def read_cells(notebook: Any) -> list[Cell]:
             name = getattr(cell.options, "name", None)
             modifier = getattr(cell.options, "concurrency_modifier", None)
             for given in (name, modifier):
-                if given is not None and not given.isidentifier():
+                # handler.py names both in its start() call: a keyword would not compile
+                python_name = given is not None and given.isidentifier()
+                if python_name and magic == "handler" and keyword.iskeyword(given):
+                    python_name = False
+                if given is not None and not python_name:
                     cell.error = f"cell {index}: %%{magic} {given!r}: not a Python name"
             _read_code(cell, body, offset=1)
             for given in (name, modifier):

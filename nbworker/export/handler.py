@@ -35,9 +35,8 @@ def _start_config(selection: Selection) -> str:
 def render_handler(cells: list[Cell], selection: Selection, *, notebook: str) -> str:
     """The text of handler.py; ExportError if it would not compile."""
     by_index = {cell.index: cell for cell in cells}
-    sections = [
-        _section(by_index[index]) for index in selection.taken if by_index[index].code.strip()
-    ]
+    taken = [by_index[index] for index in selection.taken if by_index[index].code.strip()]
+    sections = [_section(cell) for cell in taken]
     text = (
         f'"""RunPod worker: the `{selection.name}` handler, exported by nbworker from {notebook}.\n'
         "\n"
@@ -53,7 +52,21 @@ def render_handler(cells: list[Cell], selection: Selection, *, notebook: str) ->
     try:
         compile(text, "handler.py", "exec")
     except SyntaxError as err:
+        cell = _cell_at(text, sections, taken, err.lineno or 0)
+        where = f" ({cell.label}, exported there)" if cell is not None else ""
         raise ExportError(
-            f"the exported handler.py does not compile: line {err.lineno}: {err.msg}"
+            f"the exported handler.py does not compile: line {err.lineno}{where}: {err.msg}",
+            cell=None if cell is None else cell.index,
         ) from None
     return text
+
+
+def _cell_at(text: str, sections: list[str], cells: list[Cell], line: int) -> Cell | None:
+    """The cell whose section of handler.py holds `line` (1-based), if any."""
+    start = text.count("\n", 0, text.index(sections[0])) + 1 if sections else 0
+    for section, cell in zip(sections, cells, strict=True):
+        end = start + section.count("\n")
+        if start <= line < end:
+            return cell
+        start = end + 2  # the blank line between sections
+    return None

@@ -109,6 +109,17 @@ def assert_same(
     assert not found, "; ".join(found[:5]) + more
 
 
+def recorded_part(chunks: list[Any], case: dict[str, Any]) -> list[Any]:
+    """The chunks of a new run that its recorded case can be compared with: all of them,
+    or, for a stream too long to record whole (`stream_total` chunks, the first ones
+    kept), its first ones once their count is checked."""
+    total = case.get("stream_total")
+    if total is None:
+        return chunks
+    assert len(chunks) == total, f"stream: got {len(chunks)} chunks, recorded {total}"
+    return chunks[: len(case["stream"] or [])]
+
+
 LEADING_FIELDS = re.compile(  # the start of RunPod's error JSON
     r'\{"error_type": ("(?:[^"\\]|\\.)*"), "error_message": ("(?:[^"\\]|\\.)*")'
 )

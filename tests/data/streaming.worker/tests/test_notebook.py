@@ -75,6 +75,7 @@ def test_case_still_holds(runs: list[dict[str, Any]], index: int, case: dict[str
     )
     assert_same(run["output"], case["output"], "output", ignored(case))
     assert_same(run["stream"], case["stream"], "stream", ignored(case))
+    assert run.get("stream_total") == case.get("stream_total"), "stream: chunk count"
     if case["status"] == "FAILED":
         check_error(run["error"], case["error"])
     assert run["refresh_worker"] == case["refresh_worker"], "refresh_worker"

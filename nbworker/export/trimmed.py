@@ -1,0 +1,73 @@
+"""The copy of the notebook a worker ships in `tests/`: what its tests need, nothing else.
+
+`tests/test_notebook.py` re-runs the copy with papermill, and `nbworker test` reads the runs
+it recorded: both need the cells' sources and the run records (the display_data holding
+`application/vnd.nbworker.run+json`). Everything else a notebook carries can hold what
+should not ship: a token printed in a stream, shown in an execute_result or a traceback,
+kept in widget state, an attachment, or cell metadata. So the copy keeps the sources, the
+cells' tags (papermill's `parameters`, nbworker's own), each record (that mimetype alone),
+and of the notebook's metadata its kernelspec and language_info.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from nbworker.jobs import RECORD_MIMETYPE
+
+__all__ = ["records_text", "trimmed_notebook"]
+
+_KEPT_METADATA = ("kernelspec", "language_info")
+
+
+def trimmed_notebook(notebook: Any) -> Any:
+    """A new nbformat notebook: `notebook` with only what the worker's tests need."""
+    import nbformat
+
+    cells = []
+    for raw in notebook.cells:
+        source = raw.source if isinstance(raw.source, str) else "".join(raw.source)
+        tags = raw.get("metadata", {}).get("tags")
+        metadata = {"tags": list(tags)} if isinstance(tags, list) and tags else {}
+        if raw.cell_type == "code":
+            cell = nbformat.v4.new_code_cell(source, metadata=metadata)
+            cell.outputs = [
+                nbformat.v4.new_output("display_data", data={RECORD_MIMETYPE: record})
+                for record in _records(raw)
+            ]
+        elif raw.cell_type == "markdown":
+            cell = nbformat.v4.new_markdown_cell(source, metadata=metadata)
+        else:
+            cell = nbformat.v4.new_raw_cell(source, metadata=metadata)
+        if isinstance(raw.get("id"), str):
+            cell.id = raw.id
+        cells.append(cell)
+    metadata = {key: notebook.metadata[key] for key in _KEPT_METADATA if key in notebook.metadata}
+    trimmed = nbformat.v4.new_notebook(cells=cells, metadata=metadata)
+    trimmed.nbformat_minor = max(int(notebook.get("nbformat_minor", 5)), 5)  # cell ids: 4.5
+    return trimmed
+
+
+def _records(cell: Any) -> Iterator[Any]:
+    for _, record in _numbered_records(cell):
+        yield record
+
+
+def _numbered_records(cell: Any) -> Iterator[tuple[int, Any]]:
+    """(output index, record) of each run record among a cell's outputs."""
+    for number, output in enumerate(cell.get("outputs", [])):
+        data = output.get("data") if isinstance(output, dict) else None
+        if isinstance(data, dict) and RECORD_MIMETYPE in data:
+            yield number, data[RECORD_MIMETYPE]
+
+
+def records_text(notebook: Any) -> list[tuple[int, int, str]]:
+    """(cell index, output index, JSON text) of each run record in `notebook`, one key a
+    line (so that a finding names a line of it), for the secret scan."""
+    return [
+        (index, number, json.dumps(record, indent=1, ensure_ascii=False, default=repr))
+        for index, cell in enumerate(notebook.cells)
+        for number, record in _numbered_records(cell)
+    ]
