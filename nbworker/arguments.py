@@ -65,7 +65,7 @@ CONVENTIONAL_MODIFIER = "concurrency_modifier"  # picked up from a %%handler cel
 MODEL: Arguments = [
     (
         ("name",),
-        {"help": "the cache entry: re-running the cell with the same code (comments and layout aside) is a hit"},
+        {"help": "the cache entry: re-running the cell with the same code is a hit"},
     ),
     (
         ("--reload",),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import keyword
 import sys
 from typing import Any
 
@@ -169,11 +170,20 @@ def _run_tests(args: argparse.Namespace) -> int:
 
     parameters = {}
     for name, value in args.parameter:
+        if not name.isidentifier() or keyword.iskeyword(name):  # papermill writes it as code
+            raise _UsageError(f"-p {name!r}: a parameter is a Python name")
         try:
             parameters[name] = yaml.safe_load(value)
         except yaml.YAMLError as err:  # safe_load: a `!!python/...` tag is an error too
             problem = getattr(err, "problem", None) or type(err).__name__
             raise _UsageError(f"-p {name}: {value!r} is not a YAML value ({problem})") from None
+    if args.output_dir is not None:
+        out = Path(args.output_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file of that name (FileExistsError), no permission
+            why = "is a file" if out.exists() and not out.is_dir() else err.strerror or str(err)
+            raise _UsageError(f"--output-dir {out}: {why}") from None
     junit = Path(args.junit_xml) if args.junit_xml else None
     if junit is not None:  # before the run, not after it: pytest's --junit-xml makes the folder
         if junit.is_dir():

@@ -52,7 +52,7 @@ def _dump(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False)
         if len(text) > 100:
             text = json.dumps(value, indent=2, ensure_ascii=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         text = safe_repr(value)
     if len(text) > MAX_SHOWN:
         text = f"{text[:MAX_SHOWN]}\n… ({len(text) - MAX_SHOWN:,} more characters)"
@@ -175,11 +175,15 @@ def _chunks_text(chunks: list[Any]) -> str:
     shown = chunks[-MAX_CHUNKS_SHOWN:]
     skipped = len(chunks) - len(shown)
     lines = [f"… {skipped} earlier chunks"] if skipped else []
-    lines += [
-        f"[{skipped + index}] {json.dumps(chunk, ensure_ascii=False, default=repr)}"
-        for index, chunk in enumerate(shown)
-    ]
+    lines += [f"[{skipped + index}] {_one_line_json(chunk)}" for index, chunk in enumerate(shown)]
     return "\n".join(lines)
+
+
+def _one_line_json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=safe_repr)
+    except (ValueError, RecursionError):  # circular, too deep, an int of 5000 digits
+        return safe_repr(value)
 
 
 def _headline(run: Run) -> str:

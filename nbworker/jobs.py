@@ -101,6 +101,8 @@ def parse_job(text: str, *, source: str = "JOB_JSON") -> dict[str, Any]:
         ) from None
     except RecursionError:  # "[[[[...": deeper than Python's parser goes
         raise JobError(f"{source} is nested too deeply to be read as JSON", source=source) from None
+    except ValueError as err:  # a number of more digits than int() takes (4300)
+        raise JobError(f"{source} cannot be read: {err}", source=source) from None
     return build_job(value, source=source)
 
 
@@ -217,6 +219,8 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     surrogates -> U+FFFD."""
     if isinstance(value, str):
         return scrub(value)
+    if isinstance(value, int) and not _writable_int(value):
+        return f"<int of {value.bit_length():,} bits: more digits than Python writes>"
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
@@ -228,6 +232,12 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(item, depth + 1) for item in value]
     return scrub(safe_repr(value))
+
+
+def _writable_int(value: int) -> bool:
+    """Whether str() (and so json.dumps) takes `value`: not past sys.get_int_max_str_digits()."""
+    limit = sys.get_int_max_str_digits()
+    return not limit or value.bit_length() * 0.30103 < limit - 2  # log10(2): digits per bit
 
 
 @dataclass

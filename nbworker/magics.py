@@ -57,7 +57,7 @@ def _split_job_json(line: str) -> tuple[str, str | None]:
             text = line[index:]
             try:
                 _, end = json.JSONDecoder().raw_decode(text)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # JSONDecodeError, an int of 5000 digits
                 return line[:index], text  # parse_job names the position of the error
             return f"{line[:index]} {text[end:]}", text[:end]
     return line, None

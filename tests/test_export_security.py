@@ -130,6 +130,31 @@ def test_placeholders_and_ordinary_code_pass(source: str) -> None:
     assert find_secrets([(0, source)]) == []
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        'secret_name = "prod/db"\ntoken_type = "bearer"\npassword_field = "pw_input"',
+        'token_url = "https://auth.example.com/oauth/token"',
+        "!git checkout 607a30d783dfa663caf39e06633721c8d4cfcd7e",
+        "!huggingface-cli download sentence-transformers/all-MiniLM-L6-v2 --local-dir ./m",
+        "%%bash\nexport PASSWORD_FILE=/run/secrets/db\nexport HF_TOKEN=$(cat /run/secrets/hf)",
+        "%%writefile .env\nDB_PASSWORD=changeme\nDB_HOST=db.internal",
+        'def handler(job, token=None, api_key=""):\n    return 1',
+        'T = os.environ.get("HF_TOKEN", "")',
+        '"""Call it with\ntoken=<your token>\n"""',
+    ],
+)
+def test_names_paths_commits_and_empty_defaults_pass(source: str) -> None:
+    assert find_secrets([(0, source)]) == []
+
+
+def test_a_streamed_text_token_in_a_record_is_no_finding() -> None:
+    text = json.dumps({"output": [{"token": "ONE"}, {"token": " world"}]}, indent=1)
+    assert find_in_records([(1, 0, text)]) == []
+    named = json.dumps({"job": {"input": {"hf_token": PASSWORD}}}, indent=1)
+    assert [f.kind for f in find_in_records([(1, 0, named)])] == ["a literal keyed hf_token"]
+
+
 def test_the_example_notebooks_have_no_finding() -> None:
     from nbworker.export import trimmed
 

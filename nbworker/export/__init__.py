@@ -141,12 +141,14 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _check_secrets(cells: list[Cell], notebook: Any) -> None:
-    """Refuse a credential in a cell's source or in a run record (both ship)."""
+def _check_secrets(cells: list[Cell], notebook: Any, copy: Any) -> None:
+    """Refuse a credential in a cell's source, in a run record or in what else the copy of
+    the notebook in tests/ keeps (ids, tags, kernelspec): all of it ships."""
     from nbworker.export import secrets, trimmed
 
     findings = secrets.find_secrets([(cell.index, cell.source) for cell in cells])
     findings += secrets.find_in_records(trimmed.records_text(notebook))
+    findings += secrets.find_in_kept(trimmed.kept_fields(copy))
     _refuse(findings)
 
 
@@ -185,7 +187,10 @@ def build_worker(
     name = _checked_name(notebook_name or name)
     cells = read_cells(nb)
     _check_records(cells)
-    _check_secrets(cells, nb)
+    from nbworker.export import secrets, trimmed
+
+    copy = trimmed.trimmed_notebook(nb)
+    _check_secrets(cells, nb, copy)
     selection: Selection = select_cells(cells, handler=handler)
     by_index = {cell.index: cell for cell in cells}
     taken = [by_index[index] for index in selection.taken]
@@ -235,12 +240,11 @@ def build_worker(
             notebook_name=name,
         )
     )
-    from nbworker.export import secrets, trimmed
-
     # a last check: nothing the notebook's records put into the files holds a credential
+    # (the copy of the notebook holds only what _check_secrets read)
     _refuse(secrets.find_in_files(files))
-    copy = nbformat.writes(trimmed.trimmed_notebook(nb))
-    files[f"tests/{name}"] = copy if copy.endswith("\n") else copy + "\n"
+    text = nbformat.writes(copy)
+    files[f"tests/{name}"] = text if text.endswith("\n") else text + "\n"
 
     report_cells = []
     for cell in cells:

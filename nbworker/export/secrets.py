@@ -9,14 +9,23 @@ password as a literal. What is read, and by which rules:
   keywords, Base64 and hex high-entropy strings, AWS, private keys, basic-auth URLs, JWTs,
   GitHub, Slack, Stripe, OpenAI, ...), and by rules of ours for shapes it does not know:
   RunPod `rpa_...` keys, Hugging Face `hf_...` tokens, OpenAI `sk-...`/`sk-proj-...` and
-  Anthropic `sk-ant-...` keys, a `Bearer <token>`;
+  Anthropic `sk-ant-...` keys, a `Bearer <token>`, a `Basic <base64 of user:password>`.
+  A keyword finding needs the name to end in the word (`db_password`, not `secret_name`);
 - the cell's Python (IPython syntax transformed away), for string literals bound to a name
-  that says it holds a secret: `SECRET_KEY = "..."`, `os.environ["X_TOKEN"] = "..."`,
-  `os.environ.update({...})` and `setdefault`, `{"api_key": "..."}`, `login(token="...")`,
-  `auth=("user", "pass")`, `%env X_TOKEN=...`;
-- what else ships from the notebook: the run records kept in its copy (`find_in_records`)
-  and, last, the text of every file export writes (`find_in_files`), by the same line rules
-  less the high-entropy ones (see `_DATA_PLUGINS`).
+  that says it holds a secret (`X-Api-Key` read as `X_API_KEY`): `SECRET_KEY = "..."`,
+  `os.environ["X_TOKEN"] = "..."`, `os.environ.update({...})` and `setdefault`, the default
+  of `os.getenv("X", "...")` or of a parameter, `{"api_key": "..."}`, `login(token="...")`,
+  `auth=("user", "pass")`, `%env X_TOKEN=...`, and `NAME=value` lines in a string (`.env`
+  text);
+- the cell's shell (a `%%bash`/`%%sh`/`%%script` body, `!` lines, a `%%writefile` of a shell
+  script): `NAME=value` and `--name value` bound to a secret's name, and unquoted words of
+  high entropy (hex, base64; not paths, URLs or a git command's commit); the text of another
+  non-Python `%%writefile` (`.env`) for `NAME=value` lines;
+- what else ships from the notebook: the run records kept in its copy (`find_in_records`),
+  what else that copy keeps (cell ids and tags, kernelspec, `find_in_kept`) and, last, the
+  text of every file export writes (`find_in_files`), by the same line rules less the
+  high-entropy ones, plus `"key": "value"` pairs under a secret's name (in data, a `*token`
+  only if it looks random: a streaming LLM yields `{"token": "ONE"}`).
 
 Placeholders pass: `"<your key>"`, `"xxxx"`, `"changeme"`, `"$TOKEN"`, `os.environ[...]`.
 A deliberate false positive is allowed with detect-secrets' own pragma, on that line
@@ -28,10 +37,13 @@ lines too. A finding never carries the secret itself, only where it is and what 
 from __future__ import annotations
 
 import ast
+import base64
+import binascii
 import bisect
 import difflib
 import functools
 import itertools
+import json
 import math
 import re
 import warnings
@@ -43,6 +55,7 @@ __all__ = [
     "SecretFinding",
     "describe",
     "find_in_files",
+    "find_in_kept",
     "find_in_records",
     "find_secrets",
     "redact",
@@ -52,7 +65,8 @@ __all__ = [
 @dataclass(frozen=True)
 class SecretFinding:
     """Where a credential sits: 0-based cell index, 1-based line in that cell's source (or
-    in the JSON of its `output`-th output, a run record; or in the written `file`)."""
+    in the JSON of its `output`-th output, a run record; or in the written `file`; or in
+    the `place` of the cell, or of the notebook's metadata (cell -1), that the copy keeps)."""
 
     cell: int
     line: int
@@ -60,6 +74,7 @@ class SecretFinding:
     variable: str  # the environment variable to read it from instead ("" if none fits)
     output: int | None = None
     file: str | None = None
+    place: str | None = None  # what else of the copy holds it: "id", "tags", "kernelspec"
 
 
 # (pattern, kind, variable) of credentials recognisable by their shape alone: ours, for
@@ -94,7 +109,8 @@ _AWS_SECRET_LINE = re.compile(
     r"(?i)(?<!\w)(\w*(?:aws\w*secret|secret\w*aws)\w*)[\"'\]\s]*[:=]\s*[rbu]?[\"']?"
     r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
 )
-_SECRET_NAME = re.compile(r"(?i)(?:^|_)(?:api_key|token|secret|password|passwd|secret_key)$")
+# Matched against a name with `-` and spaces read as `_`: header names (`X-Api-Key`) too.
+_SECRET_NAME = re.compile(r"(?i)(?:^|_)(?:api_?key|token|secret|password|passwd|secret_key)$")
 # Tokenizer special tokens are called *_token and hold strings that are no secret.
 _SPECIAL_TOKENS = frozenset(
     f"{kind}_token" for kind in ("pad", "eos", "bos", "unk", "sep", "cls", "mask")
@@ -128,8 +144,12 @@ def find_secrets(sources: Sequence[tuple[int, str]]) -> list[SecretFinding]:
     texts = [_LINE_BREAK.split(source) for _, source in sources]
     allowed = [_allowlisted(lines) for lines in texts]
     named = [
-        [found for found in _scan_python(source) if found[0] not in allowlisted]
-        for (_, source), allowlisted in zip(sources, allowed, strict=True)
+        [
+            found
+            for found in itertools.chain(_scan_python(source), _scan_shell(lines))
+            if found[0] not in allowlisted
+        ]
+        for (_, source), lines, allowlisted in zip(sources, texts, allowed, strict=True)
     ]
     scanned = _scan_texts(
         texts,
@@ -174,10 +194,34 @@ def find_in_files(files: Mapping[str, str]) -> list[SecretFinding]:
     return findings
 
 
+def find_in_kept(fields: Sequence[tuple[int, str, str]]) -> list[SecretFinding]:
+    """Credentials in what else the notebook's copy keeps: (cell index, or -1 for the
+    notebook's metadata; what it is: "id", "tags", "kernelspec"; its text)."""
+    texts = [_LINE_BREAK.split(text) for _, _, text in fields]
+    scanned = _scan_texts(texts, ["kept.json"] * len(texts), data=True)
+    findings = []
+    for (cell, place, _), lines, found in zip(fields, texts, scanned, strict=True):
+        allowed = _allowlisted(lines)
+        for line, kind, variable in sorted(set(found)):
+            if line not in allowed:
+                findings.append(SecretFinding(cell, line, kind, variable, place=place))
+    return findings
+
+
 def describe(finding: SecretFinding) -> str:
     """One line for the user: where, which rule, and what to do; never the secret itself."""
     read = f'os.environ["{finding.variable}"]' if finding.variable else "os.environ, at run time"
-    if finding.file is not None:
+    if finding.place is not None:
+        where = (
+            f"cell {finding.cell}'s {finding.place}"
+            if finding.cell >= 0
+            else f"the notebook's metadata ({finding.place}, line {finding.line} of its JSON)"
+        )
+        text = (
+            f"{where}: {finding.kind}, which the worker's tests/ copy of the notebook keeps: "
+            "take it out of the notebook — nothing was exported"
+        )
+    elif finding.file is not None:
         text = (
             f"{finding.file}, line {finding.line}: {finding.kind}, in a file export would write "
             "from the notebook — nothing was exported"
@@ -251,9 +295,12 @@ def _scan_texts(
     results = []
     for index, (lines, filename) in enumerate(zip(texts, filenames, strict=True)):
         findings: list[tuple[int, str, str]] = []
-        if _OUR_SHAPES.search("\n".join(lines)):
+        joined = "\n".join(lines)
+        if _OUR_SHAPES.search(joined):
             for number, line in enumerate(lines, start=1):
                 findings.extend((number, *found) for found in _our_line_rules(line))
+        if data and _SECRET_WORDS.search(joined):
+            findings.extend(_named_values(lines))
         ours = {number for number, _, _ in findings} | (reported[index] if reported else set())
         pieces, line_of = windowed[index]
         chosen, first = plugins[first : first + len(pieces)], first + len(pieces)
@@ -286,7 +333,7 @@ def _windows(lines: list[str]) -> tuple[list[str], list[int]]:
 
 
 # What each rule of ours needs in a text to find anything there (a fast test).
-_OUR_SHAPES = re.compile(r"rpa_|hf_|AKIA|ASIA|sk-|(?i:bearer|aws|secret)|%env|%set_env")
+_OUR_SHAPES = re.compile(r"rpa_|hf_|AKIA|ASIA|sk-|(?i:bearer|basic|aws|secret)|%env|%set_env")
 
 
 def _our_line_rules(line: str) -> Iterator[tuple[str, str]]:
@@ -299,9 +346,51 @@ def _our_line_rules(line: str) -> Iterator[tuple[str, str]]:
         yield _AWS_SECRET
     if not shaped and any(_random_token(m.group(1)) for m in _BEARER.finditer(line)):
         yield _BEARER_KIND  # a token of a shape above is reported as what it is
+    if any(_basic_credentials(m.group(1)) for m in _BASIC.finditer(line)):
+        yield _BASIC_KIND
     env = _ENV_MAGIC.match(line)
     if env and _secret_literal(env.group(1), env.group(2).strip("\"'")):
         yield f"a literal assigned to {env.group(1)}", env.group(1)
+
+
+# `Authorization: Basic <base64 of user:password>` (RFC 7617): what decodes to that.
+_BASIC = re.compile(r"(?i)(?<![\w-])basic\s+([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])")
+_BASIC_KIND = ("a basic-auth header (user:password in base64)", "")
+
+
+def _basic_credentials(value: str) -> bool:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    _, colon, password = decoded.partition(":")
+    return bool(colon) and decoded.isprintable() and not _placeholder(password)
+
+
+# A JSON (or Python) `"key": "string"` pair, in a record or a written file.
+_JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _named_values(lines: list[str]) -> Iterator[tuple[int, str, str]]:
+    """(line, kind, variable) for each string keyed by a secret's name (`"hf_token": ...`),
+    by our name rule: detect-secrets' keyword list has no `token`."""
+    for number, line in enumerate(lines, start=1):
+        if not _SECRET_WORDS.search(line):
+            continue
+        for match in _JSON_PAIR.finditer(line):
+            try:
+                key, value = (json.loads(f'"{group}"') for group in match.groups())
+            except ValueError:
+                continue
+            if any(pattern.search(value) for pattern, _, _ in _PATTERNS):
+                continue  # the shape rule reports it as what it is
+            # what a streaming LLM yields is `{"token": "ONE"}`: in data a `*token` holds a
+            # credential only if it looks like one (letters and digits, no space, 8 or more)
+            text_token = key.lower().endswith("token") and not (
+                len(value) >= 8 and not any(c.isspace() for c in value) and _random_token(value)
+            )
+            if not text_token and _secret_literal(key, value):
+                yield number, f"a literal keyed {key}", _variable(key)
 
 
 def _random_token(value: str) -> bool:
@@ -478,11 +567,43 @@ _DIGEST_NAME = re.compile(r"(?i)revision|commit|sha\d*|hash|digest|checksum|etag
 
 
 def _ours_drop(plugin: Any, value: str, line: str) -> bool:
-    """Our filters on detect-secrets' findings: a placeholder, a named digest."""
+    """Our filters on detect-secrets' findings: a placeholder, a named digest, a keyword
+    that is not the end of its name."""
     if _placeholder(value):
         return True
+    if type(plugin).__name__ == "KeywordDetector":
+        return not _keyword_named(value, line)
     hex_digest = type(plugin).__name__ == "HexHighEntropyString" and len(value) in (40, 64)
     return hex_digest and bool(_DIGEST_NAME.search(line))
+
+
+def _keyword_named(value: str, line: str) -> bool:
+    """Whether the name a keyword finding's value is bound to ends in a secret's word, as our
+    name rule asks: `db_password`, `client_secret`, not `secret_name` or `password_field`
+    (detect-secrets takes any name holding the word). True where no name is seen."""
+    at = line.find(value)
+    names = _keyword_names().findall(line[: at if at >= 0 else 0])
+    if not names:
+        return True
+    name = _NAME_SEPARATORS.sub("_", names[-1])
+    return bool(_keyword_end().search(name) or _SECRET_NAME.search(name))
+
+
+@functools.cache
+def _keyword_names() -> re.Pattern[str]:
+    """A name holding one of detect-secrets' keywords."""
+    from detect_secrets.plugins.keyword import DENYLIST
+
+    return re.compile(r"(?i)[\w-]*(?:" + "|".join(DENYLIST) + r")[\w-]*")
+
+
+@functools.cache
+def _keyword_end() -> re.Pattern[str]:
+    """A name ending in one of detect-secrets' keywords (`db_pass`) or in a secret's key
+    (`aws_secret_access_key`)."""
+    from detect_secrets.plugins.keyword import DENYLIST
+
+    return re.compile(r"(?i)(?:" + "|".join(DENYLIST) + r"|secret\w*_?key)$")
 
 
 @functools.cache
@@ -499,6 +620,127 @@ def _rejects(function: Callable[..., Any], **values: Any) -> bool:
     if not parameters <= values.keys():
         return False
     return bool(function(**{name: values[name] for name in parameters}))
+
+
+# ------------------------------------------------------------------------ shell rules
+
+# The cell magics whose body is a shell script, and the file types `%%writefile` writes as
+# one; another non-Python file it writes (`.env`, `.cfg`) is read for `NAME=value` lines.
+_SHELL_MAGIC = re.compile(r"%%(?:bash|sh|zsh|script|system)(?:\s|$)")
+_SHELL_FILES = frozenset({"sh", "bash", "zsh"})
+# `!cmd`, `files = !ls`, `%sx cmd`, `%system cmd`: the shell text after the escape
+_SHELL_ESCAPE = re.compile(r"^\s*(?:[\w.]+\s*=\s*)?(?:!!?|%sx\s|%system\s)(.*)$")
+# `NAME=value` as a shell assigns it (`export X=...`, `X=... cmd`); `--name=value`, `--name value`
+_SHELL_ASSIGNMENT = re.compile(r"(?<![\w$-])([A-Za-z_]\w*)=(\"[^\"]*\"|'[^']*'|[^\s;&|\"'()]+)")
+_SHELL_OPTION = re.compile(
+    r"(?<!\S)--?([A-Za-z][\w-]*)(?:=|\s+)(\"[^\"]*\"|'[^']*'|[^\s;&|\"'()-][^\s;&|\"'()]*)"
+)
+# A line of `.env`-style text: `NAME=value`, `export NAME=value`, a comment after it.
+_ASSIGNMENT_LINE = re.compile(
+    r"^\s*(?:export\s+)?([A-Za-z_][\w.-]*)\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s\"'()\[\]{}]+)\s*(?:#.*)?$"
+)
+# An unquoted word on a shell line that looks random, by detect-secrets' alphabets and
+# default entropy limits (hex 3.0, base64 4.5); no path (`/`), no dotted name.
+_HEX_WORD = re.compile(r"[0-9a-f]{32,}|[0-9A-F]{32,}")
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+_-]{20,}={0,2}")
+_SHELL_SPLIT = re.compile(r"[\s;&|()<>]+")
+# a git command names commits: a 40-hex word there is one
+_COMMIT_CONTEXT = re.compile(r"(?i)\bgit\s|" + r"revision|commit|sha\d*|hash|digest|checksum|etag")
+
+
+def _scan_shell(lines: list[str]) -> Iterator[tuple[int, str, str]]:
+    """(line, kind, variable) in a cell's shell: a shell cell magic's body, `!` lines, and
+    the text a `%%writefile` writes to a file that is not Python."""
+    for number, text, shell in _shell_lines(lines):
+        if not shell:
+            for _, name, _value in _assignment_lines([text]):
+                yield number, f"a literal assigned to {name}", _variable(name)
+            continue
+        named = False
+        for pattern, verb in ((_SHELL_ASSIGNMENT, "assigned to"), (_SHELL_OPTION, "passed as")):
+            for match in pattern.finditer(text):
+                name, value = match.group(1), _unquoted(match.group(2))
+                if not value.startswith("`") and _secret_literal(name, value):
+                    named = True
+                    label = name if verb == "assigned to" else f"--{name.lstrip('-')}"
+                    yield number, f"a literal {verb} {label}", _variable(name)
+        if not named:
+            for kind in _random_words(text):
+                yield number, kind, ""
+
+
+def _shell_lines(lines: list[str]) -> Iterator[tuple[int, str, bool]]:
+    """(1-based line, text, whether it is shell) of each line read as shell or `.env` text."""
+    first = next((n for n, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        return
+    magic = lines[first].strip()
+    if magic.startswith("%%"):
+        words = magic.split()
+        if _SHELL_MAGIC.match(magic):
+            shell = True
+        elif words[0] in ("%%writefile", "%%file") and len(words) > 1:
+            suffix = words[-1].rsplit(".", 1)[-1].lower() if "." in words[-1] else ""
+            if suffix in ("py", "ipy", "pyw"):
+                return  # Python: the Python rules read it
+            shell = suffix in _SHELL_FILES
+        else:
+            return
+        for number in range(first + 2, len(lines) + 1):
+            yield number, lines[number - 1], shell
+        return
+    if not any("!" in line or "%s" in line for line in lines):
+        return
+    for number, line in enumerate(lines, start=1):
+        escaped = _SHELL_ESCAPE.match(line)
+        if escaped:
+            yield number, escaped.group(1), True
+
+
+def _assignment_lines(lines: list[str]) -> Iterator[tuple[int, str, str]]:
+    """(0-based index, name, value) of each `.env`-style line binding a secret's name."""
+    for index, line in enumerate(lines):
+        if "=" not in line:
+            continue
+        match = _ASSIGNMENT_LINE.match(line)
+        if match:
+            name, value = match.group(1), _unquoted(match.group(2))
+            if _secret_literal(name, value) and not any(p.search(value) for p, _, _ in _PATTERNS):
+                yield index, name, value
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def _random_words(text: str) -> Iterator[str]:
+    """The kinds of unquoted random-looking words on a shell line (a key after `login`)."""
+    for word in _SHELL_SPLIT.split(text):
+        word = word.strip("\"'`,")
+        if "://" in word or word.startswith(("/", ".", "~", "$")):
+            continue  # a URL (a password in one is a basic-auth URL), a path, a variable
+        value = word.rsplit("=", 1)[-1] if "=" in word.rstrip("=") else word
+        if len(value) < 20 or _placeholder(value):
+            continue
+        if _HEX_WORD.fullmatch(value):
+            if _shannon(value) <= 3.0:
+                continue
+            if len(value) in (40, 64) and _COMMIT_CONTEXT.search(text):
+                continue
+            yield "a high-entropy hex string on a shell line"
+        elif (
+            _BASE64_WORD.fullmatch(value)
+            and any(c.isdigit() for c in value)
+            and _shannon(value) > 4.5
+        ):
+            yield "a high-entropy base64 string on a shell line"
+
+
+def _shannon(value: str) -> float:
+    counts = [value.count(char) for char in set(value)]
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts)
 
 
 # ----------------------------------------------------------------------- Python rules
@@ -540,7 +782,7 @@ def _scan_python(source: str) -> Iterator[tuple[int, str, str]]:
 
 # What every Python rule needs in the text of its name (a fast test): _SECRET_NAME,
 # _AUTH_NAME and the AWS secret's name.
-_SECRET_WORDS = re.compile(r"(?i)api_key|token|secret|passw|auth|credentials")
+_SECRET_WORDS = re.compile(r"(?i)api[_ -]?key|token|secret|passw|auth|credentials")
 
 
 def _parse(source: str) -> tuple[ast.AST, Callable[[int], int]] | None:
@@ -594,9 +836,32 @@ def _literal_bindings(tree: ast.AST, near: list[int] | None = None) -> Iterator[
         elif isinstance(node, ast.Dict):  # {"api_key": "..."}, os.environ.update({...})
             for key, value in zip(node.keys, node.values, strict=True):
                 if key is not None and _is_str(key) and _is_str(value):
-                    yield key.value, value.value, value.lineno, (key.value.upper(), "keyed")
+                    yield key.value, value.value, value.lineno, (_variable(key.value), "keyed")
         elif isinstance(node, ast.Call):
             yield from _call_bindings(node)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield from _parameter_defaults(node.args)
+        elif _is_str(node) and "=" in node.value and "\n" in node.value:  # .env text
+            for offset, name, value in _assignment_lines(node.value.split("\n")):
+                line = min(node.lineno + offset, node.end_lineno or node.lineno)
+                yield name, value, line, (_variable(name), "assigned to")
+
+
+def _parameter_defaults(arguments: ast.arguments) -> Iterator[_Binding]:
+    """`def handler(job, token="...")`: a literal default of a secret-named parameter."""
+    positional = [*arguments.posonlyargs, *arguments.args]
+    pairs = [
+        *zip(
+            positional[len(positional) - len(arguments.defaults) :],
+            arguments.defaults,
+            strict=True,
+        ),
+        *zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True),
+    ]
+    for parameter, default in pairs:
+        if default is not None and _is_str(default):
+            name = parameter.arg
+            yield name, default.value, default.lineno, (_variable(name), "given as the default of")
 
 
 def _walk(tree: ast.AST, near: list[int] | None) -> Iterator[ast.AST]:
@@ -632,6 +897,12 @@ def _call_bindings(node: ast.Call) -> Iterator[_Binding]:
     if called in ("setdefault", "putenv") and len(args) >= 2:  # os.environ.setdefault("X", "...")
         if _is_str(args[0]) and _is_str(args[1]):
             yield args[0].value, args[1].value, args[1].lineno, (args[0].value, "assigned to")
+    elif called in ("get", "getenv") and args and _is_str(args[0]):  # os.getenv("X", "...")
+        default = args[1] if len(args) >= 2 else None
+        default = default or next((k.value for k in node.keywords if k.arg == "default"), None)
+        if default is not None and _is_str(default):
+            name = args[0].value
+            yield name, default.value, default.lineno, (_variable(name), "given as the default of")
     elif called.endswith("Auth") and len(args) == 2:  # HTTPBasicAuth("user", "pass")
         password = _password_of(ast.Tuple(elts=args))
         if password is not None:
@@ -680,11 +951,21 @@ def _is_str(node: ast.AST) -> bool:
 
 def _secret_literal(name: str, value: str) -> bool:
     """Whether `value`, bound to `name`, is a credential rather than a placeholder."""
+    name = _NAME_SEPARATORS.sub("_", name.strip())
     return (
         bool(_SECRET_NAME.search(name))
         and name.lower() not in _SPECIAL_TOKENS
         and not _placeholder(value)
     )
+
+
+_NAME_SEPARATORS = re.compile(r"[-\s]+")
+
+
+def _variable(name: str) -> str:
+    """The environment variable a value named `name` would be read from: `X-Api-Key` ->
+    `X_API_KEY`."""
+    return _NAME_SEPARATORS.sub("_", name.strip()).upper()
 
 
 def _placeholder(value: str) -> bool:

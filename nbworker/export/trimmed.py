@@ -6,7 +6,9 @@ it recorded: both need the cells' sources and the run records (the display_data 
 should not ship: a token printed in a stream, shown in an execute_result or a traceback,
 kept in widget state, an attachment, or cell metadata. So the copy keeps the sources, the
 cells' tags (papermill's `parameters`, nbworker's own), each record (that mimetype alone),
-and of the notebook's metadata its kernelspec and language_info.
+and of the notebook's metadata its kernelspec and language_info. What it keeps besides
+sources and records (`kept_fields`: the cells' ids and tags, that metadata) is scanned for
+credentials as the sources and records are.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from nbworker.jobs import RECORD_MIMETYPE
 
-__all__ = ["records_text", "trimmed_notebook"]
+__all__ = ["kept_fields", "records_text", "trimmed_notebook"]
 
 _KEPT_METADATA = ("kernelspec", "language_info")
 
@@ -50,6 +52,27 @@ def trimmed_notebook(notebook: Any) -> Any:
     return trimmed
 
 
+def kept_fields(copy: Any) -> list[tuple[int, str, str]]:
+    """(cell index, or -1 for the notebook; "id", "tags" or the metadata's key; text) of
+    what the trimmed `copy` keeps besides sources and records, for the secret scan. The ids
+    stay: papermill's report and `nbworker test` name cells by them."""
+    fields = []
+    for index, cell in enumerate(copy.cells):
+        if "id" in cell:
+            fields.append((index, "id", str(cell.id)))
+        tags = cell.get("metadata", {}).get("tags")
+        if tags:
+            fields.append((index, "tags", _json_lines(tags)))
+    for key in _KEPT_METADATA:
+        if key in copy.metadata:
+            fields.append((-1, key, _json_lines(copy.metadata[key])))
+    return fields
+
+
+def _json_lines(value: Any) -> str:
+    return json.dumps(value, indent=1, ensure_ascii=False, default=repr)
+
+
 def _records(cell: Any) -> Iterator[Any]:
     for _, record in _numbered_records(cell):
         yield record
@@ -67,7 +90,7 @@ def records_text(notebook: Any) -> list[tuple[int, int, str]]:
     """(cell index, output index, JSON text) of each run record in `notebook`, one key a
     line (so that a finding names a line of it), for the secret scan."""
     return [
-        (index, number, json.dumps(record, indent=1, ensure_ascii=False, default=repr))
+        (index, number, _json_lines(record))
         for index, cell in enumerate(notebook.cells)
         for number, record in _numbered_records(cell)
     ]
