@@ -295,7 +295,12 @@ class Endpoint:
                     job_id=job_id,
                     status=status,
                 )
-            status_code, answer = self._poll("stream", job_id, deadline=deadline)
+            try:
+                status_code, answer = self._poll("stream", job_id, deadline=deadline)
+            except EndpointTimeout:
+                if deadline is None or deadline.left() > 0 or status is None:
+                    raise
+                continue  # the deadline came mid-poll: said above as the job's state
             what = f"{self.poll_method or 'GET'} /stream/{_job_path(job_id)}"
             status = _status(answer, what, status_code)
             chunks = answer.get("stream")

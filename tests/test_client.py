@@ -752,6 +752,25 @@ def test_job_and_endpoint_ids_cannot_leave_their_path_segment(stub):
             Endpoint(endpoint_id=endpoint_id)
 
 
+def test_a_stream_whose_deadline_comes_mid_poll_says_the_jobs_state(stub):
+    """Each /stream poll after the first takes 0.7 s: the deadline comes while the second is
+    in flight, and the error says how the job stood, as run_sync's does."""
+    url, script = stub
+    real_next = script.next
+
+    def slow_stream():
+        if script.seen[1:]:
+            time.sleep(0.7)
+        return real_next()
+
+    script.default = (200, {"id": "j", "status": "IN_PROGRESS", "stream": [{"output": "tick"}]}, {})
+    script.next = slow_stream
+    start = time.monotonic()
+    with pytest.raises(EndpointTimeout, match=r"^stream of job j still IN_PROGRESS after 1s$"):
+        list(Endpoint(url).stream("j", poll_interval=0.05, timeout=1))
+    assert time.monotonic() - start < 2
+
+
 def test_a_stream_that_never_ends_is_bounded_by_its_timeout(stub):
     url, script = stub
     script.default = (200, {"id": "j", "status": "IN_PROGRESS", "stream": [{"output": "tick"}]}, {})
