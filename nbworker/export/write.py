@@ -20,6 +20,7 @@ import json
 import os
 import stat
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -176,40 +177,44 @@ def _existing(root: _Folder | None, relative: str) -> tuple[bytes, int] | None:
     if root is None:
         return None
     folders, name = _parts(relative)
-    opened: list[_Folder] = []
     try:
-        folder = root
-        for part in folders:
-            child = folder.child(part, create=False)
-            if child is None:
+        with _descend(root, folders, create=False) as folder:
+            if folder is None:
                 return None
-            opened.append(child)
-            folder = child
-        found = folder.lstat(name)
-        if found is None:
-            return None
-        _refuse_odd(folder.path / name, found, want_folder=False)
-        return folder.read(name), stat.S_IMODE(found.st_mode)
+            found = folder.lstat(name)
+            if found is None:
+                return None
+            _refuse_odd(folder.path / name, found, want_folder=False)
+            return folder.read(name), stat.S_IMODE(found.st_mode)
     except OSError as err:
         raise ExportError(f"cannot read {root.path / relative}: {_reason(err)}") from None
-    finally:
-        for child in opened:
-            child.close()
 
 
 def _write(root: _Folder, relative: str, data: bytes, mode: int | None) -> None:
     folders, name = _parts(relative)
+    try:
+        with _descend(root, folders, create=True) as folder:
+            assert folder is not None
+            folder.replace(name, data, mode)
+    except OSError as err:
+        raise ExportError(f"cannot write {root.path / relative}: {_reason(err)}") from None
+
+
+@contextlib.contextmanager
+def _descend(root: _Folder, folders: Sequence[str], *, create: bool) -> Iterator[_Folder | None]:
+    """The folder `folders` down from `root`, opened one link-refusing step at a time (None
+    when one is missing and not `create`); the folders opened on the way are closed after."""
     opened: list[_Folder] = []
     try:
         folder = root
         for part in folders:
-            child = folder.child(part, create=True)
-            assert child is not None
+            child = folder.child(part, create=create)
+            if child is None:
+                yield None
+                return
             opened.append(child)
             folder = child
-        folder.replace(name, data, mode)
-    except OSError as err:
-        raise ExportError(f"cannot write {root.path / relative}: {_reason(err)}") from None
+        yield folder
     finally:
         for child in opened:
             child.close()
