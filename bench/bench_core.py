@@ -204,7 +204,7 @@ def run_ok(expected_output: Any) -> Callable[[Any], None]:
 
 
 def bench_magic(shell: Any, quick: bool, profile: bool) -> None:
-    from nbworker.jobs import RECORD_MIMETYPE as record_mimetype
+    from nbworker.record import RECORD_MIMETYPE as record_mimetype
 
     check(record_mimetype == RECORD_MIMETYPE, "the record mimetype changed")
     log("[2] %rp_test with its display, in an IPython InteractiveShell")

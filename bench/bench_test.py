@@ -187,7 +187,7 @@ def make_notebook(inputs: list[dict[str, Any]]) -> Any:
 
 
 def records_of(cell: Any) -> list[dict[str, Any]]:
-    from nbworker.jobs import RECORD_MIMETYPE
+    from nbworker.record import RECORD_MIMETYPE
 
     return [
         output["data"][RECORD_MIMETYPE]

@@ -15,7 +15,7 @@ from nbworker.errors import HandlerError, HandlerNotFound, JobError, NbworkerErr
 if TYPE_CHECKING:
     from nbworker import cache
     from nbworker.cache import ModelCache
-    from nbworker.jobs import Run
+    from nbworker.record import Run
     from nbworker.registry import HandlerSpec
     from nbworker.session import Session, default_session, register_handler, run_job
     from nbworker.widgets import panel

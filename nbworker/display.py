@@ -14,7 +14,7 @@ from typing import Any
 
 from nbworker import memory
 from nbworker.cache import Entry, Released
-from nbworker.jobs import RECORD_MIMETYPE, Run, safe_repr, scrub
+from nbworker.record import RECORD_MIMETYPE, Run, safe_repr, scrub
 
 __all__ = [
     "LiveRun",

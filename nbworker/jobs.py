@@ -23,7 +23,6 @@ import functools
 import inspect
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -31,40 +30,22 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from nbworker import checks, sdk
 from nbworker.errors import JobError
+from nbworker.record import Run, jsonable, safe_str
 from nbworker.registry import HandlerSpec
 
 __all__ = [
-    "RECORD_MIMETYPE",
     "JobRunner",
     "JobTimeout",
-    "Run",
-    "Status",
     "build_job",
     "error_info",
-    "jsonable",
     "parse_job",
-    "recorded_runs",
     "result_from_return",
     "user_traceback",
 ]
-
-Status = Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
-RECORD_MIMETYPE = "application/vnd.nbworker.run+json"
-
-
-def recorded_runs(cell: Any) -> list[dict[str, Any]]:
-    """The runs a notebook cell (an nbformat cell or its JSON) recorded, in order."""
-    return [
-        output["data"][RECORD_MIMETYPE]
-        for output in cell.get("outputs", [])
-        if RECORD_MIMETYPE in output.get("data", {})
-    ]
-
 
 LOCAL_JOB_ID = "local_test"  # the id `python handler.py --test_input` gives a job
 # What the SDK says of a job whose "input" is null (`rp_local.run_local`); the handler never runs.
@@ -168,22 +149,6 @@ def user_traceback(err: BaseException) -> str:
     return "".join(summary.format())
 
 
-def safe_str(value: Any) -> str:
-    """`str(value)`, or what it is when its own `__str__` raises (a handler's exception may)."""
-    try:
-        return str(value)
-    except Exception as err:
-        return f"<{type(value).__name__} object: str() failed with {type(err).__name__}>"
-
-
-def safe_repr(value: Any) -> str:
-    """`repr(value)`, or what it is when its own `__repr__` raises."""
-    try:
-        return repr(value)
-    except Exception as err:
-        return f"<{type(value).__name__} object: repr() failed with {type(err).__name__}>"
-
-
 def error_info(err: BaseException) -> dict[str, str]:
     """The fields of RunPod's error JSON for a handler that raised."""
     return {
@@ -194,143 +159,6 @@ def error_info(err: BaseException) -> dict[str, str]:
         "worker_id": os.environ.get("RUNPOD_POD_ID", "unknown"),
         "runpod_version": _runpod_version(),
     }
-
-
-def scrub(text: str, replacement: str = "replace") -> str:
-    """`text` without lone surrogates ("\\ud800" is valid JSON but no valid UTF-8: Jupyter
-    cannot send or save it). `replacement` is a codec error handler: "replace" gives
-    U+FFFD, "backslashreplace" the escape as text."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join(
-            char
-            if not 0xD800 <= ord(char) <= 0xDFFF
-            else ("\ufffd" if replacement == "replace" else f"\\u{ord(char):04x}")
-            for char in text
-        )
-    return text
-
-
-def jsonable(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe copy for the record: NaN -> None, unknown objects -> their repr, lone
-    surrogates -> U+FFFD."""
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, int) and not _writable_int(value):
-        return f"<int of {value.bit_length():,} bits: more digits than Python writes>"
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if depth > 100:
-        return safe_repr(value)
-    if isinstance(value, dict):
-        return {scrub(str(key)): jsonable(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item, depth + 1) for item in value]
-    return scrub(safe_repr(value))
-
-
-def _writable_int(value: int) -> bool:
-    """Whether str() (and so json.dumps) takes `value`: not past sys.get_int_max_str_digits()."""
-    limit = sys.get_int_max_str_digits()
-    return not limit or value.bit_length() * 0.30103 < limit - 2  # log10(2): digits per bit
-
-
-@dataclass
-class Run:
-    """One job run: what RunPod would report, and what the notebook shows and records.
-
-    `result` is the envelope a deployed worker's job loop sends (`{"output": ...}`,
-    `{"error": ...}`, `"stopPod"`); None when the run was stopped (timeout, interrupt).
-    `delivered` is False when that envelope cannot be sent (not JSON-serialisable): a
-    deployed job would then hang.
-    """
-
-    handler: str
-    job: dict[str, Any]
-    status: Status
-    output: Any = None
-    error: Any = None
-    stream: list[Any] | None = None
-    refresh_worker: bool = False
-    duration_ms: float = 0.0
-    result: dict[str, Any] | None = None
-    delivered: bool = True
-    traceback: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    # `progress_update(job, value)` calls: {"value": ..., "seconds": since the run started}
-    progress: list[dict[str, Any]] = field(default_factory=list)
-    # The KeyboardInterrupt that cancelled the run, for a caller that wants to re-raise it.
-    interrupt: KeyboardInterrupt | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "COMPLETED"
-
-    def to_record(self) -> dict[str, Any]:
-        """The JSON recorded in the cell under `RECORD_MIMETYPE`; its shape is stable.
-
-        A stream whose chunks pass `RECORD_STREAM_LIMIT` characters of JSON is recorded
-        up to there, with `stream_total`, the number of chunks it had: an endless generator
-        under a timeout must not write gigabytes into the notebook. The cut depends on the
-        chunks alone, so a replay of the same stream is cut at the same chunk."""
-        warnings = [scrub(warning) for warning in self.warnings]
-        stream = None if self.stream is None else jsonable(self.stream)
-        total = None
-        if stream is not None:
-            kept = _recordable_prefix(stream)
-            if kept < len(stream):
-                total, stream = len(stream), stream[:kept]
-                warnings.append(
-                    f"the record keeps the first {kept:,} of the {total:,} chunks "
-                    f"({RECORD_STREAM_LIMIT:,} characters of JSON); replays compare those "
-                    "and the count"
-                )
-        return {
-            "handler": self.handler,
-            "job": jsonable(self.job),
-            "status": self.status,
-            "output": jsonable(self.output),
-            "error": jsonable(self.error),
-            "stream": stream,
-            **({"stream_total": total} if total is not None else {}),
-            "refresh_worker": self.refresh_worker,
-            "duration_ms": round(self.duration_ms, 3),
-            "warnings": warnings,
-            **({"progress": list(self.progress)} if self.progress else {}),
-        }
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from nbworker import display
-
-        return display.run_bundle(self)
-
-    def __repr__(self) -> str:
-        detail = (
-            f"error={safe_repr(self.error)}"
-            if self.status == "FAILED"
-            else f"output={safe_repr(self.output)}"
-        )
-        if len(detail) > 200:
-            detail = detail[:197] + "..."
-        return f"<Run {self.handler} {self.status} in {self.duration_ms:.2f} ms, {detail}>"
-
-
-RECORD_STREAM_LIMIT = 500_000  # characters of a record's stream chunks, as JSON
-
-
-def _recordable_prefix(chunks: list[Any]) -> int:
-    """How many of the (JSON-safe) chunks fit in RECORD_STREAM_LIMIT characters of JSON."""
-    size = 0
-    for index, chunk in enumerate(chunks):
-        size += len(json.dumps(chunk, ensure_ascii=False)) + 2  # ", " between chunks
-        if size > RECORD_STREAM_LIMIT:
-            return index
-    return len(chunks)
 
 
 # --------------------------------------------------------------------------- stopping

@@ -25,7 +25,8 @@ from nbworker import arguments, memory, replay, source
 from nbworker import display as views
 from nbworker.cache import Entry, LoadCycle
 from nbworker.errors import NbworkerError
-from nbworker.jobs import Run, build_job, parse_job
+from nbworker.jobs import build_job, parse_job
+from nbworker.record import Run
 from nbworker.registry import DEFAULT_NAME, function_name
 from nbworker.session import Session
 

@@ -250,7 +250,7 @@ class Replay:
 def expected_runs(notebook: Any) -> list[Expected]:
     """The recorded runs of an nbformat notebook, cell by cell (cells with none left out).
     MalformedRecord names the first record that is no run record."""
-    from nbworker.jobs import recorded_runs
+    from nbworker.record import recorded_runs
 
     found = []
     for index, cell in enumerate(notebook.cells):

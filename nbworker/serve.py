@@ -66,7 +66,8 @@ from typing import Any
 
 from nbworker import checks
 from nbworker.errors import NbworkerError
-from nbworker.jobs import JobRunner, error_info, jsonable, user_traceback
+from nbworker.jobs import JobRunner, error_info, user_traceback
+from nbworker.record import jsonable
 from nbworker.registry import HandlerSpec, concurrency_answer
 from nbworker.session import Session
 

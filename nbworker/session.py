@@ -9,14 +9,8 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from nbworker.cache import ModelCache
-from nbworker.jobs import (
-    ChunkCallback,
-    JobRunner,
-    ProgressCallback,
-    Run,
-    build_job,
-    parse_job,
-)
+from nbworker.jobs import ChunkCallback, JobRunner, ProgressCallback, build_job, parse_job
+from nbworker.record import Run
 from nbworker.registry import HandlerSpec, Registry, function_name
 
 __all__ = ["Session", "default_session", "register_handler", "run_job"]

@@ -21,7 +21,8 @@ import ipywidgets as widgets
 from nbworker import display as views
 from nbworker import memory
 from nbworker.errors import NbworkerError
-from nbworker.jobs import Run, parse_job
+from nbworker.jobs import parse_job
+from nbworker.record import Run
 from nbworker.session import Session, default_session
 
 __all__ = ["Panel", "panel"]

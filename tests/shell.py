@@ -9,8 +9,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from nbworker.jobs import RECORD_MIMETYPE
 from nbworker.magics import install
+from nbworker.record import RECORD_MIMETYPE
 from nbworker.session import Session
 
 RECORD_KEYS = {

@@ -38,7 +38,7 @@ from shell import Shell
 
 import nbworker
 from nbworker import Session
-from nbworker.jobs import Run
+from nbworker.record import Run
 
 WORKERS = {path.stem: path for path in harness.WORKERS}
 DECLARED = {name: harness.constants(path) for name, path in WORKERS.items()}

@@ -7,7 +7,7 @@ import time
 
 from nbworker import Session
 from nbworker.display import MAX_SHOWN, LiveStream, run_bundle
-from nbworker.jobs import RECORD_MIMETYPE
+from nbworker.record import RECORD_MIMETYPE
 
 
 def bundle_of(handler, job_input=None, **options):

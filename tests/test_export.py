@@ -21,8 +21,8 @@ import pytest
 
 from nbworker.export import ExportError, build_worker, default_directory, export_notebook
 from nbworker.export.write import MANIFEST
-from nbworker.jobs import RECORD_MIMETYPE as RECORD
-from nbworker.jobs import recorded_runs
+from nbworker.record import RECORD_MIMETYPE as RECORD
+from nbworker.record import recorded_runs
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = ["sentiment", "streaming"]

@@ -27,7 +27,7 @@ from nbworker import cli
 from nbworker.export import ExportError, build_worker, export_notebook
 from nbworker.export.secrets import find_in_files, find_in_records, find_secrets
 from nbworker.export.write import MANIFEST, write_files
-from nbworker.jobs import RECORD_MIMETYPE as RECORD
+from nbworker.record import RECORD_MIMETYPE as RECORD
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = "%%handler\ndef handler(job):\n    return {'n': job['input'].get('n', 0)}"

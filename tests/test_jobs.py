@@ -272,7 +272,7 @@ def test_async_handlers_see_a_running_loop_like_a_deployed_worker(session: Sessi
 def test_a_stream_too_long_to_record_is_cut_the_same_way_each_time(session) -> None:
     """An endless generator under a timeout must not write gigabytes into the notebook: the
     record keeps the chunks up to RECORD_STREAM_LIMIT characters and says how many there were."""
-    from nbworker.jobs import RECORD_STREAM_LIMIT
+    from nbworker.record import RECORD_STREAM_LIMIT
 
     def handler(job):
         yield from ("x" * 1000 for _ in range(2000))  # about 2 MB of JSON

@@ -9,7 +9,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from shell import RECORD_KEYS, Shell
 
-from nbworker.jobs import RECORD_MIMETYPE, Run
+from nbworker.record import RECORD_MIMETYPE, Run
 
 ECHO = """
 %%handler

@@ -8,7 +8,7 @@ import nbformat
 import papermill
 import pytest
 
-from nbworker.jobs import recorded_runs
+from nbworker.record import recorded_runs
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 

@@ -472,7 +472,7 @@ def _notebook_with_failure(error: str):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    from nbworker.jobs import RECORD_MIMETYPE
+    from nbworker.record import RECORD_MIMETYPE
 
     record = {
         "handler": "handler",

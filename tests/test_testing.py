@@ -56,7 +56,7 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def set_record(path: Path, cell_index: int, **changes) -> None:
     """Change what a stored cell recorded (as if the run had given something else)."""
-    from nbworker.jobs import RECORD_MIMETYPE
+    from nbworker.record import RECORD_MIMETYPE
 
     nb = nbformat.read(path, 4)
     for output in nb.cells[cell_index].outputs:
@@ -252,7 +252,7 @@ def test_a_malformed_record_fails_its_notebook_in_one_line_naming_the_cell(
     """A hand-edited record (here a status that is a number, in cell 4) fails that notebook,
     exit 3, before any kernel starts; the other notebooks are replayed all the same. The
     pytest plugin refuses to collect it, with the same line."""
-    from nbworker.jobs import RECORD_MIMETYPE
+    from nbworker.record import RECORD_MIMETYPE
 
     folder = tmp_path / "notebooks"
     folder.mkdir()

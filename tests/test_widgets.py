@@ -10,7 +10,7 @@ import sys
 import pytest
 from shell import Shell
 
-from nbworker.jobs import RECORD_MIMETYPE
+from nbworker.record import RECORD_MIMETYPE
 from nbworker.widgets import Panel
 
 ECHO = "%%handler\ndef handler(job):\n    return {'echo': job['input']}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nbworker import arguments, source
-from nbworker.jobs import RECORD_MIMETYPE, recorded_runs
+from nbworker.record import RECORD_MIMETYPE, recorded_runs
 
 __all__ = ["DISPLAY_ONLY", "RECORD_MIMETYPE", "Cell", "read_cells"]
 

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from nbworker.jobs import RECORD_MIMETYPE
+from nbworker.record import RECORD_MIMETYPE
 
 __all__ = ["kept_fields", "records_text", "trimmed_notebook"]
 
