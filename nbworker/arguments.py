@@ -1,11 +1,13 @@
-"""The options of the cell magics, declared once: the magics parse them in the kernel (and
-show them in `%%handler?`), the exporter parses them from a notebook's cells."""
+"""The options of the magics, declared once: the magics parse them in the kernel (and show
+them in `%%handler?`, `%rp_test?`), the exporter parses them from a notebook's cells (a
+`%%handler` line; a `%rp_test` line's comparison options for the worker's tests)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbworker.registry import DEFAULT_NAME
 
@@ -13,11 +15,16 @@ __all__ = [
     "CONVENTIONAL_MODIFIER",
     "HANDLER",
     "MODEL",
+    "RP_TEST",
     "Arguments",
+    "Comparison",
+    "comparison",
     "handler_function",
     "modifier_name",
     "parse",
+    "rp_test_comparison",
     "sizing_conflict",
+    "split_job_json",
 ]
 
 Arguments = list[tuple[tuple[str, ...], dict[str, Any]]]
@@ -72,6 +79,93 @@ MODEL: Arguments = [
         {"action": "store_true", "help": "release the entry and run the cell again"},
     ),
 ]
+
+RP_TEST: Arguments = [
+    (
+        ("name",),
+        {"nargs": "?", "help": "the handler to run; default: `handler`, else the only one"},
+    ),
+    (("job",), {"nargs": "?", "help": 'the job, as --test_input takes it: {"input": {...}}'}),
+    (("-f", "--file"), {"metavar": "FILE.json", "help": "read the job from a JSON file"}),
+    (("--var",), {"metavar": "NAME", "help": "take the job from a variable (a dict or JSON text)"}),
+    (
+        ("--timeout",),
+        {
+            "type": float,
+            "metavar": "SECONDS",
+            "help": "stop the handler after this long; the run is TIMED_OUT and the kernel "
+            "lives on",
+        },
+    ),
+    (
+        ("--url",),
+        {
+            "metavar": "URL",
+            "help": "send the job to a RunPod-style server instead (%%rp_serve, python "
+            "handler.py --rp_serve_api) and record its answer",
+        },
+    ),
+    (
+        ("--endpoint",),
+        {
+            "metavar": "ID",
+            "help": "send the job to a deployed RunPod endpoint (key from RUNPOD_API_KEY)",
+        },
+    ),
+    (
+        ("--no-compare",),
+        {
+            "action": "store_true",
+            "help": "under `nbworker test`, do not compare this run with the recorded one",
+        },
+    ),
+    (
+        ("--ignore",),
+        {
+            "metavar": "KEY[,KEY]",
+            "help": "under `nbworker test`, leave these keys (at any depth of the output and "
+            "stream, or all of output, stream, error) out of the comparison",
+        },
+    ),
+]
+
+
+def split_job_json(line: str) -> tuple[str, str | None]:
+    """Split `%rp_test` arguments into options and the job JSON, which starts at the first
+    `{` or `[` that begins a word. Options may stand before and after the JSON."""
+    for index, char in enumerate(line):
+        if char in "{[" and (index == 0 or line[index - 1].isspace()):
+            text = line[index:]
+            try:
+                _, end = json.JSONDecoder().raw_decode(text)
+            except (ValueError, RecursionError):  # JSONDecodeError, an int of 5000 digits
+                return line[:index], text  # parse_job names the position of the error
+            return f"{line[:index]} {text[end:]}", text[:end]
+    return line, None
+
+
+class Comparison(NamedTuple):
+    """How `nbworker test` compares a replayed run with its record (a `%rp_test` line's
+    `--ignore KEY,KEY` and `--no-compare`)."""
+
+    ignore: list[str]
+    compare: bool
+
+
+def comparison(options: argparse.Namespace) -> Comparison:
+    """The comparison options of a parsed `%rp_test` line (`RP_TEST`)."""
+    ignore = [key.strip() for key in (options.ignore or "").split(",") if key.strip()]
+    return Comparison(ignore, not options.no_compare)
+
+
+def rp_test_comparison(line: str) -> Comparison:
+    """The comparison options of a `%rp_test` line's arguments, as the magic parses them;
+    the defaults (compare everything) for a line the magic would refuse."""
+    options, _ = split_job_json(line)
+    try:
+        return comparison(parse(RP_TEST, options, prog="%rp_test"))
+    except ValueError:
+        return Comparison([], True)
 
 
 def modifier_name(options: argparse.Namespace, bound: set[str]) -> str | None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbworker import memory
-from nbworker.errors import NbworkerError
+from nbworker.errors import CacheMiss, LoadCycle
 
 __all__ = [
     "BUDGET_VARIABLE",
@@ -42,6 +42,7 @@ __all__ = [
     "ModelCache",
     "Released",
     "clear",
+    "default_cache",
     "evict",
     "get",
     "info",
@@ -49,36 +50,6 @@ __all__ = [
 ]
 
 BUDGET_VARIABLE = "NBWORKER_CACHE_BUDGET"
-
-
-class CacheMiss(NbworkerError, KeyError):
-    """No entry of that name is in the cache."""
-
-    def __init__(self, name: str, available: tuple[str, ...]) -> None:
-        listed = ", ".join(available) if available else "the cache is empty"
-        super().__init__(f"no model named {name!r} is cached ({listed})")
-        self.name = name
-        self.available = available
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class LoadCycle(NbworkerError):
-    """A load needs its own entry: `chain` is the loads, each needing the next
-    (`("outer", "inner", "outer")`: outer's loader loaded inner, whose loader asked for outer)."""
-
-    def __init__(self, name: str, chain: tuple[str, ...]) -> None:
-        super().__init__(
-            f"loading {name!r} needs {name!r} itself ({' -> '.join(chain)}): a model cell "
-            "cannot load its own entry"
-        )
-        self.name = name
-        self.chain = chain
-
-    def _render_traceback_(self) -> list[str]:
-        """What IPython shows for it: the line, not a traceback into nbworker."""
-        return [f"{type(self).__name__}: {self}"]
 
 
 @dataclass
@@ -418,10 +389,20 @@ class ModelCache:
 # ---------------------------------------------------------------------- the default cache
 
 
-def _default() -> ModelCache:
-    from nbworker.session import default_session
+_default_cache: ModelCache | None = None
 
-    return default_session().cache
+
+def default_cache() -> ModelCache:
+    """The model cache of this process: the default session's (`%load_ext nbworker`), and
+    the one the functions below use. The cache owns it, so that they need no session."""
+    global _default_cache
+    if _default_cache is None:
+        _default_cache = ModelCache()
+    return _default_cache
+
+
+def _default() -> ModelCache:
+    return default_cache()
 
 
 def load(name: str, loader: Callable[[], Any], *, key: str | None = None) -> Any:

@@ -52,24 +52,21 @@ Every method returns the server's JSON answer as a dict (`stream` yields each ch
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
 import logging
-import math
 import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
-from html.parser import HTMLParser
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3.exceptions
 
-from nbworker.errors import NbworkerError
+from nbworker import responses
+from nbworker.errors import EndpointError, EndpointTimeout, JobFailed
+from nbworker.record import FINAL_STATUSES, Run
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -79,49 +76,20 @@ __all__ = [
     "EndpointError",
     "EndpointTimeout",
     "JobFailed",
+    "run_remote",
 ]
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
-FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 JOB_KEYS = frozenset({"input", "webhook", "policy", "s3Config"})
 MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 60.0
 MAX_ANSWER_BYTES = 100 * 2**20
-_MESSAGE_LIMIT = 300
 _CHUNK = 64 * 1024
 _ENDPOINT_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 log = logging.getLogger(__name__)
 _sleep = time.sleep  # replaced by tests to record the backoff delays
-
-
-class EndpointError(NbworkerError):
-    """A request to an endpoint failed: HTTP `status_code` (None: no HTTP answer)."""
-
-    def __init__(self, status_code: int | None, message: str, *, body: Any = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.body = body
-
-
-class EndpointTimeout(EndpointError):
-    """No answer in time: a request's own timeout, or the deadline of `run_sync`/`stream`
-    (`timeout`, in seconds). `job_id` and `status` are the job's as last seen, if any."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        timeout: float,
-        job_id: str | None = None,
-        status: str | None = None,
-    ) -> None:
-        super().__init__(None, message)
-        self.timeout = timeout
-        self.job_id = job_id
-        self.status = status
 
 
 class _Deadline:
@@ -135,18 +103,6 @@ class _Deadline:
 
     def left(self) -> float:
         return self.at - time.monotonic()
-
-
-class JobFailed(NbworkerError):
-    """A streamed job ended in FAILED, CANCELLED or TIMED_OUT; `result` is the last answer."""
-
-    def __init__(self, result: Mapping[str, Any]) -> None:
-        self.result = dict(result)
-        self.job_id = result.get("id")
-        self.status = result.get("status")
-        self.error = result.get("error")
-        detail = f": {_one_line(str(self.error))}" if self.error else ""
-        super().__init__(f"job {self.job_id} ended {self.status}{detail}")
 
 
 class _Bearer(requests.auth.AuthBase):
@@ -389,12 +345,12 @@ class Endpoint:
             except requests.RequestException as exc:
                 fits = deadline is None or delay < deadline.left()
                 reason = self._scrub_text(self._transport_reason(exc, limit))
-                if attempt < self.retries and (idempotent or _not_sent(exc)) and fits:
+                if attempt < self.retries and (idempotent or responses.not_sent(exc)) and fits:
                     log.info("%s: %s; retry %d in %.2fs", what, reason, attempt + 1, delay)
                     _sleep(delay)
                     attempt += 1
                     continue
-                if _timed_out(exc):
+                if responses.timed_out(exc):
                     seconds = deadline.seconds if cut and deadline is not None else limit
                     detail = f"no answer within {seconds:g}s" if cut else reason
                     raise EndpointTimeout(self._message(what, detail), timeout=seconds) from None
@@ -402,7 +358,7 @@ class Endpoint:
             log.debug("%s: HTTP %d", what, response.status_code)
             retry = idempotent or response.status_code == 429
             if response.status_code in RETRY_STATUSES and attempt < self.retries and retry:
-                asked = _retry_after(response)
+                asked = responses.retry_after(response)
                 if asked is not None and asked > MAX_RETRY_AFTER:
                     note = f"the server asks to wait {asked:g}s before a retry, too long to wait"
                     return self._answer(what, response, data, note=note)
@@ -465,13 +421,19 @@ class Endpoint:
             if 300 <= response.status_code < 400 and "Location" in response.headers:
                 detail = f"redirected to {response.headers['Location']} (not followed)"
             else:
-                detail = _detail(body) if body is not None else _html(response, text) or text
+                detail = (
+                    responses.detail(body)
+                    if body is not None
+                    else responses.html_page(response, text) or text
+                )
                 detail = detail.strip() or response.reason or ""
             detail += f" ({note})" if note else ""
             message = self._message(what, f"HTTP {response.status_code}: {detail}")
             raise EndpointError(response.status_code, message, body=self._scrub_body(body))
         if not isinstance(body, dict):
-            got = _html(response, text) or repr(text if body is None else json.dumps(body))
+            got = responses.html_page(response, text) or repr(
+                text if body is None else json.dumps(body)
+            )
             message = self._message(
                 what, f"HTTP {response.status_code}: expected a JSON object, got {got}"
             )
@@ -491,11 +453,11 @@ class Endpoint:
 
     def _transport_reason(self, exc: requests.RequestException, timeout: float) -> str:
         name = type(exc).__name__
-        if _timed_out(exc):
+        if responses.timed_out(exc):
             return f"no answer within {timeout:g}s ({name})"
-        if _refused(exc):
+        if responses.refused(exc):
             return f"cannot connect to {self._shown_url} ({name})"
-        dropped = _dropped(exc)
+        dropped = responses.dropped(exc)
         if dropped is not None:
             return f"the server {dropped} ({name})"
         if isinstance(exc, requests.ConnectionError):
@@ -503,7 +465,7 @@ class Endpoint:
         return f"{name}: {exc}"
 
     def _message(self, what: str, detail: str) -> str:
-        return _one_line(self._scrub_text(f"{what}: {detail}"))
+        return responses.one_line(self._scrub_text(f"{what}: {detail}"))
 
     def _scrub_text(self, text: str) -> str:
         text = text.replace(self.url, self._shown_url)
@@ -513,6 +475,32 @@ class Endpoint:
         if self._auth is None or body is None:
             return body
         return json.loads(self._auth.scrub(json.dumps(body)))
+
+
+def run_remote(
+    endpoint: Endpoint, job: Mapping[str, Any], *, timeout: float | None = None, handler: str
+) -> Run:
+    """Send `job` to `endpoint` with `run_sync` and make its answer a `Run`, shown and
+    recorded like a run in the kernel (`handler` names the server). No answer by the
+    deadline is a TIMED_OUT run, as is an answer still IN_QUEUE or IN_PROGRESS; an
+    EndpointError other than a timeout is raised."""
+    body = {key: job[key] for key in ("input", "webhook", "policy", "s3Config") if key in job}
+    started = time.perf_counter()
+    try:
+        answer = endpoint.run_sync(body, timeout=timeout)
+    except EndpointTimeout as err:  # no answer by the deadline: the run timed out
+        answer = {"status": "TIMED_OUT", "error": str(err), "id": err.job_id}
+    status = answer.get("status")
+    if status not in FINAL_STATUSES:
+        status, answer = "TIMED_OUT", dict(answer, error=f"the job is still {status}")
+    return Run(
+        handler=handler,
+        job={"id": answer.get("id"), "input": job.get("input")},
+        status=status,
+        output=answer.get("output"),
+        error=answer.get("error"),
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 class _TooLarge(Exception):
@@ -542,126 +530,5 @@ def _status(answer: dict[str, Any], what: str, status_code: int) -> str | None:
     if status is None or isinstance(status, str):
         return status
     raise EndpointError(
-        status_code, _one_line(f"{what}: HTTP {status_code}: not a job status: {status!r}")
+        status_code, responses.one_line(f"{what}: HTTP {status_code}: not a job status: {status!r}")
     )
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what it wraps: causes, urllib3's `reason`, exceptions in args."""
-    found: list[BaseException] = []
-    pending: list[object] = [exc]
-    while pending:
-        item = pending.pop()
-        if not isinstance(item, BaseException) or any(item is seen for seen in found):
-            continue
-        found.append(item)
-        pending += [item.__cause__, getattr(item, "reason", None), *item.args]
-    return found
-
-
-def _refused(exc: BaseException) -> bool:
-    """The connection was never made (refused, DNS)."""
-    return any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in _causes(exc))
-
-
-def _timed_out(exc: BaseException) -> bool:
-    if _refused(exc):  # NewConnectionError is a ConnectTimeoutError in urllib3 >= 2
-        return False
-    timeouts = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-    return any(isinstance(e, timeouts) for e in _causes(exc))
-
-
-def _dropped(exc: BaseException) -> str | None:
-    """How the server dropped a connection that was made, if it did."""
-    causes = _causes(exc)
-    if any(isinstance(e, http.client.RemoteDisconnected) for e in causes):
-        return "closed the connection without answering"
-    broken = (http.client.IncompleteRead, requests.exceptions.ChunkedEncodingError)
-    if any(isinstance(e, broken) for e in causes):
-        return "closed the connection in the middle of its answer"
-    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in causes):
-        return "reset the connection"
-    if any(isinstance(e, urllib3.exceptions.ProtocolError) for e in causes):
-        return "broke the connection off"
-    return None
-
-
-def _not_sent(exc: requests.RequestException) -> bool:
-    """True when the request never reached the server (safe to retry anything)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    return _refused(exc) or any(
-        isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in _causes(exc)
-    )
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """The server's Retry-After in seconds: a number or an HTTP date (a past one is 0);
-    None when absent, negative or unreadable."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
-    return None if math.isnan(seconds) or seconds < 0 else seconds
-
-
-class _Title(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.title: str | None = None
-        self._inside = False
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag == "title" and self.title is None:
-            self.title, self._inside = "", True
-
-    def handle_endtag(self, tag: str) -> None:
-        self._inside = self._inside and tag != "title"
-
-    def handle_data(self, data: str) -> None:
-        if self._inside:
-            self.title = (self.title or "") + data
-
-
-def _html(response: requests.Response, text: str) -> str | None:
-    """An HTML answer (a proxy's error page, a login page) said in a few words: its title."""
-    start = text.lstrip()[:15].lower()
-    html = "html" in response.headers.get("Content-Type", "")
-    if not (html or start.startswith(("<!doctype html", "<html"))):
-        return None
-    parser = _Title()
-    parser.feed(text[:_CHUNK])
-    title = " ".join((parser.title or "").split())
-    return f"an HTML page ({title})" if title else "an HTML page"
-
-
-def _detail(body: Any) -> str:
-    """The useful part of an error body: RunPod's `error`, FastAPI's `detail`, or the JSON."""
-    if isinstance(body, Mapping):
-        for key in ("error", "detail", "message"):
-            value = body.get(key)
-            if isinstance(value, str):
-                return value
-            if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-                return "; ".join(_validation_item(v) for v in value)
-    return json.dumps(body)
-
-
-def _validation_item(item: Mapping[str, Any]) -> str:
-    loc = ".".join(str(part) for part in item.get("loc") or ())
-    msg = str(item.get("msg", item))
-    return f"{loc}: {msg}" if loc else msg
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."

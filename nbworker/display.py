@@ -25,6 +25,7 @@ __all__ = [
     "released_line",
     "run_bundle",
     "stream_bundle",
+    "traceback_tidier",
 ]
 
 COLORS = {
@@ -236,6 +237,29 @@ def run_html(run: Run) -> str:
         )
     parts.append("</div>")
     return "".join(parts)
+
+
+_FRAME_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
+
+
+def traceback_tidier(shell: Any) -> Callable[[str], str]:
+    """The function that names a kernel's cells in a traceback as IPython does:
+    `File "/tmp/ipykernel_1/123.py", line 4` -> `Cell In[3], line 4` (`shell` is the
+    IPython shell whose compiler filed the cells)."""
+    compiler = shell.compile
+
+    def name(match: re.Match[str]) -> str:
+        label = (
+            compiler.format_code_name(match[2]) if hasattr(compiler, "format_code_name") else None
+        )
+        if not label:
+            return match[0]
+        return f"{match[1]}{label[0]} {label[1]}, line {match[3]}"
+
+    def tidy(text: str) -> str:
+        return _FRAME_LINE.sub(name, text)
+
+    return tidy
 
 
 def run_bundle(run: Run, *, tidy: Callable[[str], str] | None = None) -> dict[str, Any]:

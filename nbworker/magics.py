@@ -1,17 +1,15 @@
 """The IPython magics: parse arguments, call the plain functions, display.
 
-`%%handler` and `%rp_test` live here; what they do lives in registry, jobs and display.
-Misuse raises `UsageError` (one line in the notebook); a handler that fails is a result,
-shown and recorded, never an error of the cell.
+Each magic parses its line (`IPython.core.magic_arguments`, so `%rp_test?` prints real
+help), calls a plain function that anyone can call from Python (`kernel`, `session`,
+`client`, `serve`, `export`), and prints or displays what it returns. Misuse raises
+`UsageError` (one line in the notebook); a handler that fails is a result, shown and
+recorded, never an error of the cell.
 """
 
 from __future__ import annotations
 
-import ast
-import json
 import os
-import re
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,18 +19,15 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from nbworker import arguments, memory, replay, source
+from nbworker import arguments, kernel, memory, replay
 from nbworker import display as views
-from nbworker.cache import Entry, LoadCycle
-from nbworker.errors import NbworkerError
-from nbworker.jobs import build_job, parse_job
+from nbworker.cache import Entry
+from nbworker.errors import CellError, HandlerError, LoadCycle, NbworkerError
 from nbworker.record import Run
-from nbworker.registry import DEFAULT_NAME, function_name
+from nbworker.registry import function_name
 from nbworker.session import Session
 
 __all__ = ["NbworkerMagics", "install", "uninstall"]
-
-_FRAME_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
 
 
 def _usage(magic: str, err: NbworkerError) -> UsageError:
@@ -50,20 +45,6 @@ def _arguments(declared: arguments.Arguments) -> Callable[[Any], Any]:
     return decorate
 
 
-def _split_job_json(line: str) -> tuple[str, str | None]:
-    """Split `%rp_test` arguments into options and the job JSON, which starts at the first
-    `{` or `[` that begins a word. Options may stand before and after the JSON."""
-    for index, char in enumerate(line):
-        if char in "{[" and (index == 0 or line[index - 1].isspace()):
-            text = line[index:]
-            try:
-                _, end = json.JSONDecoder().raw_decode(text)
-            except (ValueError, RecursionError):  # JSONDecodeError, an int of 5000 digits
-                return line[:index], text  # parse_job names the position of the error
-            return f"{line[:index]} {text[end:]}", text[:end]
-    return line, None
-
-
 @magics_class
 class NbworkerMagics(Magics):
     """`%%handler`, `%rp_test`, `%%model` and `%rp_models`, bound to one nbworker `Session`."""
@@ -74,6 +55,7 @@ class NbworkerMagics(Magics):
         self._cell_id: str | None = None
         self._shown: tuple[int, int] | None = None  # (execution count, id) of the last run shown
         self.remove_hook: Callable[[], None] = lambda: None  # set by install()
+        self.tidy = views.traceback_tidier(shell)  # kernel file names -> `Cell In[n]`
 
     # ----------------------------------------------------------------- plumbing
 
@@ -85,63 +67,7 @@ class NbworkerMagics(Magics):
         just shown that same run in this cell."""
         if self._shown == (self.shell.execution_count, id(run)):
             return
-        display(views.run_bundle(run, tidy=self._tidy), raw=True)
-
-    def _tidy(self, text: str) -> str:
-        """`File "/tmp/ipykernel_1/123.py", line 4` -> `Cell In[3], line 4`, as IPython says."""
-        compiler = self.shell.compile
-
-        def name(match: re.Match[str]) -> str:
-            label = (
-                compiler.format_code_name(match[2])
-                if hasattr(compiler, "format_code_name")
-                else None
-            )
-            if not label:
-                return match[0]
-            return f"{match[1]}{label[0]} {label[1]}, line {match[3]}"
-
-        return _FRAME_LINE.sub(name, text)
-
-    def _parse(self, cell: str, magic: str = "%%handler") -> tuple[str, ast.Module]:
-        """The cell's body as Python (IPython syntax transformed) and its tree. A syntax
-        error is a one-line UsageError naming the line of the cell."""
-        try:
-            code = "\n" + self.shell.transform_cell(cell)  # line numbers as in the cell
-            tree = self.shell.compile.ast_parse(code)
-        except SyntaxError as err:
-            line = (err.lineno or 0) + (0 if err.filename != "<tokenize>" else 1)
-            text = f": {err.text.strip()}" if err.text and err.text.strip() else ""
-            raise UsageError(
-                f"{magic}: {type(err).__name__} at line {line} of the cell: {err.msg}{text}"
-            ) from None
-        awaits = source.top_level_awaits(tree)
-        if awaits:  # IPython's autoawait runs such a cell; handler.py is a module and cannot
-            where = "an `async def handler(job)`" if magic == "%%handler" else "asyncio.run(...)"
-            raise UsageError(
-                f"{magic}: `await` outside a function at line {awaits[0]} of the cell: "
-                f"handler.py runs this code at import, where it cannot await; await inside {where}"
-            )
-        return code, tree
-
-    def _execute(self, code: str, tree: ast.Module, raw_cell: str) -> None:
-        """Run a cell's body in the user namespace, as IPython would: its source is kept
-        for tracebacks and `inspect.getsource`, and what it raises fails the cell."""
-        __tracebackhide__ = True
-        shell = self.shell
-        filename = shell.compile.cache(code, self._cell_number(), raw_code=raw_cell)
-        exec(shell.compile(tree, filename, "exec"), shell.user_ns)
-
-    def _cell_number(self) -> int:
-        """The In[n] of the running cell: the number IPython filed the calling cell's code
-        under (IPython 9 has already counted the next cell by the time a magic runs)."""
-        numbers = getattr(self.shell.compile, "_filename_map", {})
-        frame = sys._getframe(1)
-        while frame is not None:
-            if frame.f_code.co_filename in numbers:
-                return numbers[frame.f_code.co_filename]
-            frame = frame.f_back
-        return self.shell.execution_count
+        display(views.run_bundle(run, tidy=self.tidy), raw=True)
 
     # ----------------------------------------------------------------- %%handler
 
@@ -156,46 +82,13 @@ class NbworkerMagics(Magics):
         """
         __tracebackhide__ = True
         args = parse_argstring(self.handler, line)
-        for given in (args.name, args.concurrency_modifier):
-            if given is not None and not given.isidentifier():
-                raise UsageError(f"%%handler: {given!r} is not a Python name")
-        code, tree = self._parse(cell)
-        modifier_name = arguments.modifier_name(args, source.bound_names(tree))
-        name = self._choose_function(tree, args.name, modifier_name)
-        conflict = arguments.sizing_conflict(args.concurrency, modifier_name)
-        if conflict:
-            raise UsageError(f"%%handler: {conflict}")
-        self._execute(code, tree, cell)
-        namespace = self.shell.user_ns
-        if name not in namespace:
-            raise UsageError(f"%%handler: the cell did not define {name!r}")
-        modifier = None
-        if modifier_name is not None:
-            if modifier_name not in namespace:
-                raise UsageError(
-                    f"%%handler: --concurrency-modifier {modifier_name}: no cell has defined "
-                    f"{modifier_name!r}"
-                )
-            modifier = namespace[modifier_name]
         try:
-            replaced = [
-                spec.name
-                for spec in self.session.registry
-                if self._cell_id and spec.cell_id == self._cell_id and spec.name != name
-            ]
-            for old in replaced:
-                self.session.registry.unregister(old)
-            spec = self.session.register_handler(
-                namespace[name],
-                name=name,
-                aggregate=args.aggregate,
-                concurrency=args.concurrency,
-                concurrency_modifier=modifier,
-                source=cell,
-                cell_id=self._cell_id,
+            registered = kernel.register_cell(
+                self.shell, self.session, cell, args, cell_id=self._cell_id
             )
-        except NbworkerError as err:
+        except (CellError, HandlerError) as err:  # not what the cell's own code raised
             raise _usage("%%handler", err) from None
+        spec, modifier_name, replaced = registered.spec, registered.modifier, registered.replaced
         options = [spec.kind.replace("_", " ")]
         if spec.aggregate:
             options.append("aggregate")
@@ -208,60 +101,9 @@ class NbworkerMagics(Magics):
         lines += [f"⚠ {warning}" for warning in spec.warnings]
         print("\n".join(lines))
 
-    @staticmethod
-    def _choose_function(tree: ast.Module, name: str | None, modifier: str | None) -> str:
-        """The handler's name by the rule export follows too (`arguments.handler_function`),
-        or a UsageError saying why the cell does not tell."""
-        functions = source.functions(tree)
-        chosen = arguments.handler_function(name, functions, source.bound_names(tree), modifier)
-        if chosen is not None:
-            return chosen
-        functions = [f for f in functions if f != modifier]
-        if not functions:
-            raise UsageError(
-                "%%handler: the cell defines no function; write `def handler(job): ...`"
-            )
-        raise UsageError(
-            f"%%handler: the cell defines {len(functions)} functions ({', '.join(functions)}) "
-            f"and none is named {DEFAULT_NAME!r}; name the one to register: "
-            f"%%handler {functions[0]}"
-        )
-
     # ----------------------------------------------------------------- %rp_test
 
-    @magic_arguments()
-    @argument("name", nargs="?", help="the handler to run; default: `handler`, else the only one")
-    @argument("job", nargs="?", help='the job, as --test_input takes it: {"input": {...}}')
-    @argument("-f", "--file", metavar="FILE.json", help="read the job from a JSON file")
-    @argument("--var", metavar="NAME", help="take the job from a variable (a dict or JSON text)")
-    @argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="stop the handler after this long; the run is TIMED_OUT and the kernel lives on",
-    )
-    @argument(
-        "--url",
-        metavar="URL",
-        help="send the job to a RunPod-style server instead (%%rp_serve, python handler.py "
-        "--rp_serve_api) and record its answer",
-    )
-    @argument(
-        "--endpoint",
-        metavar="ID",
-        help="send the job to a deployed RunPod endpoint (key from RUNPOD_API_KEY)",
-    )
-    @argument(
-        "--no-compare",
-        action="store_true",
-        help="under `nbworker test`, do not compare this run with the recorded one",
-    )
-    @argument(
-        "--ignore",
-        metavar="KEY[,KEY]",
-        help="under `nbworker test`, leave these keys (at any depth of the output and stream, "
-        "or all of output, stream, error) out of the comparison",
-    )
+    @_arguments(arguments.RP_TEST)
     @no_var_expand
     @line_magic
     def rp_test(self, line: str) -> Run:
@@ -272,9 +114,15 @@ class NbworkerMagics(Magics):
         result, not an error of the cell. Returns the Run.
         """
         __tracebackhide__ = True
-        options, job_text = _split_job_json(line)
+        options, job_text = arguments.split_job_json(line)
         args = parse_argstring(self.rp_test, options)
-        name, job = self._job_from(args, job_text)
+        words = [word for word in (args.name, args.job) if word is not None]
+        try:
+            name, job = kernel.job_from(
+                self.shell.user_ns, words, job_text=job_text, file=args.file, var=args.var
+            )
+        except NbworkerError as err:
+            raise _usage("%rp_test", err) from None
         if args.timeout is not None and not args.timeout > 0:
             raise UsageError(f"%rp_test: --timeout must be positive, not {args.timeout:g}")
         if args.url or args.endpoint:
@@ -292,7 +140,7 @@ class NbworkerMagics(Magics):
             on_chunk=live.chunk if spec.streams else None,
             on_progress=live.progress,
         )
-        bundle = views.run_bundle(run, tidy=self._tidy)
+        bundle = views.run_bundle(run, tidy=self.tidy)
         if not live.close(bundle):
             display(bundle, raw=True)
         self._shown = (self.shell.execution_count, id(run))
@@ -303,8 +151,10 @@ class NbworkerMagics(Magics):
             raise interrupt
         active = replay.current()
         if active is not None:  # under `nbworker test`: compare with the recorded run
-            ignore = [key.strip() for key in (args.ignore or "").split(",") if key.strip()]
-            outcome = active.check(run.to_record(), compare=not args.no_compare, ignore=ignore)
+            compared = arguments.comparison(args)
+            outcome = active.check(
+                run.to_record(), compare=compared.compare, ignore=compared.ignore
+            )
             display(
                 {"text/plain": outcome.summary(), replay.REPLAY_MIMETYPE: outcome.to_json()},
                 raw=True,
@@ -316,7 +166,7 @@ class NbworkerMagics(Magics):
     def _remote_test(self, args: Any, name: str | None, job: dict[str, Any]) -> Run:
         """`%rp_test --url URL` / `--endpoint ID`: the job goes to a server; its answer is
         shown and recorded like a run in this kernel (the handler field names the server)."""
-        from nbworker.client import Endpoint, EndpointError, EndpointTimeout
+        from nbworker.client import Endpoint, EndpointError, run_remote
 
         if args.url and args.endpoint:
             raise UsageError("%rp_test: give --url or --endpoint, not both")
@@ -325,74 +175,13 @@ class NbworkerMagics(Magics):
         except ValueError as err:
             raise UsageError(f"%rp_test: {err}") from None
         where = f"{'url' if args.url else 'endpoint'}:{args.url or args.endpoint}"
-        body = {key: job[key] for key in ("input", "webhook", "policy", "s3Config") if key in job}
-        started = time.perf_counter()
         try:
-            answer = endpoint.run_sync(body, timeout=args.timeout)
-        except EndpointTimeout as err:  # no answer by the deadline: the run timed out
-            answer = {"status": "TIMED_OUT", "error": str(err), "id": err.job_id}
+            run = run_remote(endpoint, job, timeout=args.timeout, handler=name or where)
         except EndpointError as err:
             raise UsageError(f"%rp_test: {err}") from None
-        status = answer.get("status")
-        if status not in ("COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"):
-            status, answer = "TIMED_OUT", dict(answer, error=f"the job is still {status}")
-        run = Run(
-            handler=name or where,
-            job={"id": answer.get("id"), "input": job.get("input")},
-            status=status,
-            output=answer.get("output"),
-            error=answer.get("error"),
-            duration_ms=(time.perf_counter() - started) * 1000,
-        )
-        display(views.run_bundle(run, tidy=self._tidy), raw=True)
+        display(views.run_bundle(run, tidy=self.tidy), raw=True)
         self._shown = (self.shell.execution_count, id(run))
         return run
-
-    def _job_from(self, args: Any, job_text: str | None) -> tuple[str | None, dict[str, Any]]:
-        """The handler name and the job, from JSON, `-f FILE` or `--var NAME`."""
-        words = [word for word in (args.name, args.job) if word is not None]
-        name = None
-        if (
-            words
-            and words[0].isidentifier()
-            and (len(words) == 2 or job_text or args.file or args.var)
-        ):
-            name = words.pop(0)
-        if words:
-            if job_text is not None or len(words) > 1:
-                raise UsageError(f"%rp_test: unexpected argument {words[-1]!r}")
-            job_text = words[0]  # a JSON value that is not an object, or a stray word
-        sources = [s for s in (job_text, args.file, args.var) if s is not None]
-        if len(sources) != 1:
-            raise UsageError(
-                "%rp_test: give the job once: as JSON "
-                '(%rp_test {"input": {...}}), -f FILE.json or --var NAME'
-                + ("" if sources else ', e.g. %rp_test {"input": {"text": "hi"}}')
-            )
-        try:
-            if job_text is not None:
-                return name, parse_job(job_text)
-            if args.file is not None:
-                path = os.path.expanduser(args.file)
-                try:
-                    with open(path, encoding="utf-8") as file:
-                        text = file.read()
-                except OSError as err:
-                    raise UsageError(f"%rp_test: cannot read {args.file}: {err.strerror}") from None
-                except UnicodeDecodeError as err:
-                    raise UsageError(
-                        f"%rp_test: {args.file} is not UTF-8 text (byte {err.start}); "
-                        "job JSON is UTF-8"
-                    ) from None
-                return name, parse_job(text, source=args.file)
-            if args.var not in self.shell.user_ns:
-                raise UsageError(f"%rp_test: no variable named {args.var!r}")
-            value = self.shell.user_ns[args.var]
-            if isinstance(value, str):
-                return name, parse_job(value, source=args.var)
-            return name, build_job(value, source=args.var)
-        except NbworkerError as err:
-            raise _usage("%rp_test", err) from None
 
     # ----------------------------------------------------------------- %%model
 
@@ -410,51 +199,13 @@ class NbworkerMagics(Magics):
         """
         __tracebackhide__ = True
         args = parse_argstring(self.model, line)
-        if not args.name.isidentifier():
-            raise UsageError(f"%%model: {args.name!r} is not a Python name")
-        cache = self.session.cache
-        # Parsed on a hit too (the key is the tree's), and before anything is released.
-        code, tree = self._parse(cell, "%%model")
-        key = source.code_key(tree)
-
-        def run_cell() -> dict[str, Any]:
-            __tracebackhide__ = True
-            namespace = self.shell.user_ns
-            before = dict(namespace)
-            try:
-                self._execute(code, tree, cell)
-            except BaseException:
-                # A failed load leaves nothing half-loaded behind: undo what the cell bound.
-                for name in [n for n in namespace if n not in before]:
-                    del namespace[name]
-                namespace.update(before)
-                before.clear()  # the traceback keeps this frame: it must not keep the objects
-                raise
-            # What the cell binds: every name its code assigns at top level (even to the
-            # object it held before, e.g. a repeated import), and anything else it changed.
-            names = source.bound_names(tree)
-            return {
-                name: value
-                for name, value in namespace.items()
-                if name in names or (name not in before or before[name] is not value)
-                if name != "__builtins__"
-            }
-
         try:
-            loaded = cache.fetch(
-                args.name,
-                run_cell,
-                key=key,
-                reload=args.reload,
-                bound=True,
-                source=cell,
-                cell_id=self._cell_id,
+            loaded = kernel.load_model(
+                self.shell, self.session, args.name, cell, reload=args.reload, cell_id=self._cell_id
             )
-        except LoadCycle as err:  # the cell (or one it runs) loads this very model again
-            raise UsageError(f"%%model: {err}") from None
+        except (CellError, LoadCycle) as err:  # a bad name or cell, a load needing itself
+            raise _usage("%%model", err) from None
         entry = loaded.entry
-        if loaded.hit:
-            self.shell.user_ns.update(entry.objects)
         lines = [f"{views.released_line(r)}" for r in loaded.released]
         summary = views.entry_line(entry, hit=loaded.hit)
         if loaded.hit and entry.source != cell:  # the text changed, not what it means
@@ -464,31 +215,8 @@ class NbworkerMagics(Magics):
         print("\n".join(lines))
 
     def unbind(self, entry: Entry) -> None:
-        """Drop the notebook's references to a released entry's objects so that their
-        memory can be freed: the names the entry bound, and IPython's output history
-        (`Out[n]`, `_n`, `_`). A name of the user's own that still holds one is left alone
-        (the release then says the object is still referenced)."""
-        namespace = self.shell.user_ns
-        ids = {id(obj) for obj in entry.objects.values()}
-        for space in (namespace, self.shell.user_ns_hidden):  # the displayhook writes both
-            for name in list(space):
-                if id(space[name]) not in ids:
-                    continue
-                if name in entry.objects or (name[:1] == "_" and name.strip("_").isdigit()):
-                    del space[name]
-                elif name in ("_", "__", "___"):
-                    space[name] = None
-        history = namespace.get("Out")
-        if isinstance(history, dict):
-            for number in [n for n, value in history.items() if id(value) in ids]:
-                del history[number]
-        hook = self.shell.displayhook  # it keeps the last three outputs itself
-        for attribute in ("_", "__", "___"):
-            if id(getattr(hook, attribute, None)) in ids:
-                setattr(hook, attribute, None)
-        last = getattr(self.shell, "last_execution_result", None)  # the previous cell's value
-        if last is not None and id(getattr(last, "result", None)) in ids:
-            last.result = None
+        """Free a released entry's objects from the notebook (`kernel.unbind`)."""
+        kernel.unbind(self.shell, entry)
 
     # ----------------------------------------------------------------- %rp_models
 
@@ -549,7 +277,7 @@ class NbworkerMagics(Magics):
         from nbworker.export import ExportError, export_notebook
 
         args = parse_argstring(self.rp_export, line)
-        path = args.notebook or this_notebook(self.shell.user_ns)
+        path = args.notebook or kernel.this_notebook(self.shell.user_ns)
         if path is None:
             raise UsageError(
                 "%rp_export: this kernel does not know its notebook's path; "
@@ -643,29 +371,13 @@ class NbworkerMagics(Magics):
             raise UsageError(f"%rp_panel: takes no arguments, not {line.strip()!r}")
         from nbworker.widgets import Panel
 
-        return Panel(self.session, tidy=self._tidy)
+        return Panel(self.session, tidy=self.tidy)
 
 
 def _open_view(bundle: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     """Display `bundle` with a display id; the function that updates it in place."""
     handle = display(bundle, raw=True, display_id=True)
     return lambda update: handle.update(update, raw=True)
-
-
-def this_notebook(user_ns: dict[str, Any]) -> str | None:
-    """The path of the notebook this kernel runs, where the front end tells: VS Code's
-    `__vsc_ipynb_file__`, Jupyter server's JPY_SESSION_NAME (ipykernel's `__session__`)."""
-    for candidate in (
-        user_ns.get("__vsc_ipynb_file__"),
-        os.environ.get("JPY_SESSION_NAME"),
-        user_ns.get("__session__"),
-    ):
-        if not isinstance(candidate, str) or not candidate.endswith(".ipynb"):
-            continue
-        for path in (candidate, os.path.basename(candidate)):  # the kernel runs in its folder
-            if os.path.isfile(path):
-                return path
-    return None
 
 
 def install(shell: Any, session: Session) -> NbworkerMagics:

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, overload
 
-from nbworker.cache import ModelCache
+from nbworker.cache import ModelCache, default_cache
 from nbworker.jobs import ChunkCallback, JobRunner, ProgressCallback, build_job, parse_job
 from nbworker.record import Run
 from nbworker.registry import HandlerSpec, Registry, function_name
@@ -22,9 +22,11 @@ class Session:
     """Registered handlers, the model cache, the job runner and the recent runs of one
     notebook kernel."""
 
-    def __init__(self, *, history: int = 100, budget: int | None = None) -> None:
+    def __init__(
+        self, *, history: int = 100, budget: int | None = None, cache: ModelCache | None = None
+    ) -> None:
         self.registry = Registry()
-        self.cache = ModelCache(budget=budget)
+        self.cache = cache if cache is not None else ModelCache(budget=budget)
         self.runner = JobRunner()
         self.history: deque[Run] = deque(maxlen=history)
 
@@ -106,8 +108,8 @@ _default: Session | None = None
 def default_session() -> Session:
     """The session of this process, shared by the magics and the functions below."""
     global _default
-    if _default is None:
-        _default = Session()
+    if _default is None:  # its cache is the one `nbworker.cache.load` and friends use
+        _default = Session(cache=default_cache())
     return _default
 
 

@@ -372,20 +372,17 @@ class Panel(widgets.VBox):
         self.refresh_models()
 
 
-def _installed_tidy(session: Session) -> Callable[[str], str] | None:
-    """The traceback tidier of the magics installed for `session`, if any."""
+def _shell_tidy() -> Callable[[str], str] | None:
+    """The traceback tidier of the IPython shell this runs in (cells named `Cell In[n]`)."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover
         return None
     shell = get_ipython()
-    magics = None if shell is None else shell.magics_manager.registry.get("NbworkerMagics")
-    if magics is not None and magics.session is session:
-        return magics._tidy
-    return None
+    return None if shell is None else views.traceback_tidier(shell)
 
 
 def panel(session: Session | None = None) -> Panel:
     """The panel for `session` (default: the one `%load_ext nbworker` uses)."""
     session = session if session is not None else default_session()
-    return Panel(session, tidy=_installed_tidy(session))
+    return Panel(session, tidy=_shell_tidy())

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbworker.export.cells import Cell, read_cells
+from nbworker import arguments
+from nbworker.export.cells import Cell, line_magic_arguments, read_cells
 from nbworker.export.select import ExportError, Selection, select_cells
 from nbworker.export.write import Written, write_files
 
@@ -283,24 +283,19 @@ def _sdk_settings(cases: list[dict[str, Any]]) -> dict[str, str]:
     return {}
 
 
-_RP_TEST = re.compile(r"%rp_test\b(.*)$", re.MULTILINE)
-_IGNORE = re.compile(r"--ignore[= ]+(\S+)")
-
-
 def _with_options(cell: Cell) -> list[dict[str, Any]]:
     """The cell's records, each with its cell and the comparison options of the `%rp_test`
     line that made it (the n-th line made the n-th record; one line, in a loop, made all)."""
-    lines = [match[1] for match in _RP_TEST.finditer(cell.source)]
+    lines = line_magic_arguments(cell.source, "rp_test")
     if len(lines) == 1:
         lines = lines * len(cell.records)
     records = []
     for number, record in enumerate(cell.records):
         record = dict(record, cell=cell.index)
         if len(lines) == len(cell.records):
-            line = lines[number]
-            found = _IGNORE.search(line)
-            record["ignore"] = [k for k in (found[1].split(",") if found else []) if k]
-            record["compare"] = "--no-compare" not in line
+            options = arguments.rp_test_comparison(lines[number])
+            record["ignore"] = options.ignore
+            record["compare"] = options.compare
         records.append(record)
     return records
 

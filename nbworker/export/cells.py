@@ -263,3 +263,22 @@ def read_cells(notebook: Any) -> list[Cell]:
             _read_code(cell, body, offset=0)
         cells.append(cell)
     return cells
+
+
+def line_magic_arguments(text: str, magic: str) -> list[str]:
+    """The argument text of each `%magic ...` line call in a cell's source, in order (read
+    from IPython's own transformation of the cell, as the kernel runs it); [] when the
+    cell is not Python once transformed."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(text))
+    except (SyntaxError, ValueError):
+        return []
+    calls = [_ipython_call(node) for node in ast.walk(tree)]
+    found = [
+        (node.lineno, node.col_offset, call[2])
+        for node, call in zip(ast.walk(tree), calls, strict=True)
+        if call is not None and call[0] == "line" and call[1] == magic
+    ]
+    return [argument for _, _, argument in sorted(found)]
