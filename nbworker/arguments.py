@@ -9,7 +9,7 @@ import json
 import shlex
 from typing import Any, NamedTuple
 
-from nbworker.registry import DEFAULT_NAME
+from nbworker.registry import DEFAULT_NAME, default_choice
 
 __all__ = [
     "CONVENTIONAL_MODIFIER",
@@ -186,10 +186,9 @@ def handler_function(
     concurrency modifier aside; None when the cell does not say."""
     if named:
         return named
-    if DEFAULT_NAME in bound:
+    if DEFAULT_NAME in bound:  # `handler = make_handler()` names it too
         return DEFAULT_NAME
-    candidates = [function for function in functions if function != modifier]
-    return candidates[0] if len(candidates) == 1 else None
+    return default_choice(function for function in functions if function != modifier)
 
 
 def sizing_conflict(concurrency: int, modifier: str | None) -> str | None:

@@ -361,7 +361,7 @@ class Endpoint:
                 asked = responses.retry_after(response)
                 if asked is not None and asked > MAX_RETRY_AFTER:
                     note = f"the server asks to wait {asked:g}s before a retry, too long to wait"
-                    return self._answer(what, response, data, note=note)
+                    return response.status_code, self._answer(what, response, data, note=note)
                 delay = delay if asked is None else asked
                 if deadline is None or delay < deadline.left():
                     log.info(
@@ -490,7 +490,7 @@ def run_remote(
         answer = endpoint.run_sync(body, timeout=timeout)
     except EndpointTimeout as err:  # no answer by the deadline: the run timed out
         answer = {"status": "TIMED_OUT", "error": str(err), "id": err.job_id}
-    status = answer.get("status")
+    status: Any = answer.get("status")
     if status not in FINAL_STATUSES:
         status, answer = "TIMED_OUT", dict(answer, error=f"the job is still {status}")
     return Run(

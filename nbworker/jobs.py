@@ -372,7 +372,7 @@ def _failure_warnings(err: BaseException) -> list[str]:
 
 def _awaiting_stack(coroutine: Any) -> traceback.StackSummary:
     """Where a suspended coroutine waits: its frame, then each one it awaits, innermost last."""
-    frames = []
+    frames: list[Any] = []
     while coroutine is not None and len(frames) < 100:
         frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "ag_frame", None)
         frame = frame or getattr(coroutine, "gi_frame", None)

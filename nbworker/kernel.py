@@ -83,7 +83,7 @@ def cell_number(shell: Any) -> int:
     """The In[n] of the running cell: the number IPython filed the calling cell's code
     under (IPython 9 has already counted the next cell by the time a magic runs)."""
     numbers = getattr(shell.compile, "_filename_map", {})
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename in numbers:
             return int(numbers[frame.f_code.co_filename])

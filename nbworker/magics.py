@@ -49,6 +49,8 @@ def _arguments(declared: arguments.Arguments) -> Callable[[Any], Any]:
 class NbworkerMagics(Magics):
     """`%%handler`, `%rp_test`, `%%model` and `%rp_models`, bound to one nbworker `Session`."""
 
+    shell: Any  # IPython types it Optional; a magic always runs in its shell
+
     def __init__(self, shell: Any, *, session: Session) -> None:
         super().__init__(shell)
         self.session = session

@@ -114,7 +114,7 @@ def bytes_by_device(objects: Iterable[Any]) -> dict[str, int]:
 
 def _attributes(obj: Any) -> list[Any]:
     """The values of an object's instance attributes, read without running its code."""
-    values = []
+    values: list[Any] = []
     try:
         namespace = object.__getattribute__(obj, "__dict__")
     except (AttributeError, TypeError):

@@ -14,7 +14,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 __all__ = [
     "FINAL_STATUSES",
@@ -32,7 +32,7 @@ __all__ = [
 Status = Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
 # The statuses a job ends in, as RunPod names them: the one set the runner, %rp_serve, the
 # client and the magics test against (IN_QUEUE and IN_PROGRESS are the others RunPod has).
-FINAL_STATUSES: frozenset[str] = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
+FINAL_STATUSES: frozenset[str] = frozenset(get_args(Status))
 RECORD_MIMETYPE = "application/vnd.nbworker.run+json"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import operator
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ __all__ = [
     "Kind",
     "Registry",
     "concurrency_answer",
+    "default_choice",
     "function_name",
     "handler_kind",
 ]
@@ -62,14 +63,15 @@ def function_name(function: Callable[..., Any]) -> str | None:
     `FunctionTimer` has no `__name__` but keeps the function it times as `.function`, and
     `functools.partial` keeps it as `.func`."""
     seen = 0
-    while function is not None and seen < 10:
-        name = getattr(function, "__name__", None)
+    current: Any = function
+    while current is not None and seen < 10:
+        name = getattr(current, "__name__", None)
         if isinstance(name, str):
             return name
-        function = (
-            getattr(function, "__wrapped__", None)
-            or getattr(function, "function", None)
-            or getattr(function, "func", None)
+        current = (
+            getattr(current, "__wrapped__", None)
+            or getattr(current, "function", None)
+            or getattr(current, "func", None)
         )
         seen += 1
     return None
@@ -152,6 +154,15 @@ def _check_modifier(modifier: Callable[..., Any], concurrency: int, name: str) -
         )
 
 
+def default_choice(names: Iterable[str]) -> str | None:
+    """The one rule for a handler nobody named: the one named `handler`, else the only one;
+    None when neither (the registry's default, export's and a `%%handler` cell's)."""
+    names = list(names)
+    if DEFAULT_NAME in names:
+        return DEFAULT_NAME
+    return names[0] if len(names) == 1 else None
+
+
 class Registry:
     """Handlers by name. Safe to read from serving threads while a cell registers.
 
@@ -223,10 +234,9 @@ class Registry:
             if name in handlers:
                 return handlers[name]
             raise self._not_found(name, handlers)
-        if DEFAULT_NAME in handlers:
-            return handlers[DEFAULT_NAME]
-        if len(handlers) == 1:
-            return next(iter(handlers.values()))
+        chosen = default_choice(handlers)
+        if chosen is not None:
+            return handlers[chosen]
         raise self._not_found(None, handlers)
 
     @staticmethod

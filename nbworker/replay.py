@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbworker import compare
-from nbworker.errors import NbworkerError
+from nbworker.errors import MalformedRecord, ReplayMismatch
 
 __all__ = [
     "REPLAY_MIMETYPE",
@@ -40,35 +40,6 @@ __all__ = [
 
 REPLAY_MIMETYPE = "application/vnd.nbworker.replay+json"
 DEFAULT_RTOL = compare.DEFAULT_REL_TOL
-
-
-class ReplayMismatch(Exception):
-    """A `%rp_test` run differs from the run the notebook recorded."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.summary())
-        self.outcome = outcome
-
-    def _render_traceback_(self) -> list[str]:
-        """What IPython shows for it: the differences, not a traceback into nbworker."""
-        return [f"ReplayMismatch: {self}"]
-
-
-class MalformedRecord(NbworkerError, ValueError):
-    """A cell's output holds a run record `%rp_test` could not have written (a hand-edited
-    or hostile notebook): `cell` is its index in the notebook, `record` its 1-based number
-    among the cell's records, `problem` what is wrong with it."""
-
-    def __init__(self, *, cell: int, cell_id: str | None, record: int, problem: str) -> None:
-        where = f"cell {cell}" + (f" (id {cell_id})" if cell_id else "")
-        super().__init__(
-            f"{where}: run record {record} is malformed: {problem}; clear the cell's output or "
-            "record the run again with %rp_test"
-        )
-        self.cell = cell
-        self.cell_id = cell_id
-        self.record = record
-        self.problem = problem
 
 
 def _json_type(value: Any) -> str:
@@ -282,10 +253,11 @@ def start(expected: str | list[dict[str, Any]], *, rtol: float = DEFAULT_RTOL) -
     `{"cell", "cell_id", "source", "records"}` per stored cell. Called by `nbworker test`
     in the cell it puts first."""
     global _current
-    if isinstance(expected, str):
-        with open(expected, encoding="utf-8") as file:
-            expected = json.load(file)
-    _current = Replay((Expected(**item) for item in expected), rtol=rtol)
+    items = expected
+    if isinstance(items, str):
+        with open(items, encoding="utf-8") as file:
+            items = json.load(file)
+    _current = Replay((Expected(**item) for item in items), rtol=rtol)
     try:
         from IPython import get_ipython
     except ImportError:  # plain Python: no cells to watch

@@ -31,10 +31,30 @@ class Session:
         self.history: deque[Run] = deque(maxlen=history)
 
     @overload
-    def register_handler(self, function: Handler, /, **options: Any) -> HandlerSpec: ...
+    def register_handler(
+        self,
+        function: Handler,
+        /,
+        *,
+        name: str | None = None,
+        aggregate: bool = False,
+        concurrency: int = 1,
+        concurrency_modifier: Callable[[int], int] | None = None,
+        source: str | None = None,
+        cell_id: str | None = None,
+    ) -> HandlerSpec: ...
     @overload
     def register_handler(
-        self, function: None = None, /, **options: Any
+        self,
+        function: None = None,
+        /,
+        *,
+        name: str | None = None,
+        aggregate: bool = False,
+        concurrency: int = 1,
+        concurrency_modifier: Callable[[int], int] | None = None,
+        source: str | None = None,
+        cell_id: str | None = None,
     ) -> Callable[[Handler], Handler]: ...
 
     def register_handler(
@@ -52,7 +72,7 @@ class Session:
         """Register `function` as a RunPod handler (also usable as a decorator, which
         returns the function unchanged). `concurrency_modifier` is RunPod's `current -> int`
         sizing function, in place of a fixed `concurrency`."""
-        options = dict(
+        options: dict[str, Any] = dict(
             name=name,
             aggregate=aggregate,
             concurrency=concurrency,

@@ -226,7 +226,8 @@ def prestart_hooks(tree: ast.Module) -> list[str]:
 def top_level_awaits(tree: ast.Module) -> list[int]:
     """The lines of `await`, `async for` and `async with` outside any function: IPython
     syntax (its autoawait), not Python a module (handler.py) can hold."""
-    found, pending = [], list(tree.body)
+    found: list[int] = []
+    pending: list[ast.AST] = list(tree.body)
     while pending:
         node = pending.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -234,6 +235,6 @@ def top_level_awaits(tree: ast.Module) -> list[int]:
         if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) or (
             isinstance(node, ast.comprehension) and node.is_async
         ):
-            found.append(node.lineno if hasattr(node, "lineno") else node.target.lineno)
+            found.append(getattr(node, "lineno", None) or node.target.lineno)  # type: ignore[union-attr]
         pending.extend(ast.iter_child_nodes(node))
     return sorted(set(found))

@@ -7,9 +7,9 @@ import bisect
 from dataclasses import dataclass, field
 
 from nbworker import arguments
-from nbworker.errors import NbworkerError
+from nbworker.errors import ExportError
 from nbworker.export.cells import Cell
-from nbworker.registry import DEFAULT_NAME
+from nbworker.registry import DEFAULT_NAME, default_choice
 
 __all__ = [
     "ExportError",
@@ -19,15 +19,6 @@ __all__ = [
     "registered_name",
     "select_cells",
 ]
-
-
-class ExportError(NbworkerError):
-    """The notebook cannot be exported as it is; `cell` and `line` say where (if known)."""
-
-    def __init__(self, message: str, *, cell: int | None = None, line: int | None = None) -> None:
-        super().__init__(message)
-        self.cell = cell
-        self.line = line
 
 
 @dataclass
@@ -79,11 +70,9 @@ def choose_handler(cells: list[Cell], name: str | None) -> tuple[Cell, str]:
                 f"{', '.join(sorted(handlers))}"
             )
         return handlers[name], name
-    if DEFAULT_NAME in handlers:
-        return handlers[DEFAULT_NAME], DEFAULT_NAME
-    if len(handlers) == 1:
-        ((only, cell),) = handlers.items()
-        return cell, only
+    chosen = default_choice(handlers)
+    if chosen is not None:
+        return handlers[chosen], chosen
     raise ExportError(
         f"the notebook registers {len(handlers)} handlers ({', '.join(sorted(handlers))}) and "
         f"none is named {DEFAULT_NAME!r}: choose one with --handler NAME"
