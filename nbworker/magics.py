@@ -240,8 +240,7 @@ class NbworkerMagics(Magics):
         lines = []
         try:
             if args.budget is not None:
-                off = args.budget.strip().lower() in ("none", "off", "0")
-                budget = None if off else memory.parse_size(args.budget)
+                budget = memory.parse_budget(args.budget)
                 released = cache.set_budget(budget)
                 lines.append(f"budget: {'none' if budget is None else args.budget}")
                 lines += [views.released_line(r) for r in released]

@@ -19,6 +19,7 @@ __all__ = [
     "bytes_by_device",
     "cuda_allocated",
     "format_bytes",
+    "parse_budget",
     "parse_size",
     "peak_rss",
     "process_rss",
@@ -186,6 +187,11 @@ def peak_rss() -> int | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def parse_budget(text: str) -> int | None:
+    """A cache budget: a size (`parse_size`), or None for no cap (`none`, `off`, `0`)."""
+    return None if text.strip().lower() in ("none", "off", "0") else parse_size(text)
 
 
 def parse_size(text: str) -> int:
