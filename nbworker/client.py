@@ -59,12 +59,12 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 import urllib3.exceptions
 
-from nbworker import responses
+from nbworker import transport
 from nbworker.errors import EndpointError, EndpointTimeout, JobFailed
 from nbworker.record import FINAL_STATUSES, Run
 
@@ -90,47 +90,6 @@ _ENDPOINT_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 log = logging.getLogger(__name__)
 _sleep = time.sleep  # replaced by tests to record the backoff delays
-
-
-class _Deadline:
-    """A wall-clock bound on a whole call, `seconds` long from now."""
-
-    __slots__ = ("at", "seconds")
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.at - time.monotonic()
-
-
-class _Bearer(requests.auth.AuthBase):
-    """Adds the key per request, so it never sits in `session.headers` or a repr."""
-
-    __slots__ = ("_key",)
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._key}"
-        return request
-
-    def __repr__(self) -> str:
-        return "<Bearer ***>"
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
-
-
-def _without_password(url: str) -> str:
-    """The URL with the password of its `user:password@` part (if any) replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 class Endpoint:
@@ -160,7 +119,7 @@ class Endpoint:
                 api_key = os.environ.get("RUNPOD_API_KEY") or None
         assert url is not None
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"not an http(s) URL: {_without_password(url)!r}")
+            raise ValueError(f"not an http(s) URL: {transport.without_password(url)!r}")
         if retries < 0 or backoff < 0 or timeout <= 0 or max_answer_bytes <= 0:
             raise ValueError("retries and backoff must be >= 0, timeout and max_answer_bytes > 0")
         if poll_method not in (None, "GET", "POST"):
@@ -173,8 +132,10 @@ class Endpoint:
         self.session = session if session is not None else requests.Session()
         self.poll_method = poll_method
         self.max_answer_bytes = max_answer_bytes
-        self._auth = _Bearer(api_key) if api_key else None
-        self._shown_url = _without_password(self.url)  # the URL as messages and reprs say it
+        self._auth = transport.Bearer(api_key) if api_key else None
+        self._shown_url = transport.without_password(
+            self.url
+        )  # the URL as messages and reprs say it
 
     def __repr__(self) -> str:
         key = "set" if self._auth else "none"
@@ -201,7 +162,7 @@ class Endpoint:
         and EndpointTimeout is raised when it runs out (None: each request has the
         endpoint's timeout and polling goes on until the job ends).
         """
-        deadline = None if timeout is None else _Deadline(timeout)
+        deadline = None if timeout is None else transport.Deadline(timeout)
         status_code, result = self._request(
             "POST",
             "/runsync",
@@ -241,7 +202,7 @@ class Endpoint:
         chunks of that last answer); EndpointTimeout if `timeout` seconds (None: no bound)
         pass first.
         """
-        deadline = None if timeout is None else _Deadline(timeout)
+        deadline = None if timeout is None else transport.Deadline(timeout)
         status = None
         while True:
             if deadline is not None and deadline.left() <= 0:
@@ -281,7 +242,7 @@ class Endpoint:
 
     # -------------------------------------------------------------------- plumbing
     def _poll(
-        self, route: str, job_id: str, *, deadline: _Deadline | None = None
+        self, route: str, job_id: str, *, deadline: transport.Deadline | None = None
     ) -> tuple[int, dict[str, Any]]:
         path = f"/{route}/{_job_path(job_id)}"
         if self.poll_method is not None:
@@ -319,7 +280,7 @@ class Endpoint:
         json: Any = None,
         idempotent: bool | None = None,
         timeout: float | None = None,
-        deadline: _Deadline | None = None,
+        deadline: transport.Deadline | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """`request`, with the HTTP status; every attempt and wait ends by `deadline`."""
         if idempotent is None:
@@ -345,12 +306,12 @@ class Endpoint:
             except requests.RequestException as exc:
                 fits = deadline is None or delay < deadline.left()
                 reason = self._scrub_text(self._transport_reason(exc, limit))
-                if attempt < self.retries and (idempotent or responses.not_sent(exc)) and fits:
+                if attempt < self.retries and (idempotent or transport.not_sent(exc)) and fits:
                     log.info("%s: %s; retry %d in %.2fs", what, reason, attempt + 1, delay)
                     _sleep(delay)
                     attempt += 1
                     continue
-                if responses.timed_out(exc):
+                if transport.timed_out(exc):
                     seconds = deadline.seconds if cut and deadline is not None else limit
                     detail = f"no answer within {seconds:g}s" if cut else reason
                     raise EndpointTimeout(self._message(what, detail), timeout=seconds) from None
@@ -358,7 +319,7 @@ class Endpoint:
             log.debug("%s: HTTP %d", what, response.status_code)
             retry = idempotent or response.status_code == 429
             if response.status_code in RETRY_STATUSES and attempt < self.retries and retry:
-                asked = responses.retry_after(response)
+                asked = transport.retry_after(response)
                 if asked is not None and asked > MAX_RETRY_AFTER:
                     note = f"the server asks to wait {asked:g}s before a retry, too long to wait"
                     return response.status_code, self._answer(what, response, data, note=note)
@@ -377,7 +338,13 @@ class Endpoint:
             return response.status_code, self._answer(what, response, data)
 
     def _send(
-        self, method: str, path: str, *, json: Any, timeout: float, deadline: _Deadline | None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        timeout: float,
+        deadline: transport.Deadline | None,
     ) -> tuple[requests.Response, bytes]:
         """One request and its whole body, read as it arrives (so that a trickle of bytes
         meets the deadline), up to `max_answer_bytes`."""
@@ -422,16 +389,16 @@ class Endpoint:
                 detail = f"redirected to {response.headers['Location']} (not followed)"
             else:
                 detail = (
-                    responses.detail(body)
+                    transport.detail(body)
                     if body is not None
-                    else responses.html_page(response, text) or text
+                    else transport.html_page(response, text) or text
                 )
                 detail = detail.strip() or response.reason or ""
             detail += f" ({note})" if note else ""
             message = self._message(what, f"HTTP {response.status_code}: {detail}")
             raise EndpointError(response.status_code, message, body=self._scrub_body(body))
         if not isinstance(body, dict):
-            got = responses.html_page(response, text) or repr(
+            got = transport.html_page(response, text) or repr(
                 text if body is None else json.dumps(body)
             )
             message = self._message(
@@ -453,11 +420,11 @@ class Endpoint:
 
     def _transport_reason(self, exc: requests.RequestException, timeout: float) -> str:
         name = type(exc).__name__
-        if responses.timed_out(exc):
+        if transport.timed_out(exc):
             return f"no answer within {timeout:g}s ({name})"
-        if responses.refused(exc):
+        if transport.refused(exc):
             return f"cannot connect to {self._shown_url} ({name})"
-        dropped = responses.dropped(exc)
+        dropped = transport.dropped(exc)
         if dropped is not None:
             return f"the server {dropped} ({name})"
         if isinstance(exc, requests.ConnectionError):
@@ -465,7 +432,7 @@ class Endpoint:
         return f"{name}: {exc}"
 
     def _message(self, what: str, detail: str) -> str:
-        return responses.one_line(self._scrub_text(f"{what}: {detail}"))
+        return transport.one_line(self._scrub_text(f"{what}: {detail}"))
 
     def _scrub_text(self, text: str) -> str:
         text = text.replace(self.url, self._shown_url)
@@ -530,5 +497,5 @@ def _status(answer: dict[str, Any], what: str, status_code: int) -> str | None:
     if status is None or isinstance(status, str):
         return status
     raise EndpointError(
-        status_code, responses.one_line(f"{what}: HTTP {status_code}: not a job status: {status!r}")
+        status_code, transport.one_line(f"{what}: HTTP {status_code}: not a job status: {status!r}")
     )

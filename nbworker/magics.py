@@ -322,27 +322,12 @@ class NbworkerMagics(Magics):
             if not current:
                 print("not serving")
             return
-        if args.name is not None and not args.name.isidentifier():
-            raise UsageError(f"%rp_serve: {args.name!r} is not a Python name")
-        if not 0 <= args.port <= 65535:
-            raise UsageError(f"%rp_serve: --port must be 0 to 65535, not {args.port}")
-        if args.token is None and not serve.is_loopback(args.host):
-            raise UsageError(
-                f"%rp_serve: binding {args.host} opens the handler to the network: "
-                "give --token TOKEN (clients send Authorization: Bearer TOKEN)"
-            )
-        for server in current:  # the port it holds may be the one asked for
-            if args.port and server.port == args.port:
-                server.stop()
         try:
-            server = serve.serve(
+            server = serve.restart(
                 self.session, args.name, host=args.host, port=args.port, token=args.token
             )
         except NbworkerError as err:
             raise _usage("%rp_serve", err) from None
-        for old in current:
-            if old.serving:
-                old.stop()
         try:
             spec = self.session.registry.get(args.name)
             sizing = f"concurrency {server.concurrency}"

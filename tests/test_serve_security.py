@@ -250,14 +250,14 @@ def test_a_chunk_that_cannot_be_copied_fails_the_job_not_the_worker(servers, mon
     assert finished(servers.streamer, job.id)["status"] == "COMPLETED"
     stream = requests.get(f"{servers.streamer.url}/stream/{job.id}", timeout=5).json()["stream"]
     assert isinstance(stream[1]["output"], str)
-    real_copy = serve._json_copy
+    real_copy = serve.queue.json_copy
 
     def copy(value: Any) -> Any:
         if type(value).__name__ == "Unprintable":
             raise RuntimeError("the copy failed")
         return real_copy(value)
 
-    monkeypatch.setattr(serve, "_json_copy", copy)
+    monkeypatch.setattr(serve.queue, "json_copy", copy)
     answer = runsync(servers.streamer, {"do": "unprintable"})
     assert answer["status"] == "FAILED" and "the copy failed" in answer["error"]
     assert runsync(servers.streamer, {})["status"] == "COMPLETED"
@@ -284,8 +284,8 @@ def test_an_exception_sent_to_an_idle_worker_leaves_it_serving(servers, exceptio
     """Held: the exception lands when the sleeping worker wakes for the next job; that job
     still completes (before: a SystemExit ended the thread and jobs stayed IN_QUEUE)."""
     runsync(servers.main, {})
-    (worker,) = servers.main._workers
-    wait_for(lambda: worker in servers.main._sleeping)
+    (worker,) = servers.main._queue._workers
+    wait_for(lambda: worker in servers.main._queue._sleeping)
     interrupt_thread(worker.thread.ident, exception)
     assert runsync(servers.main, {"n": 3})["output"]["echo"] == {"n": 3}
     assert runsync(servers.main, {"n": 4})["output"]["echo"] == {"n": 4}
@@ -301,7 +301,8 @@ def test_a_worker_thread_that_ends_anyway_is_replaced_and_its_job_failed(caplog)
     try:
         assert runsync(server, {"n": 0})["output"] == {"n": 0}
         raised = []
-        real_execute, real_settle = server._execute, server._settle
+        jobs = server._queue
+        real_execute, real_settle = jobs._execute, jobs._settle
 
         def execute(*args: Any) -> None:
             if not raised:
@@ -315,7 +316,7 @@ def test_a_worker_thread_that_ends_anyway_is_replaced_and_its_job_failed(caplog)
                 raise SystemExit("while handling the first")
             real_settle(*args, **kwargs)
 
-        server._execute, server._settle = execute, settle  # type: ignore[method-assign]
+        jobs._execute, jobs._settle = execute, settle  # type: ignore[method-assign]
         answer = runsync(server, {"n": 1})
         assert answer["status"] == "FAILED" and "worker thread ended" in answer["error"]
         assert runsync(server, {"n": 2})["output"] == {"n": 2}
@@ -323,7 +324,7 @@ def test_a_worker_thread_that_ends_anyway_is_replaced_and_its_job_failed(caplog)
             "jobs": {"completed": 2, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 0},
             "workers": {"idle": 1, "running": 0},
         }
-        assert [w.thread.is_alive() for w in server._workers] == [True]
+        assert [w.thread.is_alive() for w in jobs._workers] == [True]
         assert any("worker thread ended" in r.getMessage() for r in caplog.records)
     finally:
         server.stop(grace=0.2)
@@ -453,18 +454,18 @@ def test_clients_that_hang_up_print_nothing_and_no_job_runs_on_half_a_body(serve
     assert servers.gates["started"].wait(5)
     reset(sock)
     servers.gates["release"].set()
-    wait_for(lambda: not server._answering)
+    wait_for(lambda: not server._httpd.answering)
     runs += 1
     # Half a body, then the client leaves: the job must not run on the part it got.
     sock = send(post("/runsync", b'{"input": {"n": 1}}', length=100))
-    wait_for(lambda: server._answering)
+    wait_for(lambda: server._httpd.answering)
     reset(sock)
-    wait_for(lambda: not server._answering)
+    wait_for(lambda: not server._httpd.answering)
     # A /stream and a /health read by nobody.
     for path in ("/stream/nope", "/health"):
         reset(send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()))
     assert runsync(server, {"n": 5})["status"] == "COMPLETED"
-    wait_for(lambda: not server._answering)
+    wait_for(lambda: not server._httpd.answering)
     assert len(servers.shell.session.history) == runs + 1
     printed = capfd.readouterr()
     assert "Traceback" not in printed.err + printed.out and "Error" not in printed.err

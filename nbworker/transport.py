@@ -1,7 +1,9 @@
-"""Reading a server's answer for the client: how a request failed (never connected,
-timed out, dropped mid-answer: each told apart, because only some may be retried), the
-server's Retry-After, the useful words of an error body or an HTML error page, and one
-line of at most `MESSAGE_LIMIT` characters for a message.
+"""The client's HTTP below RunPod's API: the API key added per request (never kept in the
+session's headers or a repr), a deadline over a whole call, URLs shown without their
+password; and reading what came back: how a request failed (never connected, timed out,
+dropped mid-answer: each told apart, because only some may be retried), the server's
+Retry-After, the useful words of an error body or an HTML error page, and one line of at
+most `MESSAGE_LIMIT` characters for a message.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import email.utils
 import http.client
 import json
 import math
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -21,6 +25,8 @@ import urllib3.exceptions
 from nbworker.errors import MESSAGE_LIMIT
 
 __all__ = [
+    "Bearer",
+    "Deadline",
     "causes",
     "detail",
     "dropped",
@@ -30,9 +36,51 @@ __all__ = [
     "refused",
     "retry_after",
     "timed_out",
+    "without_password",
 ]
 
 _CHUNK = 64 * 1024  # characters of an HTML page read for its title
+
+
+class Deadline:
+    """A wall-clock bound on a whole call, `seconds` long from now."""
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+
+class Bearer(requests.auth.AuthBase):
+    """Adds the key per request, so it never sits in `session.headers` or a repr."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+    def __repr__(self) -> str:
+        return "<Bearer ***>"
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+
+def without_password(url: str) -> str:
+    """The URL with the password of its `user:password@` part (if any) replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def causes(exc: BaseException) -> list[BaseException]:
