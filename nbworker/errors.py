@@ -27,10 +27,7 @@ Each message is one line a user can act on. The magics turn these into IPython
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from nbworker.replay import Outcome
+from typing import Any
 
 __all__ = [
     "CacheMiss",
@@ -170,9 +167,10 @@ class MalformedRecord(NbworkerError, ValueError):
 
 class ReplayMismatch(Exception):
     """A `%rp_test` run differs from the run the notebook recorded. Not an NbworkerError:
-    it is the test failure itself, which fails that cell and nothing else."""
+    it is the test failure itself, which fails that cell and nothing else. `outcome` is the
+    `replay.Outcome` (not imported here: errors.py imports nothing of nbworker)."""
 
-    def __init__(self, outcome: Outcome) -> None:
+    def __init__(self, outcome: Any) -> None:
         super().__init__(outcome.summary())
         self.outcome = outcome
 

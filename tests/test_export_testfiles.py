@@ -9,6 +9,7 @@ are made by nbworker itself: in-process with a Session, or by a notebook run wit
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -24,11 +25,11 @@ from typing import Any
 import nbformat
 import papermill
 import pytest
+from helpers import notebook_records
 from nbformat.v4 import new_code_cell, new_notebook
 
 from nbworker.session import Session
 
-RECORD = "application/vnd.nbworker.run+json"
 MODULE_PATH = Path(__file__).parent.parent / "nbworker" / "export" / "testfiles.py"
 
 
@@ -320,6 +321,63 @@ def test_generated_files_compile_and_pass_ruff(tmp_path: Path, streaming: bool) 
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+TEMPLATES = MODULE_PATH.parent / "templates"
+
+
+def test_the_templates_pass_ruff_and_are_what_a_fresh_export_writes() -> None:
+    from nbworker.export import build_worker
+
+    ruff = Path(sys.executable).parent / "ruff"
+    if not ruff.exists():
+        pytest.skip("ruff is not installed")
+    root = MODULE_PATH.parents[2]  # the project's own rules (pyproject.toml), as for nbworker
+    for command in (["check"], ["format", "--check"]):
+        done = subprocess.run([str(ruff), *command, TEMPLATES], capture_output=True, cwd=root)
+        assert done.returncode == 0, (done.stdout + done.stderr).decode()
+    assert sorted(path.name for path in TEMPLATES.iterdir()) == [
+        "handler_tests.py",
+        "notebook_tests.py",
+        "stream_handler_tests.py",
+    ]
+    notebook_tests = (TEMPLATES / "notebook_tests.py").read_text(encoding="utf-8")
+    examples = {"sentiment": "handler_tests.py", "streaming": "stream_handler_tests.py"}
+    for name, handler_tests in examples.items():
+        files = build_worker(Path(__file__).parent / "data" / f"{name}.ipynb").files
+        assert files["tests/test_handler.py"] == (TEMPLATES / handler_tests).read_text("utf-8")
+        assert files["tests/test_notebook.py"] == notebook_tests, name
+
+
+def _definitions(path: Path) -> dict[str, str]:
+    """Each top-level def, class and assignment of a module: name -> its source."""
+    text = path.read_text(encoding="utf-8")
+    found: dict[str, str] = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found[node.name] = ast.get_source_segment(text, node) or ""
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = ast.get_source_segment(text, node) or ""
+    return found
+
+
+def test_the_two_handler_templates_share_their_common_code_unchanged() -> None:
+    # each worker gets one of them whole, so the code both need is written in both: it
+    # must not drift apart
+    plain = _definitions(TEMPLATES / "handler_tests.py")
+    stream = _definitions(TEMPLATES / "stream_handler_tests.py")
+    shared = sorted(set(plain) & set(stream) - {"test_case"})
+    assert {"LocalAPI", "python_value", "worker_env", "skip_unless_servable"} <= set(shared)
+    assert [name for name in shared if plain[name] != stream[name]] == []
+
+
+def test_the_notebook_template_reads_records_as_nbworker_writes_and_selects_them() -> None:
+    from nbworker.record import RECORD_MIMETYPE
+
+    text = (TEMPLATES / "notebook_tests.py").read_text(encoding="utf-8")
+    assert f'RECORD = "{RECORD_MIMETYPE}"' in text
+    statuses = str(testfiles.CASE_STATUSES).replace("'", '"')
+    assert f'record.get("status") in {statuses}' in text
+
+
 # --------------------------------------------------------------------------- replay, for real
 
 
@@ -463,14 +521,9 @@ def handler_notebook(source: str) -> nbformat.NotebookNode:
     return notebook
 
 
-def notebook_records(notebook: nbformat.NotebookNode) -> list[dict[str, Any]]:
+def indexed_records(notebook: nbformat.NotebookNode) -> list[dict[str, Any]]:
     """The records of an executed notebook, each with the index of its cell."""
-    return [
-        dict(output["data"][RECORD], cell=index)
-        for index, cell in enumerate(notebook.cells)
-        for output in cell.get("outputs", [])
-        if RECORD in output.get("data", {})
-    ]
+    return [dict(record, cell=index) for index, record in notebook_records(notebook)]
 
 
 @pytest.fixture(scope="module")
@@ -482,7 +535,7 @@ def notebook_worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     papermill.execute_notebook(
         str(source), str(executed), kernel_name="python3", cwd=str(folder), progress_bar=False
     )
-    records = notebook_records(nbformat.read(executed, as_version=4))
+    records = indexed_records(nbformat.read(executed, as_version=4))
     cases = testfiles.select_cases(records, handler="handler")
     assert [case["cell"] for case in cases] == [2, 3, 4, 5]
     files = testfiles.test_files(

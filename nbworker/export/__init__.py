@@ -182,6 +182,7 @@ def build_worker(
     import nbformat
 
     from nbworker.export import docker, requirements, testfiles
+    from nbworker.export.cases import hub_tests, select_cases, test_input
 
     nb, name = _read_notebook(notebook)
     name = _checked_name(notebook_name or name)
@@ -208,7 +209,7 @@ def build_worker(
 
     records = [record for cell in cells for record in _with_options(cell)]
     try:
-        cases = testfiles.select_cases(records, handler=selection.name)
+        cases = select_cases(records, handler=selection.name)
     except (TypeError, ValueError) as err:  # a record no run of the handler could leave
         raise ExportError(f"a run record cannot be a test case: {_short(err)}") from None
     files = {
@@ -223,8 +224,8 @@ def build_worker(
             "Dockerfile sets RUNPOD_LOG_CAPTURE=all so the worker does too (runpod 2)"
         )
     if cases:
-        files["test_input.json"] = testfiles.test_input(cases)
-        files[".runpod/tests.json"] = testfiles.hub_tests(
+        files["test_input.json"] = test_input(cases)
+        files[".runpod/tests.json"] = hub_tests(
             cases, cuda_versions=docker.host_cuda_versions(base)
         )
     else:

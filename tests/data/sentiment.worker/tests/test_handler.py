@@ -1,7 +1,7 @@
 """Replay the notebook's recorded runs against handler.py, under the real RunPod SDK.
 
 Each case in tests/cases.json is a job run in the notebook (`%rp_test`) with what it gave,
-for the handler `handler`.
+for the handler that cases.json names.
 Here each job runs as RunPod's own local test runs it, `python handler.py --test_input JOB`
 in the worker folder, and must give the same: COMPLETED with the same output (floats within
 WORKER_TEST_REL_TOL, default 1e-6), or FAILED with the same error (for an exception: the

@@ -1,7 +1,7 @@
 """Run the notebook copy in a fresh kernel: its runs must still give what tests/cases.json says.
 
 The notebook in tests/ is where the handler was written and tested. Running it again, top to
-bottom with papermill, checks that the `%rp_test` runs of `handler` it records still give
+bottom with papermill, checks that the `%rp_test` runs of the handler it records still give
 what cases.json says: the same status, output, stream and error, in the same order. It needs
 papermill, nbformat and nbworker (tests/requirements.txt) and is skipped without them.
 WORKER_TEST_TIMEOUT (seconds, default 600) bounds each cell.

@@ -1,7 +1,7 @@
 """Replay the notebook's recorded runs against handler.py, under the real RunPod SDK.
 
 Each case in tests/cases.json is a job run in the notebook (`%rp_test`) with what it gave.
-The handler `handler` is a generator, which `python handler.py --test_input` does not
+The handler is a generator, which `python handler.py --test_input` does not
 iterate, so the jobs go to the SDK's local API server (`python handler.py --rp_serve_api`,
 started once for this module on a free port of 127.0.0.1): its `/runsync` answers the list
 of all chunks, which must be the recorded stream (floats within WORKER_TEST_REL_TOL,
