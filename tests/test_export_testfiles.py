@@ -217,12 +217,12 @@ def sync_cases() -> list[dict[str, Any]]:
 def test_test_input_is_the_first_completed_job_sorted_and_deterministic() -> None:
     cases = sync_cases()
     failed_first = [cases[1], cases[4]]
-    text = testfiles.test_input(failed_first)
+    text = testfiles.example_job(failed_first)
     assert text == '{\n  "input": {\n    "echo": 1000,\n    "text": "great"\n  }\n}\n'
-    assert testfiles.test_input(failed_first) == text
-    assert json.loads(testfiles.test_input(cases[1:2])) == {"input": {"txt": "typo in the key"}}
+    assert testfiles.example_job(failed_first) == text
+    assert json.loads(testfiles.example_job(cases[1:2])) == {"input": {"txt": "typo in the key"}}
     with pytest.raises(ValueError, match="no test case"):
-        testfiles.test_input([])
+        testfiles.example_job([])
 
 
 def test_hub_tests_are_the_completed_cases_in_runpods_format() -> None:
@@ -254,7 +254,7 @@ def test_test_files_are_the_five_files_and_deterministic() -> None:
     cases = sync_cases()
     options = {"handler": "handler", "streaming": False, "notebook_name": "worker.ipynb"}
 
-    files = testfiles.test_files(cases=cases, **options)
+    files = testfiles.worker_tests(cases=cases, **options)
 
     assert list(files) == [
         "tests/cases.json",
@@ -263,13 +263,13 @@ def test_test_files_are_the_five_files_and_deterministic() -> None:
         "tests/test_notebook.py",
         "tests/requirements.txt",
     ]
-    assert files == testfiles.test_files(cases=sync_cases(), **options)
+    assert files == testfiles.worker_tests(cases=sync_cases(), **options)
     spec = json.loads(files["tests/cases.json"])
     assert list(spec) == ["format", "handler", "streaming", "notebook", "cases"]
     assert spec["format"] == 1 and spec["notebook"] == "worker.ipynb" and spec["cases"] == cases
     assert "nbworker" not in files["tests/test_handler.py"]
     assert "--test_input" in files["tests/test_handler.py"]
-    streaming = testfiles.test_files(cases=cases, **dict(options, streaming=True))
+    streaming = testfiles.worker_tests(cases=cases, **dict(options, streaming=True))
     assert "/runsync" in streaming["tests/test_handler.py"]
     assert "def run_test_input" not in streaming["tests/test_handler.py"]
     requirements = files["tests/requirements.txt"].splitlines()
@@ -290,17 +290,23 @@ def test_test_files_are_the_five_files_and_deterministic() -> None:
 def test_test_files_refuses_bad_names(option: str, value: str, message: str) -> None:
     options: dict[str, Any] = {"handler": "handler", "streaming": False, "notebook_name": "w.ipynb"}
     with pytest.raises(ValueError, match=message):
-        testfiles.test_files(cases=[], **dict(options, **{option: value}))
+        testfiles.worker_tests(cases=[], **dict(options, **{option: value}))
 
 
-def test_the_functions_named_test_are_not_collected_as_tests() -> None:
-    assert testfiles.test_input.__test__ is False and testfiles.test_files.__test__ is False
+def test_no_public_function_of_export_is_named_like_a_test() -> None:
+    """A test module that imports one would have pytest collect it (no `__test__ = False`
+    workarounds: the names say what they make)."""
+    from nbworker import export
+    from nbworker.export import cases
+
+    for module in (export, cases, testfiles):
+        assert [name for name in module.__all__ if name.startswith("test")] == []
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("streaming", [False, True])
 def test_generated_files_compile_and_pass_ruff(tmp_path: Path, streaming: bool) -> None:
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=sync_cases(), handler="handler", streaming=streaming, notebook_name="w.ipynb"
     )
     for name in ("tests/compare.py", "tests/test_handler.py", "tests/test_notebook.py"):
@@ -387,7 +393,7 @@ def sync_worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for index, record in enumerate(records):
         record["cell"] = 10 + index
     cases = testfiles.select_cases(records, handler="handler")
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=cases, handler="handler", streaming=False, notebook_name="worker.ipynb"
     )
     root = tmp_path_factory.mktemp("sync") / "worker"
@@ -398,7 +404,7 @@ def sync_worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stream_worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = record_runs(STREAM_SOURCE, "tokens", STREAM_JOBS, aggregate=True)
     cases = testfiles.select_cases(records, handler="tokens")
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=cases, handler="tokens", streaming=True, notebook_name="worker.ipynb"
     )
     root = tmp_path_factory.mktemp("stream") / "worker"
@@ -479,7 +485,7 @@ def test_generated_streaming_tests_pass_on_the_cases_after_an_http_500(tmp_path:
     ]
     records = record_runs(STREAM_SOURCE, "tokens", jobs, aggregate=True)
     assert [record["status"] for record in records] == ["FAILED", "COMPLETED"] * 6
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=testfiles.select_cases(records, handler="tokens"),
         handler="tokens",
         streaming=True,
@@ -538,7 +544,7 @@ def notebook_worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = indexed_records(nbformat.read(executed, as_version=4))
     cases = testfiles.select_cases(records, handler="handler")
     assert [case["cell"] for case in cases] == [2, 3, 4, 5]
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=cases, handler="handler", streaming=False, notebook_name="worker.ipynb"
     )
     script = worker_script(SYNC_SOURCE, "handler")
@@ -547,7 +553,7 @@ def notebook_worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_generated_notebook_test_skips_without_the_notebook_copy(tmp_path: Path) -> None:
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=sync_cases(), handler="handler", streaming=False, notebook_name="worker.ipynb"
     )
     worker = write_worker(tmp_path / "worker", worker_script(SYNC_SOURCE, "handler"), files)
@@ -561,7 +567,7 @@ def test_generated_notebook_test_skips_without_the_notebook_copy(tmp_path: Path)
 
 @pytest.mark.slow
 def test_generated_notebook_test_skips_without_papermill(tmp_path: Path) -> None:
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=sync_cases(), handler="handler", streaming=False, notebook_name="worker.ipynb"
     )
     worker = write_worker(tmp_path / "worker", worker_script(SYNC_SOURCE, "handler"), files)
@@ -606,7 +612,7 @@ def test_generated_notebook_test_passes_then_names_the_case_that_changed(
 
 
 def test_case_ids_name_the_cell_when_known() -> None:
-    text = testfiles.test_files(
+    text = testfiles.worker_tests(
         cases=[], handler="handler", streaming=False, notebook_name="w.ipynb"
     )["tests/compare.py"]
     namespace: dict[str, Any] = {}
@@ -622,10 +628,10 @@ def test_the_workers_compare_is_nbworkers_own_and_needs_only_the_standard_librar
     import ast
 
     from nbworker import compare
-    from nbworker.export.testfiles import test_files
+    from nbworker.export.testfiles import worker_tests
 
     source = Path(compare.__file__).read_text(encoding="utf-8")
-    files = test_files(cases=[], handler="handler", streaming=False, notebook_name="nb.ipynb")
+    files = worker_tests(cases=[], handler="handler", streaming=False, notebook_name="nb.ipynb")
     assert files["tests/compare.py"] == source
     imported = set()
     for node in ast.walk(ast.parse(source)):
@@ -653,7 +659,7 @@ def test_a_stream_too_long_to_record_whole_is_compared_by_its_first_chunks_and_c
     assert records[0]["stream_total"] == 600 and len(records[0]["stream"]) < 600
     cases = testfiles.select_cases(records, handler="pages")
     assert cases[0]["stream_total"] == 600
-    files = testfiles.test_files(
+    files = testfiles.worker_tests(
         cases=cases, handler="pages", streaming=True, notebook_name="worker.ipynb"
     )
     script = worker_script(LONG_STREAM_SOURCE, "pages", return_aggregate_stream=True)

@@ -1,5 +1,5 @@
-"""`pytest --nbworker`: the runs recorded in notebooks as pytest items (nbworker.testing's
-plugin, loaded through the `pytest11` entry point). The sub-pytests run in subprocesses and
+"""`pytest --nbworker`: the runs recorded in notebooks as pytest items (nbworker.testing.plugin,
+loaded through the `pytest11` entry point). The sub-pytests run in subprocesses and
 find this environment's python3 kernel through JUPYTER_PATH (set by conftest.py)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from nbworker.testing import Case, NotebookReport, verdict
+from nbworker.testing import Case, NotebookReport, Result, verdict
 
 pytest_plugins = ["pytester"]
 
@@ -72,15 +72,30 @@ def properties(junit: Path) -> dict[str, dict[str, str]]:
 # ------------------------------------------------------------------------ no kernel
 
 
-def test_importing_the_plugin_stays_light() -> None:
+@pytest.mark.parametrize(
+    ("module", "loaded"),
+    [
+        ("nbworker.testing", "[]"),  # the API: not even pytest
+        ("nbworker.testing.plugin", "['pytest']"),  # what every pytest run loads
+    ],
+)
+def test_importing_the_plugin_stays_light(module: str, loaded: str) -> None:
     code = (
-        "import sys, nbworker.testing\n"
+        f"import sys, {module}\n"
         "print(sorted(m for m in ('papermill', 'nbformat', 'IPython', 'pytest') "
         "if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() == loaded
+
+
+def test_the_entry_point_is_the_plugin_module() -> None:
+    """pytest loads the plugin by this entry point (`pip install -e .` writes it)."""
+    from importlib.metadata import entry_points
+
+    (found,) = [point for point in entry_points(group="pytest11") if point.name == "nbworker"]
+    assert found.value == "nbworker.testing.plugin"
 
 
 def test_collects_every_recorded_case_with_readable_ids(pytester: pytest.Pytester) -> None:
@@ -145,6 +160,16 @@ def test_without_the_option_no_notebook_is_collected(pytester: pytest.Pytester) 
     assert [line for line in result.outlines if "::" in line] == ["test_plain.py::test_plain"]
     assert "ipynb" not in result.stdout.str()
 
+    # loaded all the same (so inert, not absent), with no replays registered
+    pytester.makepyfile(
+        test_plain="def test_plain(pytestconfig):\n"
+        "    plugins = pytestconfig.pluginmanager\n"
+        "    assert plugins.get_plugin('nbworker').__name__ == 'nbworker.testing.plugin'\n"
+        "    assert plugins.get_plugin('nbworker-replays') is None\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1)
+
 
 @pytest.mark.slow  # a pytest process (collection only: no kernel)
 def test_nothing_to_compare_is_pytests_exit_5(pytester: pytest.Pytester) -> None:
@@ -190,7 +215,7 @@ def test_bad_option_values_are_usage_errors(
 
 def case(notebook_result: str = "passed", worker_result: str = "passed", **fields: Any) -> Case:
     found = Case("x.ipynb", 3, "abc", 1, "handler", "COMPLETED")
-    found.notebook_result, found.worker_result = notebook_result, worker_result
+    found.notebook_result, found.worker_result = Result(notebook_result), Result(worker_result)
     for name, value in fields.items():
         setattr(found, name, value)
     return found
@@ -310,7 +335,7 @@ def test_a_handler_changed_since_recording_fails_its_cases(pytester: pytest.Pyte
             f"FAILED sentiment.ipynb::{SENTIMENT[0]}::case-1 - notebook: output*",  # one line
         ]
     )
-    assert "Traceback" not in out and "nbworker/testing.py" not in out
+    assert "Traceback" not in out and "nbworker/testing/" not in out
 
 
 @pytest.mark.slow

@@ -5,8 +5,10 @@ and which notebooks a folder stands for. The replays themselves are in test_test
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import nbformat
@@ -14,7 +16,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from nbworker import cli, testing
-from nbworker.testing import Case, NotebookReport, Options
+from nbworker.testing import Case, NotebookReport, Options, Result
 
 RECORD = "application/vnd.nbworker.run+json"
 
@@ -58,7 +60,7 @@ def write(path: Path, *sources: str, record: bool = False) -> Path:
 
 def case(notebook: str = "passed", worker: str = "passed") -> Case:
     found = Case("x.ipynb", 3, "abc", 1, "handler", "COMPLETED")
-    found.notebook_result, found.worker_result = notebook, worker
+    found.notebook_result, found.worker_result = Result(notebook), Result(worker)
     return found
 
 
@@ -283,3 +285,78 @@ def test_test_notebook_does_not_run_a_notebook_with_nothing_selected(tmp_path: P
     found = testing.test_notebook(one, Options(select="zzz"))
     assert (found.exit_code, found.deselected, found.seconds) == (5, 1, 0.0)
     assert found.notes == ["-k 'zzz' selects none of its 1 recorded case(s): not run"]
+
+
+# ------------------------------------------------------------------------ the report
+
+
+def suites(xml: str) -> list[tuple[str | None, dict[str, str | None], list[tuple[str, ...]]]]:
+    """Each testsuite's name, counts and testcases (name, then the tag and message of a
+    failure, error or skip), as CI reads them."""
+    found = []
+    for suite in ElementTree.fromstring(xml).iter("testsuite"):
+        counts = {key: suite.get(key) for key in ("tests", "failures", "errors")}
+        cases = [
+            (str(case.get("name")), *(f"{child.tag}: {child.get('message')}" for child in case))
+            for case in suite.iter("testcase")
+        ]
+        found.append((suite.get("name"), counts, cases))
+    return found
+
+
+def test_junit_xml_of_a_notebook_with_nothing_to_replay_is_an_empty_suite(
+    tmp_path: Path,
+) -> None:
+    """As `--junit-xml` writes it when a notebook records nothing: well-formed, one empty
+    suite, so CI shows the notebook rather than choking on the file."""
+    empty = testing.test_notebook(write(tmp_path / "empty.ipynb", "x = 1"), Options(worker=False))
+    xml = testing.junit_xml([empty])
+    assert xml.startswith(
+        "<?xml version='1.0' encoding='utf-8'?>\n<testsuites name=\"nbworker test\">"
+    )
+    zeros = {"tests": "0", "failures": "0", "errors": "0"}
+    assert suites(xml) == [("empty.ipynb", zeros, [])]
+
+
+def test_junit_xml_has_a_testcase_per_case_and_side_that_ran() -> None:
+    failed = case("failed", "error")
+    failed.differences, failed.worker_detail = ["output: got 1, recorded 2"], "export failed: x"
+    reports = [
+        report(case("passed", "-"), case("skipped", "skipped"), case("deselected", "deselected")),
+        report(failed, case("not run", "-")),
+        report(error="cell 1 raised RuntimeError: no GPU"),
+    ]
+    found = suites(testing.junit_xml(reports))
+    assert [counts for _, counts, _ in found] == [
+        {"tests": "3", "failures": "0", "errors": "0"},  # "-" and deselected: no testcase
+        {"tests": "3", "failures": "2", "errors": "1"},
+        {"tests": "1", "failures": "0", "errors": "1"},
+    ]
+    assert found[1][2] == [
+        ("x.ipynb::abc::case-1 [notebook]", "failure: output: got 1, recorded 2"),
+        ("x.ipynb::abc::case-1 [worker]", "error: export failed: x"),
+        ("x.ipynb::abc::case-1 [notebook]", "failure: not run"),  # the result, as plain text
+    ]
+    assert found[0][2][1:] == [
+        ("x.ipynb::abc::case-1 [notebook]", "skipped: --no-compare"),
+        ("x.ipynb::abc::case-1 [worker]", "skipped: --no-compare"),
+    ]
+    assert found[2][2] == [("run the notebook", "error: cell 1 raised RuntimeError: no GPU")]
+
+
+def test_results_read_as_their_plain_strings() -> None:
+    """The results are an enum whose text is what the table and pytest showed as strings."""
+    assert [str(result) for result in Result] == [
+        "passed",
+        "failed",
+        "skipped",
+        "error",
+        "not run",
+        "-",
+        "deselected",
+    ]
+    assert f"{Result.NOT_RUN:>8}|" == " not run|" and Result("-") is Result.NOT_REPLAYED
+    table = testing.summary([report(case("not run", "-"), case("passed", "deselected"))])
+    rows = [re.split(r"\s{2,}", line) for line in table.splitlines()[2:4]]
+    assert [row[2:] for row in rows] == [["not run", "-"], ["passed", "deselected"]]
+    assert "Result." not in table

@@ -182,7 +182,7 @@ def build_worker(
     import nbformat
 
     from nbworker.export import docker, requirements, testfiles
-    from nbworker.export.cases import hub_tests, select_cases, test_input
+    from nbworker.export.cases import example_job, hub_tests, select_cases
 
     nb, name = _read_notebook(notebook)
     name = _checked_name(notebook_name or name)
@@ -224,7 +224,7 @@ def build_worker(
             "Dockerfile sets RUNPOD_LOG_CAPTURE=all so the worker does too (runpod 2)"
         )
     if cases:
-        files["test_input.json"] = test_input(cases)
+        files["test_input.json"] = example_job(cases)
         files[".runpod/tests.json"] = hub_tests(
             cases, cuda_versions=docker.host_cuda_versions(base)
         )
@@ -234,7 +234,7 @@ def build_worker(
             "test_input.json and no test cases were written"
         )
     files.update(
-        testfiles.test_files(
+        testfiles.worker_tests(
             cases=cases,
             handler=selection.name,
             streaming=_streams(selection),

@@ -22,9 +22,9 @@ __all__ = [
     "DEFAULT_CUDA_VERSIONS",
     "DEFAULT_GPU_TYPE",
     "cases_json",
+    "example_job",
     "hub_tests",
     "select_cases",
-    "test_input",
 ]
 
 CASES_FORMAT = 1  # the "format" of tests/cases.json; bump when its shape changes
@@ -112,7 +112,7 @@ def _json_text(value: Any, *, sort_keys: bool = False) -> str:
     return json.dumps(value, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n"
 
 
-def test_input(cases: Sequence[Mapping[str, Any]]) -> str:
+def example_job(cases: Sequence[Mapping[str, Any]]) -> str:
     """The text of `test_input.json`: the job `python handler.py` runs when given none.
 
     It is the first COMPLETED case's job (the first case's if none completed): RunPod's
@@ -122,9 +122,6 @@ def test_input(cases: Sequence[Mapping[str, Any]]) -> str:
         raise ValueError("no test case: record a run of the handler with %rp_test first")
     chosen = next((case for case in cases if case["status"] == "COMPLETED"), cases[0])
     return _json_text(dict(chosen["job"]), sort_keys=True)
-
-
-test_input.__test__ = False  # type: ignore[attr-defined]  # not a test, when imported in one
 
 
 def hub_tests(

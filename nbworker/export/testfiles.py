@@ -27,9 +27,9 @@ from nbworker.export.cases import (
     DEFAULT_CUDA_VERSIONS,
     DEFAULT_GPU_TYPE,
     cases_json,
+    example_job,
     hub_tests,
     select_cases,
-    test_input,
 )
 
 __all__ = [
@@ -39,11 +39,11 @@ __all__ = [
     "DEFAULT_GPU_TYPE",
     "TEMPLATES",
     "cases_json",
+    "example_job",
     "hub_tests",
     "select_cases",
     "template",
-    "test_files",
-    "test_input",
+    "worker_tests",
 ]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -57,7 +57,7 @@ def template(name: str) -> str:
     return (TEMPLATES / name).read_text(encoding="utf-8")
 
 
-def test_files(
+def worker_tests(
     *, cases: Sequence[Mapping[str, Any]], handler: str, streaming: bool, notebook_name: str
 ) -> dict[str, str]:
     """The worker's `tests/` folder: relative path -> text.
@@ -81,9 +81,6 @@ def test_files(
         "tests/test_notebook.py": template(_NOTEBOOK_TESTS),
         "tests/requirements.txt": _requirements(),
     }
-
-
-test_files.__test__ = False  # type: ignore[attr-defined]  # not a test, when imported in one
 
 
 def _requirements() -> str:

@@ -1,0 +1,291 @@
+"""`nbworker test`: the runs a notebook recorded are its test cases, replayed twice.
+
+1. In the notebook (`notebook.py`): papermill runs it top to bottom in a fresh kernel, with a
+   first cell that turns on replay (`nbworker.replay`), so each `%rp_test` compares its new
+   run with the recorded one. One kernel per notebook, whatever the number of cases.
+2. In the worker (`worker.py`): the notebook is exported to a temporary folder and the
+   exported `tests/test_handler.py` replays the same cases against `handler.py` under the
+   real runpod SDK, so drift between notebook and worker shows.
+
+This module reads the cases a notebook holds, runs both replays per notebook
+(`test_notebook`) and notebooks in parallel processes (`test_notebooks`), and gives the exit
+code. The data is in `model.py`, the summary and JUnit XML in `report.py`, the pytest plugin
+(`pytest --nbworker notebooks/`) in `plugin.py`. pytest loads this package in every run in an
+environment with nbworker, so papermill, nbformat and the kernel stay unimported until used.
+
+Exit codes: 0 all passed, 1 a case mismatched (or the worker could not be built), 2 usage,
+3 a notebook failed outside a test (a cell raised, a UsageError included, the kernel died, a
+timeout: any cell that stopped the run; or it could not be replayed at all: unreadable, or a
+run record in it is malformed), 5 no case was compared at all (no run recorded, `-k`
+matching nothing, every case compared nowhere), as pytest's 5 for no tests.
+
+The functions are named `test_*` as the command is; pytest would collect them as tests from
+a test module that imports them by name, so call them through the module
+(`from nbworker import testing; testing.test_notebook(...)`), as nbworker's own tests do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from nbworker.errors import MalformedRecord
+from nbworker.testing.model import (
+    EXIT_MISMATCH,
+    EXIT_NO_CASES,
+    EXIT_NOTEBOOK,
+    EXIT_OK,
+    EXIT_USAGE,
+    Case,
+    NotebookReport,
+    Options,
+    Result,
+)
+from nbworker.testing.notebook import replay_notebook
+from nbworker.testing.report import Progress, junit_xml, summary, verdict
+from nbworker.testing.worker import replay_worker
+
+__all__ = [
+    "EXIT_MISMATCH",
+    "EXIT_NOTEBOOK",
+    "EXIT_NO_CASES",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Case",
+    "NotebookReport",
+    "Options",
+    "Progress",
+    "Result",
+    "exit_code",
+    "junit_xml",
+    "notebooks_under",
+    "nothing_compared",
+    "recorded_cases",
+    "replay_notebook",
+    "replay_worker",
+    "report_names",
+    "summary",
+    "test_notebook",
+    "test_notebooks",
+    "verdict",
+]
+
+
+def exit_code(reports: Iterable[NotebookReport]) -> int:
+    """3 if a notebook failed, else 1 if a case did not pass, else 5 if no case was compared
+    in any notebook (as pytest, a notebook without cases among others is no failure), else 0."""
+    reports = list(reports)
+    codes = {report.exit_code for report in reports}
+    for code in (EXIT_NOTEBOOK, EXIT_MISMATCH):
+        if code in codes:
+            return code
+    return EXIT_NO_CASES if nothing_compared(reports) else EXIT_OK
+
+
+def nothing_compared(reports: Iterable[NotebookReport], *, select: str | None = None) -> str | None:
+    """Why no case was compared in any of the notebooks, in a line; None if one was.
+    `select` is the -k pattern, for the message."""
+    reports = list(reports)
+    cases = [case for report in reports for case in report.cases]
+    if any(case.compared for case in cases):
+        return None
+    if not reports:
+        return "no notebook was given"
+    where = reports[0].name if len(reports) == 1 else f"any of the {len(reports)} notebooks"
+    recorded = len(cases) + sum(report.deselected for report in reports)
+    if recorded == 0:
+        return f"no %rp_test run is recorded in {where} (record runs in Jupyter, then save)"
+    if not cases:
+        pattern = f" {select!r}" if select else ""
+        return f"-k{pattern} matches none of the {recorded} recorded case(s) in {where}"
+    return (
+        f"the {len(cases)} selected case(s) were compared nowhere (see the table: "
+        "%rp_test --no-compare, or a handler the worker does not export under --worker-only)"
+    )
+
+
+# ------------------------------------------------------------------------ cases
+
+
+def recorded_cases(notebook: Any, name: str) -> list[Case]:
+    """A case per recorded run; `MalformedRecord` for a record that is none."""
+    from nbworker.replay import expected_runs
+
+    return [
+        Case(
+            name,
+            expected.cell,
+            expected.cell_id,
+            index,
+            record["handler"],
+            record["status"],
+        )
+        for expected in expected_runs(notebook)
+        for index, record in enumerate(expected.records, 1)
+    ]
+
+
+def _selected(case: Case, pattern: str | None) -> bool:
+    """-k: a substring of the case id or its handler, or a glob of the id."""
+    if not pattern:
+        return True
+    text = f"{case.id} {case.handler}".lower()
+    return pattern.lower() in text or fnmatch.fnmatch(case.id.lower(), pattern.lower())
+
+
+# ------------------------------------------------------------------------ notebooks
+
+
+def test_notebook(
+    path: str | os.PathLike[str], options: Options | None = None, *, name: str | None = None
+) -> NotebookReport:
+    """Replay one notebook's recorded runs in a fresh kernel and against its worker.
+
+    `name` is what case ids and the summary call it, and where under `output_dir` the
+    executed notebook goes: a relative path (default: the file name). A notebook none of
+    whose cases is selected (none recorded, or -k) is not run.
+    """
+    import nbformat
+
+    options = options or Options()
+    path = Path(path)
+    name = name or path.name
+    started = time.perf_counter()
+    try:
+        stored = nbformat.read(path, as_version=4)
+    except Exception as err:  # not JSON, not a notebook, unreadable: the notebook failed
+        error = f"not a readable notebook: {type(err).__name__}: {' '.join(str(err).split())}"
+        return NotebookReport(str(path), error=error[:500], name=name)
+    try:
+        cases = recorded_cases(stored, name)
+    except MalformedRecord as err:  # hand-edited or hostile: nothing of it is replayed
+        return NotebookReport(str(path), error=str(err), name=name)
+    selected = [case for case in cases if _selected(case, options.select)]
+    if not selected:
+        report = NotebookReport(str(path), name=name, deselected=len(cases))
+        report.notes.append(
+            f"-k {options.select!r} selects none of its {len(cases)} recorded case(s): not run"
+            if cases
+            else "no %rp_test run is recorded in this notebook: nothing to replay"
+        )
+        return report
+    if options.notebook and options.output_dir:
+        out = Path(options.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report = replay_notebook(path, stored, cases, options, out, name=name)
+    elif options.notebook:  # the executed notebook is not kept
+        with tempfile.TemporaryDirectory(prefix="nbworker-out-") as scratch:
+            report = replay_notebook(path, stored, cases, options, Path(scratch), name=name)
+        report.executed = None
+    else:
+        report = NotebookReport(str(path), cases, name=name)
+        for case in cases:
+            case.notebook_result = Result.NOT_REPLAYED
+    report.seconds = time.perf_counter() - started
+    if options.worker and report.error is None:
+        started = time.perf_counter()
+        report.notes += replay_worker(path, stored, cases, options)
+        report.worker_seconds = time.perf_counter() - started
+    for case in cases:
+        if not _selected(case, options.select):
+            case.notebook_result = case.worker_result = Result.DESELECTED
+    report.cases = selected
+    report.deselected = len(cases) - len(selected)
+    return report
+
+
+def _test_one(item: tuple[str, Options, str]) -> NotebookReport:
+    path, options, name = item
+    return test_notebook(path, options, name=name)
+
+
+def notebooks_under(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every `*.ipynb` under `folder`, at any depth, sorted; hidden folders and files
+    (`.ipynb_checkpoints`, `.git`, `.venv`, ...) left out, and so are exported workers
+    (a folder with nbworker's export manifest: its `tests/` holds a copy of a notebook)."""
+    from nbworker.export.write import MANIFEST
+
+    found = []
+    for root, folders, files in os.walk(folder):
+        if MANIFEST in files and Path(root) != Path(folder):
+            folders[:] = []
+            continue
+        folders[:] = [name for name in folders if not name.startswith(".")]  # not walked
+        found += [
+            Path(root, name)
+            for name in files
+            if name.endswith(".ipynb") and not name.startswith(".")
+        ]
+    return sorted(found)
+
+
+def report_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """What to call each notebook: its path from the folder all of them are in, so that the
+    case ids and executed notebooks of `a/nb.ipynb` and `b/nb.ipynb` stay apart (a file
+    name alone when all are in one folder)."""
+    if not paths:
+        return []
+    absolute = [Path(os.path.abspath(path)) for path in paths]
+    common = Path(os.path.commonpath([str(path.parent) for path in absolute]))
+    return [path.relative_to(common).as_posix() for path in absolute]
+
+
+@contextlib.contextmanager
+def spawnable_main() -> Iterator[None]:
+    """Let `spawn` start processes from IPython too: its `__main__` stand-in has no
+    `__spec__`, which multiprocessing reads. Our workers need nothing of `__main__`."""
+    main = sys.modules.get("__main__")
+    if main is None or hasattr(main, "__spec__"):
+        yield
+        return
+    bare = types.ModuleType("__main__")
+    bare.__spec__ = None
+    sys.modules["__main__"] = bare
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def test_notebooks(
+    paths: Sequence[str | os.PathLike[str]],
+    options: Options | None = None,
+    *,
+    jobs: int | None = None,
+    on_done: Callable[[NotebookReport], None] | None = None,
+) -> list[NotebookReport]:
+    """Replay several notebooks, in parallel across cores (one process, and one kernel,
+    per notebook at a time). Reports come back in the order of `paths`."""
+    options = options or Options()
+    items = [
+        (str(path), options, name) for path, name in zip(paths, report_names(paths), strict=True)
+    ]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(items)))
+    if jobs == 1:
+        reports = []
+        for item in items:
+            reports.append(_test_one(item))
+            if on_done:
+                on_done(reports[-1])
+        return reports
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: dict[int, NotebookReport] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with spawnable_main():  # the processes start on submit
+            futures = {pool.submit(_test_one, item): index for index, item in enumerate(items)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if on_done:
+                on_done(results[futures[future]])
+    return [results[index] for index in range(len(items))]

@@ -1,0 +1,194 @@
+"""How `nbworker test`'s results read: the summary table, JUnit XML, the progress bar, and
+the verdict a pytest item gives for its case.
+
+Only reads the reports (`model.py`); the text is what users and CI parse, so its wording
+and layout stay as they are.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from nbworker.testing.model import PASSING, Case, NotebookReport, Result
+
+__all__ = ["Progress", "junit_xml", "summary", "verdict"]
+
+FAILING = (Result.FAILED, Result.ERROR)  # a side that says why in its detail
+NOT_PASSED = (Result.FAILED, Result.NOT_RUN)  # a failure in JUnit, as in the verdict
+
+
+class Progress:
+    """A bar over notebooks (cases counted as they come) on a terminal; a line per
+    notebook elsewhere (CI logs)."""
+
+    def __init__(self, notebooks: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.passed = self.failed = 0
+        self.interactive = sys.stderr.isatty()
+        self.bar = tqdm(
+            total=notebooks, unit="notebook", desc="nbworker test", disable=not self.interactive
+        )
+
+    def done(self, report: NotebookReport) -> None:
+        passed = sum(case.passed for case in report.cases)
+        self.passed += passed
+        self.failed += len(report.cases) - passed
+        self.bar.set_postfix(cases=f"{self.passed} passed, {self.failed} failed")
+        self.bar.update(1)
+        if not self.interactive:
+            state = f"{passed}/{len(report.cases)} cases passed" if report.cases else "no case"
+            state = "ERROR" if report.error else state
+            took = report.seconds + report.worker_seconds
+            print(f"{report.name}: {state} ({took:.1f} s)", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def summary(reports: Sequence[NotebookReport]) -> str:
+    """The table people read: case, notebook result, worker result, time."""
+    rows = [("case", "handler", "notebook", "worker", "time (notebook run / worker test)")]
+    details: list[str] = []
+    for report in reports:
+        for case in report.cases:
+            took = []
+            if case.notebook_ms is not None:
+                took.append(f"{case.notebook_ms:.1f} ms")
+            if case.worker_seconds is not None:
+                took.append(f"{case.worker_seconds:.2f} s")
+            rows.append(
+                (
+                    case.id,
+                    case.handler,
+                    str(case.notebook_result),
+                    str(case.worker_result),
+                    " / ".join(took),
+                )
+            )
+            if case.differences:
+                details.append(f"{case.id} (notebook):")
+                details += [f"    {line}" for line in case.differences]
+            if case.worker_result in FAILING:
+                details.append(f"{case.id} (worker): {case.worker_detail}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    if details:
+        lines += ["", "differences:", *details]
+    for report in reports:
+        name = report.name
+        for note in report.notes:
+            lines.append(f"note: {name}: {note}")
+        if report.error is not None:
+            lines.append(f"ERROR: {name}: {report.error}")
+        if report.executed:
+            lines.append(f"{name}: executed notebook in {report.executed}")
+    cases = [case for report in reports for case in report.cases]
+    failed = sum(not case.passed for case in cases)
+    unchecked = sum(case.passed and not case.compared for case in cases)
+    broken = sum(report.error is not None for report in reports)
+    seconds = sum(report.seconds + report.worker_seconds for report in reports)
+    lines.append(
+        f"{len(cases) - failed - unchecked} passed, {failed} failed"
+        + (f", {unchecked} compared nowhere" if unchecked else "")
+        + f", {broken} notebook error(s), {len(reports)} notebook(s) in {seconds:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def junit_xml(reports: Sequence[NotebookReport]) -> str:
+    """JUnit XML: a testsuite per notebook, a testcase per case and side."""
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.Element("testsuites", name="nbworker test")
+    for report in reports:
+        suite = ElementTree.SubElement(root, "testsuite", name=report.name)
+        tests = failures = errors = 0
+        if report.error is not None:
+            case = ElementTree.SubElement(suite, "testcase", name="run the notebook")
+            ElementTree.SubElement(case, "error", message=report.error).text = report.error
+            tests, errors = tests + 1, errors + 1
+        for item in report.cases:
+            for side, result, detail, seconds in (
+                (
+                    "notebook",
+                    item.notebook_result,
+                    "\n".join(item.differences),
+                    (item.notebook_ms or 0.0) / 1000,
+                ),
+                ("worker", item.worker_result, item.worker_detail, item.worker_seconds or 0.0),
+            ):
+                if result in (Result.NOT_REPLAYED, Result.DESELECTED):
+                    continue
+                case = ElementTree.SubElement(
+                    suite,
+                    "testcase",
+                    classname=report.name,
+                    name=f"{item.id} [{side}]",
+                    time=f"{seconds:.3f}",
+                )
+                tests += 1
+                if result in NOT_PASSED:
+                    failures += 1
+                    message = detail or str(result)
+                    ElementTree.SubElement(case, "failure", message=message[:500]).text = message
+                elif result == Result.ERROR:
+                    errors += 1
+                    ElementTree.SubElement(case, "error", message=detail[:500]).text = detail
+                elif result == Result.SKIPPED:
+                    ElementTree.SubElement(case, "skipped", message=detail or "--no-compare")
+        suite.set("tests", str(tests))
+        suite.set("failures", str(failures))
+        suite.set("errors", str(errors))
+        suite.set("time", f"{report.seconds + report.worker_seconds:.3f}")
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def verdict(case: Case, report: NotebookReport) -> tuple[Result, str]:
+    """What a case's replay means for its pytest item: (PASSED, FAILED or SKIPPED, the text
+    pytest shows). The first line says the most, as `pytest -ra` shows only it."""
+    executed = [f"executed notebook: {report.executed}"] if report.executed else []
+    if report.error is not None:
+        return Result.FAILED, "\n".join([f"the notebook failed: {report.error}", *executed])
+    lines: list[str] = []
+    if case.notebook_result == Result.FAILED:
+        lines += _side("notebook", case.differences or ["differs (no difference given)"])
+    elif case.notebook_result == Result.NOT_RUN:
+        lines.append("notebook: the recorded run was not replayed (did its cell's source change?)")
+        lines += [f"    note: {note}" for note in report.notes]
+    elif case.notebook_result not in PASSING:
+        lines.append(f"notebook: {case.notebook_result}")
+    if case.worker_result in FAILING:
+        lines += _side("worker", case.worker_detail.strip().splitlines() or [case.worker_result])
+    elif case.worker_result not in PASSING:
+        lines.append(f"worker: {case.worker_result}")
+    if lines:
+        if case.notebook_result in NOT_PASSED:
+            lines += executed
+        return Result.FAILED, "\n".join(lines)
+    if Result.PASSED in (case.notebook_result, case.worker_result):
+        return Result.PASSED, ""
+    # Neither side compared anything: say why, rather than pass.
+    reasons = []
+    if case.notebook_result == Result.SKIPPED:
+        reasons.append("notebook: not compared (%rp_test --no-compare)")
+    elif case.notebook_result == Result.NOT_REPLAYED:
+        reasons.append("notebook: not replayed (--nbworker-worker-only)")
+    if case.worker_result == Result.SKIPPED:
+        reasons.append(f"worker: skipped{f' ({case.worker_detail})' if case.worker_detail else ''}")
+    elif case.worker_result == Result.NOT_REPLAYED:
+        reasons.append(f"worker: {case.worker_detail or 'not replayed (--nbworker-notebook-only)'}")
+    return Result.SKIPPED, "; ".join(reasons) or "not replayed"
+
+
+def _side(side: str, lines: list[str]) -> list[str]:
+    """`side: the line`, or `side:` over the lines indented."""
+    if len(lines) == 1:
+        return [f"{side}: {lines[0]}"]
+    return [f"{side}:", *(f"    {line}" for line in lines)]
