@@ -223,8 +223,8 @@ def _run_tests(args: argparse.Namespace) -> int:
             )
             return code or testing.EXIT_MISMATCH
     if code == testing.EXIT_NO_CASES:
-        why = testing.nothing_compared(reports, select=args.select)
-        print(f"nbworker test: error: no case was compared: {why}", file=sys.stderr, flush=True)
+        reason = testing.nothing_compared(reports, select=args.select)
+        print(f"nbworker test: error: no case was compared: {reason}", file=sys.stderr, flush=True)
     return code
 
 

@@ -174,7 +174,7 @@ def check_error(actual: Any, recorded: Any) -> None:
         return
     message = streamed_exception(recorded)
     if message is not None:
-        got = streamed_exception(actual)
-        assert got == message, f"error: got {short(actual)}, recorded a raise of {message!r}"
+        raised = streamed_exception(actual)
+        assert raised == message, f"error: got {short(actual)}, recorded a raise of {message!r}"
         return
     assert_same(plain(actual), recorded, "error")

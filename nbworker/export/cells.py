@@ -247,7 +247,7 @@ def read_cells(notebook: Any) -> list[Cell]:
             for given in (name, modifier):
                 # handler.py names both in its start() call: a keyword would not compile
                 python_name = given is not None and given.isidentifier()
-                if python_name and magic == "handler" and keyword.iskeyword(given):
+                if python_name and magic == "handler" and keyword.iskeyword(str(given)):
                     python_name = False
                 if given is not None and not python_name:
                     cell.error = f"cell {index}: %%{magic} {given!r}: not a Python name"
@@ -275,10 +275,11 @@ def line_magic_arguments(text: str, magic: str) -> list[str]:
         tree = ast.parse(TransformerManager().transform_cell(text))
     except (SyntaxError, ValueError):
         return []
-    calls = [_ipython_call(node) for node in ast.walk(tree)]
-    found = [
-        (node.lineno, node.col_offset, call[2])
-        for node, call in zip(ast.walk(tree), calls, strict=True)
-        if call is not None and call[0] == "line" and call[1] == magic
-    ]
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        call = _ipython_call(node)
+        if call is not None and call[0] == "line" and call[1] == magic:
+            found.append((node.lineno, node.col_offset, call[2]))
     return [argument for _, _, argument in sorted(found)]

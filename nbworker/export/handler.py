@@ -11,7 +11,8 @@ __all__ = ["render_handler"]
 def _section(cell: Cell) -> str:
     if cell.kind == "model":
         title = (
-            f"cell {cell.index}: %%model {cell.options.name} (runs once, when the worker starts)"
+            f"cell {cell.index}: %%model {getattr(cell.options, 'name', '')} "
+            "(runs once, when the worker starts)"
         )
     elif cell.kind == "handler":
         title = f"cell {cell.index}: {(cell.source.splitlines() or [''])[0].strip()}"

@@ -124,7 +124,8 @@ def select_cells(cells: list[Cell], *, handler: str | None = None) -> Selection:
     """Choose the handler and trace the cells it needs."""
     handler_cell, name = choose_handler(cells, handler)
     modifier = concurrency_modifier(handler_cell)
-    conflict = modifier and arguments.sizing_conflict(handler_cell.options.concurrency, modifier)
+    concurrency = getattr(handler_cell.options, "concurrency", 1)
+    conflict = modifier and arguments.sizing_conflict(concurrency, modifier)
     if conflict:
         raise ExportError(f"{handler_cell.label}: {conflict}", cell=handler_cell.index)
     selection = Selection(name=name, handler=handler_cell, concurrency_modifier=modifier)
@@ -161,6 +162,7 @@ def select_cells(cells: list[Cell], *, handler: str | None = None) -> Selection:
     for cell in cells:
         if cell.index in selection.taken:
             continue
+        reason: str
         if cell.kind in ("markdown", "raw"):
             reason = cell.kind
         elif cell.skipped:
