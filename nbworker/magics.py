@@ -24,7 +24,6 @@ from nbworker import display as views
 from nbworker.cache import Entry
 from nbworker.errors import CellError, HandlerError, LoadCycle, NbworkerError
 from nbworker.record import Run
-from nbworker.registry import function_name
 from nbworker.session import Session
 
 __all__ = ["NbworkerMagics", "install", "uninstall"]
@@ -328,21 +327,7 @@ class NbworkerMagics(Magics):
             )
         except NbworkerError as err:
             raise _usage("%rp_serve", err) from None
-        try:
-            spec = self.session.registry.get(args.name)
-            sizing = f"concurrency {server.concurrency}"
-            if spec.concurrency_modifier is not None:
-                modifier = function_name(spec.concurrency_modifier) or "concurrency_modifier"
-                sizing += f" from {modifier}()"
-            what = f"handler {spec.name} ({sizing})"
-        except NbworkerError as err:
-            what = f"{args.name or 'the default handler'} (not registered yet: {err})"
-        lines = [f"serving {what} at {server.url}"]
-        lines.append(
-            "routes: POST /run, /runsync; /status/ID, /stream/ID; POST /cancel/ID, /health"
-        )
-        if server.requires_token:
-            lines.append("requests must send Authorization: Bearer <token>")
+        lines = server.describe()
         print("\n".join(lines))
 
     # ----------------------------------------------------------------- %rp_panel

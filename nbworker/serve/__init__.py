@@ -31,7 +31,8 @@ import atexit
 import threading
 from typing import Any
 
-from nbworker.errors import QueueFull, ServeError
+from nbworker.errors import NbworkerError, QueueFull, ServeError
+from nbworker.registry import function_name
 from nbworker.serve.http import DRAIN_LIMIT as DRAIN_LIMIT
 from nbworker.serve.http import MAX_BODY, READ_TIMEOUT, HTTPServer
 from nbworker.serve.http import MAX_DEPTH as MAX_DEPTH
@@ -185,6 +186,25 @@ class Server:
         return self._httpd.refusal(host, origin)
 
     # ------------------------------------------------------------- shutdown
+
+    def describe(self) -> list[str]:
+        """What `%rp_serve` says of it: the handler and its sizing, the URL, the routes."""
+        try:
+            spec = self.session.registry.get(self.name)
+            sizing = f"concurrency {self.concurrency}"
+            if spec.concurrency_modifier is not None:
+                modifier = function_name(spec.concurrency_modifier) or "concurrency_modifier"
+                sizing += f" from {modifier}()"
+            what = f"handler {spec.name} ({sizing})"
+        except NbworkerError as err:
+            what = f"{self.name or 'the default handler'} (not registered yet: {err})"
+        lines = [f"serving {what} at {self.url}"]
+        lines.append(
+            "routes: POST /run, /runsync; /status/ID, /stream/ID; POST /cancel/ID, /health"
+        )
+        if self.requires_token:
+            lines.append("requests must send Authorization: Bearer <token>")
+        return lines
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """Stop accepting requests, cancel queued jobs, let running ones finish for up to
