@@ -11,10 +11,11 @@ The handler is the same on both servers: `def handler(job): return {"n": job["in
    client submitting a job then polling `/status/{id}` until it ends (every 5 ms), against
    (a) nbworker's server, started in this process by `nbworker.serve.serve(session)` as
    `%rp_serve` does in a kernel, and (b) the SDK's `python handler.py --rp_serve_api`
-   (a subprocess). The clients run in a subprocess of their own (this script with
-   `--drive`), so that nbworker's in-process server does not share its GIL with them; a
-   context rows also drive nbworker's server from 32 threads of this process, with the
-   handler at concurrency 1 and 4 (each contended lock there costs a GIL hand-over). Figures:
+   (a subprocess). The clients run in a subprocess of their own (tests/load_driver.py,
+   which tests/test_serve_load.py runs too), so that nbworker's in-process server does not
+   share its GIL with them; context rows also drive nbworker's server from 32 threads of
+   this process, with the handler at concurrency 1 and 4 (each contended lock there costs
+   a GIL hand-over). Figures:
    jobs/s end to end (first submit to last result), per-job latency median/p90, polls per
    job; every job must end COMPLETED with its right output, with 2,000 distinct ids.
 2. `/runsync` latency of single sequential requests on each server (keep-alive
@@ -34,11 +35,11 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from common import (
+    TESTS,
     BenchFailure,
     Row,
     check,
@@ -51,10 +52,10 @@ from common import (
     sample,
     setup_workdir,
 )
+from helpers import free_port
+from load_driver import CLIENTS, drive
 
-CLIENTS = 32
-POLL = 0.005  # seconds between two polls of one job
-FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+LOAD_DRIVER = TESTS / "load_driver.py"
 HANDLER_SOURCE = """\
 import runpod
 
@@ -78,57 +79,10 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the load
 
 
-def _client(url: str, inputs: list[int], poll_method: str, deadline: float) -> dict[str, Any]:
-    """Submit each input and poll it until it ends: [n, id, answer, seconds] for each, the
-    number of polls, and the errors met (a job whose request failed is lost)."""
-    import requests
-
-    done: list[list[Any]] = []
-    errors: list[str] = []
-    polls = 0
-    with requests.Session() as http:
-        for n in inputs:
-            start = time.perf_counter()
-            try:
-                submitted = http.post(f"{url}/run", json={"input": {"n": n}}, timeout=30)
-                submitted.raise_for_status()
-                job_id = submitted.json()["id"]
-                while True:
-                    polls += 1
-                    answer = http.request(poll_method, f"{url}/status/{job_id}", timeout=30)
-                    answer.raise_for_status()
-                    status = answer.json()
-                    if status.get("status") in FINAL:
-                        break
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"job {job_id} still {status.get('status')}")
-                    time.sleep(POLL)
-            except Exception as err:
-                errors.append(f"n={n}: {type(err).__name__}: {err}")
-                continue
-            done.append([n, job_id, status, time.perf_counter() - start])
-    return {"done": done, "errors": errors, "polls": polls}
-
-
-def drive(url: str, jobs: int, clients: int, poll_method: str) -> dict[str, Any]:
-    """The whole load: `jobs` jobs from `clients` threads, each with its own connection."""
-    deadline = time.monotonic() + 120
-    shares = [list(range(i, jobs, clients)) for i in range(clients)]
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(_client, url, s, poll_method, deadline) for s in shares]
-        parts = [f.result() for f in futures]
-    elapsed = time.perf_counter() - start
-    return {
-        "elapsed": elapsed,
-        "done": [d for p in parts for d in p["done"]],
-        "errors": [e for p in parts for e in p["errors"]],
-        "polls": sum(p["polls"] for p in parts),
-    }
-
-
 def drive_subprocess(url: str, jobs: int, poll_method: str) -> dict[str, Any]:
-    argv = [sys.executable, __file__, "--drive", url, "--jobs", str(jobs)]
+    """The load from a process of its own (tests/load_driver.py): no GIL shared with the
+    server."""
+    argv = [sys.executable, str(LOAD_DRIVER), url, "--jobs", str(jobs), "--clients", str(CLIENTS)]
     argv += ["--poll-method", poll_method]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     check(proc.returncode == 0, f"the load driver failed:\n{proc.stderr[-3000:]}")
@@ -156,12 +110,6 @@ def lost_jobs(result: dict[str, Any], jobs: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SdkServer:
@@ -234,7 +182,7 @@ def bench_load(nb_url: str, sdk_url: str, jobs: int, rounds: int, nb_health, ses
                 f"{polls:.2f} polls/job, {len(result['done'])} answered, "
                 f"{len(result['errors'])} request errors"
             )
-    result = drive(nb_url, jobs, CLIENTS, "GET")
+    result = drive(nb_url, jobs, clients=CLIENTS)
     submitted += jobs
     runs["nbworker in-process"].append(result)
     problems["nbworker in-process"] += lost_jobs(result, jobs)
@@ -245,7 +193,7 @@ def bench_load(nb_url: str, sdk_url: str, jobs: int, rounds: int, nb_health, ses
     )
     session.register_handler(handler, name="handler", concurrency=4)  # as %%handler --concurrency 4
     try:
-        result = drive(nb_url, jobs, CLIENTS, "GET")
+        result = drive(nb_url, jobs, clients=CLIENTS)
     finally:
         session.register_handler(handler, name="handler")
     submitted += jobs
@@ -420,13 +368,7 @@ def bench_runsync(nb_url: str, sdk_url: str, session: Any, quick: bool) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="500 jobs a round (~40 s)")
-    parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the load driver
-    parser.add_argument("--jobs", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--poll-method", default="GET", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.drive:
-        json.dump(drive(args.drive, args.jobs, CLIENTS, args.poll_method), sys.stdout)
-        return 0
 
     started = time.perf_counter()
     workdir = setup_workdir()

@@ -2,7 +2,10 @@
 checks, the final table, and a real Jupyter kernel with a timed execute round trip.
 
 The scripts run as `python bench/NAME.py`, so this directory is `sys.path[0]` and they
-import it as `from common import ...`, from any working directory.
+import it as `from common import ...`, from any working directory. What the benchmarks
+share with the tests lives beside the tests (tests/helpers.py, tests/kernel_client.py,
+tests/load_driver.py: the tests never import bench/); importing this module puts that
+folder on `sys.path` after this one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import gc
 import io
 import os
 import pstats
-import queue
 import shutil
 import statistics
 import subprocess
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 RECORD_MIMETYPE = "application/vnd.nbworker.run+json"  # the scripts check it against nbworker
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.insert(1, str(TESTS))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -255,55 +260,44 @@ def print_table(
 
 
 class Kernel:
-    """A real Jupyter kernel and a blocking client, with a timed execute round trip."""
+    """A real Jupyter kernel (tests/kernel_client.py's, without the extension loaded), with
+    a timed execute round trip."""
 
     def __init__(self, log_path: str | Path) -> None:
-        from jupyter_client.manager import start_new_kernel
+        from kernel_client import Kernel as ClientKernel
 
         # The kernel's own stdout/stderr (e.g. its warning about unencrypted TCP) go to a
         # file, shown should the kernel fail.
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115  (closed in close())
-        start = time.perf_counter()
-        self.km, self.kc = start_new_kernel(
-            kernel_name="python3", startup_timeout=60, stdout=self._log, stderr=self._log
-        )
-        self.startup = time.perf_counter() - start
+        try:
+            self.kernel = ClientKernel(extension=False, stdout=self._log, stderr=self._log)
+        except BaseException:
+            self._log.close()
+            raise
+        self.startup = self.kernel.startup
 
     def execute(self, code: str, timeout: float = 60) -> tuple[float, dict[str, Any], list[Any]]:
         """Send an execute_request; wait for its execute_reply and its idle status. Returns
         the round trip in seconds, the reply content and the IOPub output messages
-        (display_data, execute_result, stream, error)."""
-        kc = self.kc
+        (display_data, execute_result, stream, error) as {"msg_type", "content"} dicts."""
         start = time.perf_counter_ns()
-        msg_id = kc.execute(code, store_history=True)
-        deadline = time.monotonic() + timeout
-        reply = None
-        outputs = []
         try:
-            while reply is None:
-                msg = kc.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    reply = msg
-            while True:
-                msg = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                kind = msg["msg_type"]
-                if kind == "status" and msg["content"]["execution_state"] == "idle":
-                    break
-                if kind in ("display_data", "execute_result", "stream", "error"):
-                    outputs.append(msg)
-        except queue.Empty:
+            execution = self.kernel.execute(code, timeout=timeout)
+        except TimeoutError:
             raise BenchFailure(f"the kernel did not answer {code[:40]!r} in {timeout} s") from None
         elapsed = (time.perf_counter_ns() - start) / 1e9
-        if reply["content"]["status"] != "ok":
-            raise BenchFailure(f"{code[:40]!r} failed in the kernel: {reply['content']}")
-        return elapsed, reply["content"], outputs
+        if execution.status != "ok":
+            raise BenchFailure(f"{code[:40]!r} failed in the kernel: {execution.reply}")
+        outputs = [
+            {"msg_type": m.msg_type, "content": m.content}
+            for m in execution.messages
+            if m.msg_type in ("display_data", "execute_result", "stream", "error")
+        ]
+        return elapsed, execution.reply, outputs
 
     def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
+        self.kernel.shutdown()
         self._log.close()
 
     def log_tail(self) -> str:

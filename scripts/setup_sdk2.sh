@@ -11,8 +11,9 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 log=$venv/setup.log
 # Beyond nbworker's own dependencies: numpy (the sentiment example worker imports it),
-# pytest-timeout (pyproject's `timeout` option), ruff (the exported tests are linted).
-extras=("numpy>=1.26" "pytest-timeout>=2.3" "ruff>=0.6")
+# pytest-timeout (pyproject's `timeout` option), pytest-xdist (scripts/test_sdk2.sh runs
+# in parallel), ruff (the exported tests are linted).
+extras=("numpy>=1.26" "pytest-timeout>=2.3" "pytest-xdist>=3.5" "ruff>=0.6")
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
 if ! { "${pip[@]}" --upgrade pip && "${pip[@]}" -e . "runpod==$runpod_version" "${extras[@]}"; } \
   >"$log" 2>&1; then

@@ -2,6 +2,7 @@
 # Set up .venv-rp2 (runpod 2.0 line), then run the suites that put the real SDK to work:
 # the SDK's job loop, its local API server, exported workers under it. The main suite
 # (scripts/test.sh) covers runpod 1.12. Extra arguments go to pytest (e.g. -k generator).
+# In parallel as scripts/test.sh runs (NBWORKER_TEST_WORKERS, default 4; 0: one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One file a line; add a suite here when it runs the SDK. A listed file that is missing makes
@@ -21,8 +22,13 @@ suites=(
 )
 bash scripts/setup_sdk2.sh
 export JUPYTER_PATH="$PWD/.venv-rp2/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+workers=${NBWORKER_TEST_WORKERS:-4}
+parallel=()
+if [[ $workers != 0 ]]; then
+  parallel=(-n "$workers" --dist loadgroup)
+fi
 status=0
-.venv-rp2/bin/python -m pytest "${suites[@]}" "$@" || status=$?
+.venv-rp2/bin/python -m pytest "${parallel[@]}" "${suites[@]}" "$@" || status=$?
 if [[ $status -eq 5 ]]; then  # pytest: no test was collected
   echo "test_sdk2: no test ran under runpod 2.0: that is a failure" >&2
   exit 1

@@ -37,6 +37,9 @@ NOT_IN_A_CLONE = (
     "__pycache__",
     ".pytest_cache",
     ".ruff_cache",
+    ".mypy_cache",
+    ".hypothesis",  # written by other tests meanwhile (pytest-xdist): not safe to copy
+    ".venv-rp2",
 )
 NO_TORCH = re.compile(r"^(torch|torchvision|torchaudio|nvidia-.*|triton)$", re.IGNORECASE)
 

@@ -448,13 +448,23 @@ def test_reads_go_on_while_a_load_runs() -> None:
 def test_a_hit_does_not_wait_for_another_entrys_load() -> None:
     cache = ModelCache()
     cache.load("a", lambda: [1], key="k")
-    slow = threading.Thread(target=cache.load, args=("b", lambda: time.sleep(1.0) or [2]))
+    loading, release = threading.Event(), threading.Event()
+
+    def held() -> list[int]:
+        loading.set()
+        release.wait(10)  # b's load lasts until the hit below has returned
+        return [2]
+
+    slow = threading.Thread(target=cache.load, args=("b", held))
     slow.start()
-    time.sleep(0.1)
-    started = time.perf_counter()
-    assert cache.load("a", lambda: [0], key="k") == [1]
-    assert time.perf_counter() - started < 0.2
-    slow.join()
+    assert loading.wait(5)  # b's loader is running
+    try:
+        assert cache.load("a", lambda: [0], key="k") == [1]
+        assert slow.is_alive()  # the hit came back while b's load still ran
+    finally:
+        release.set()
+        slow.join(5)
+    assert cache.get("b") == [2]
 
 
 def test_memory_shared_between_numpy_and_torch_counts_once() -> None:

@@ -27,6 +27,7 @@ from endpoint_suite import (
     SUITE_HANDLER_SOURCE,
     SUITE_STREAM_HANDLER_SOURCE,
 )
+from helpers import free_port
 
 import nbworker.client
 from nbworker.client import Endpoint, EndpointError, EndpointTimeout, JobFailed, as_job
@@ -36,16 +37,10 @@ KEY = "rpa_SECRETKEY0123456789abcdef"
 
 
 # ------------------------------------------------------------------- the SDK's server
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_sdk_server(folder: Path, source: str) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "handler.py").write_text(source)
-    port = _free_port()
+    port = free_port()
     log = (folder / "server.log").open("wb")
     args = ["--rp_serve_api", "--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"]
     proc = subprocess.Popen(
@@ -300,7 +295,7 @@ def test_run_retried_on_429(stub, sleeps):
 
 
 def test_connection_refused_is_retried_then_raised(sleeps):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     endpoint = Endpoint(url, api_key=KEY, backoff=0.01, retries=2)
     with pytest.raises(EndpointError) as info:
         endpoint.run({"x": 1})  # never sent: safe to retry even POST /run
@@ -721,7 +716,7 @@ def test_retry_after_values(stub, sleeps, retry_after, sleeps_then, retried):
 
 def test_url_credentials_and_the_key_stay_out_of_messages_and_logs(caplog, sleeps):
     caplog.set_level(logging.DEBUG)
-    port = _free_port()
+    port = free_port()
     endpoint = Endpoint(f"http://user:PASSWORD123@127.0.0.1:{port}", api_key=KEY, backoff=0.01)
     with pytest.raises(EndpointError) as info:
         endpoint.health()

@@ -34,6 +34,7 @@ import pytest
 import requests
 from conformance_cases import comparable
 from corpus import harness
+from helpers import free_port
 from shell import Shell
 
 import nbworker
@@ -259,12 +260,6 @@ def nbworker_runs(tmp_path_factory, extra_env: dict[str, str]) -> Iterator[Any]:
             session.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _is_generator(name: str) -> bool:
     """Whether the worker streams: its source has a `yield` (each worker has one handler)."""
     tree = ast.parse(WORKERS[name].read_text(encoding="utf-8"))
@@ -282,7 +277,7 @@ def served(tmp_path_factory, extra_env: dict[str, str]) -> Iterator[dict[str, An
     servers: dict[str, tuple[subprocess.Popen, str, Any]] = {}
     try:
         for name in GENERATOR_WORKERS:
-            port = _free_port()
+            port = free_port()
             folder = root / name
             folder.mkdir()
             log = (folder / "server.log").open("wb")

@@ -11,16 +11,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import ROOT
+from helpers import records_of as records
 
-from nbworker.record import recorded_runs
-
-ROOT = Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-
-
-def records(path: Path) -> list[dict]:
-    notebook = nbformat.read(path, as_version=4)
-    return [run for cell in notebook.cells for run in recorded_runs(cell)]
 
 
 def test_the_examples_are_there() -> None:

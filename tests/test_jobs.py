@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import ast
 import asyncio
 import json
 import logging
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+import types
+from pathlib import Path
 
 import pytest
 
@@ -39,9 +42,30 @@ def test_import_is_light() -> None:
 
 
 def test_public_api_is_sorted_and_complete() -> None:
+    """Sorted; every name in it resolves; and complete: every public name the package
+    offers, defined or imported in it (for type checkers too, under TYPE_CHECKING) or
+    loaded lazily on first use, is in `__all__`."""
     assert nbworker.__all__ == sorted(nbworker.__all__)
     for name in nbworker.__all__:
-        assert getattr(nbworker, name) is not None
+        assert getattr(nbworker, name) is not None, name
+    # What the module holds once every name is resolved: its own functions and classes,
+    # the ones it imports from nbworker, the lazy ones (modules imported meanwhile aside).
+    offered = {
+        name
+        for name, value in vars(nbworker).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and getattr(value, "__module__", "").partition(".")[0] == "nbworker"
+    }
+    # What a type checker sees: the names imported under `if TYPE_CHECKING:`.
+    tree = ast.parse(Path(nbworker.__file__).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in ast.walk(node):
+                if isinstance(statement, ast.ImportFrom | ast.Import):
+                    offered |= {alias.asname or alias.name for alias in statement.names}
+    assert offered <= set(nbworker.__all__), offered - set(nbworker.__all__)
+    assert offered >= set(nbworker.__all__) - {"__version__"}
 
 
 # ---------------------------------------------------------------- jobs

@@ -1,10 +1,10 @@
 """End-to-end tests of the model cache (`%%model`, `%rp_models`) in a real Jupyter kernel.
 
 No mocks: each test drives a kernel started from the `python3` kernelspec through
-jupyter_client, with the `Kernel` helper of test_kernel.py. Tests whose entries cannot
-disturb one another share one kernel per module (each uses entry and variable names of
-its own); tests that `%reset -f`, set a budget, or measure the kernel's memory get a
-kernel of their own.
+jupyter_client, with the `Kernel` of tests/kernel_client.py. Tests whose entries cannot
+disturb one another share one kernel per module (conftest.py's `kernel`: each uses entry
+and variable names of its own); tests that `%reset -f`, set a budget, or measure the
+kernel's memory get a kernel of their own (`fresh_kernel`).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import papermill
 import pytest
-from test_kernel import Execution, Kernel, notebook_records, strip_ansi, write_notebook
+from helpers import notebook_records, write_notebook
+from kernel_client import Execution, Kernel, strip_ansi
 
 MiB = 2**20
 RSS = (
@@ -31,25 +31,6 @@ LOADED = r"{name}: loaded in \d+\.\d\d s, {memory} \({names}\)"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    """One kernel shared by the tests of this module that neither reset it nor set a budget."""
-    shared = Kernel(tmp_path_factory.mktemp("kernel"))
-    try:
-        yield shared
-    finally:
-        shared.shutdown()
-
-
-@pytest.fixture
-def fresh_kernel(tmp_path: Path) -> Iterator[Kernel]:
-    own = Kernel(tmp_path)
-    try:
-        yield own
-    finally:
-        own.shutdown()
 
 
 def stdout_lines(execution: Execution) -> list[str]:

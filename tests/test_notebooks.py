@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import papermill
 import pytest
-
-from nbworker.record import recorded_runs
-
-NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-
-
-def records(path: Path) -> list[dict]:
-    notebook = nbformat.read(path, as_version=4)
-    return [run for cell in notebook.cells for run in recorded_runs(cell)]
+from helpers import NOTEBOOKS
+from helpers import records_of as records
 
 
 @pytest.mark.slow

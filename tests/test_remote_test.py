@@ -49,10 +49,13 @@ def test_a_job_sent_to_a_server_is_recorded_like_a_local_run(served) -> None:
 def test_server_and_endpoint_errors_are_one_line_and_never_show_the_key(
     shell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert shell.usage_error('%rp_test --url http://127.0.0.1:1 {"input": {}}').startswith(
-        "%rp_test: POST /runsync: "
+    assert shell.usage_error('%rp_test --url http://127.0.0.1:1 {"input": {}}') == (
+        "%rp_test: POST /runsync: cannot connect to http://127.0.0.1:1 (ConnectionError)"
     )
-    assert shell.usage_error('%rp_test --url ftp://x {"input": {}}').startswith("%rp_test: ")
+    assert (
+        shell.usage_error('%rp_test --url ftp://x {"input": {}}')
+        == "%rp_test: not an http(s) URL: 'ftp://x'"
+    )
     assert (
         shell.usage_error('%rp_test --url http://127.0.0.1:1 --endpoint abc {"input": {}}')
         == "%rp_test: give --url or --endpoint, not both"

@@ -2,8 +2,8 @@
 loopback, each polled on `/status/{id}` until it ends. None may be lost: 2,000 distinct ids,
 every one COMPLETED with the output its input gives, and /health counts 2,000 completed.
 
-The clients run in a process of their own (the load driver of `bench/bench_serve.py`), as a
-deployed endpoint's callers do. Clients in the server's own process share its GIL: every
+The clients run in a process of their own (tests/load_driver.py, which bench/bench_serve.py
+drives its load with too), as a deployed endpoint's callers do. Clients in the server's own process share its GIL: every
 time a worker thread waits for a lock it then queues for the GIL behind 64 busy threads, and
 throughput swings between runs (from ~400 down to ~35 jobs/s on 2 cores), which made a time
 bound on that setting flaky. A smaller round keeps those clients in-process anyway, since
@@ -24,14 +24,14 @@ import pytest
 import requests
 
 from nbworker import serve
+from nbworker.record import FINAL_STATUSES
 from nbworker.session import Session
 
 JOBS = 2000
 CLIENTS = 32
 IN_PROCESS_JOBS = 320
 POLL = 0.005  # seconds between two polls of one job
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
-DRIVER = Path(__file__).resolve().parent.parent / "bench" / "bench_serve.py"
+DRIVER = Path(__file__).resolve().parent / "load_driver.py"
 
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def _check_none_lost(server: serve.Server, results: list[tuple[int, str, dict]],
 @pytest.mark.timeout(180)
 def test_2000_jobs_from_32_clients_none_lost(server: serve.Server) -> None:
     driver = subprocess.run(
-        [sys.executable, str(DRIVER), "--drive", server.url, "--jobs", str(JOBS)],
+        [sys.executable, str(DRIVER), server.url, "--jobs", str(JOBS), "--clients", str(CLIENTS)],
         capture_output=True,
         text=True,
         timeout=170,
@@ -100,7 +100,7 @@ def _client(url: str, inputs: list[int], deadline: float) -> list[tuple[int, str
             job_id = submitted["id"]
             while True:
                 status = http.get(f"{url}/status/{job_id}", timeout=30).json()
-                if status["status"] in FINAL:
+                if status["status"] in FINAL_STATUSES:
                     break
                 assert time.monotonic() < deadline, f"job {job_id} still {status['status']}"
                 time.sleep(POLL)
