@@ -502,3 +502,6 @@ def cache_bundle(entries: list[Entry], *, budget: int | None) -> dict[str, Any]:
             f"<tbody>{body}</tbody></table><div>{esc(summary)}</div></div>"
         ),
     }
+
+
+Run.renderer = run_bundle  # see Run.renderer

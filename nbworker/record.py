@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 __all__ = [
     "FINAL_STATUSES",
@@ -168,6 +169,15 @@ class Run:
             "warnings": warnings,
             **({"progress": list(self.progress)} if self.progress else {}),
         }
+
+    # How a notebook shows a run: `display` sets it when imported (the session imports it),
+    # so a run shows its card and record even without `%load_ext nbworker`; the record
+    # itself does not import the display.
+    renderer: ClassVar[Callable[[Run], dict[str, Any]] | None] = None
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        renderer = type(self).renderer
+        return None if renderer is None else renderer(self)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Run:

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, overload
 
+from nbworker import display as _display  # noqa: F401  (sets Run.renderer: runs show as cards)
 from nbworker.cache import ModelCache, default_cache
 from nbworker.jobs import ChunkCallback, JobRunner, ProgressCallback, build_job, parse_job
 from nbworker.record import Run
