@@ -206,19 +206,8 @@ def fragments(bad: list[str]) -> st.SearchStrategy[str]:
 
 ALNUM = string.ascii_letters + string.digits
 # Words that make the secret scanner take a literal for a placeholder: a real credential
-# holds none of them, and neither do the ones generated here.
-PLACEHOLDER_WORDS = (
-    "your",
-    "placeholder",
-    "example",
-    "changeme",
-    "change_me",
-    "change-me",
-    "redacted",
-    "replaceme",
-    "replace_me",
-    "dummy",
-)
+# holds none of them, and neither do the ones generated here (the scanner's own list).
+from nbworker.export.secrets.shapes import _PLACEHOLDER_WORDS as PLACEHOLDER_WORDS  # noqa: E402
 
 
 def _random_enough(text: str) -> bool:
