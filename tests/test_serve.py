@@ -609,7 +609,8 @@ def test_a_cell_can_call_the_server_while_it_serves(served) -> None:
     answer = served.ipython.user_ns["answer"]
     assert answer["status"] == "COMPLETED"
     assert answer["output"]["thread"] != answer["output"]["main"]
-    assert answer["output"]["thread"].startswith("nbworker-job-")
+    # a worker thread, or with a slot free, the request's own thread: never the kernel's
+    assert answer["output"]["thread"].startswith(("nbworker-job-", "nbworker-request-"))
 
 
 def test_the_named_handler_is_served(served) -> None:
@@ -670,3 +671,254 @@ def test_cancels_racing_with_job_ends_lose_no_worker_slot() -> None:
     finally:
         server.stop(grace=0.5)
         session.close()
+
+
+# ------------------------------------------------------------------ /runsync on the request thread
+
+
+class Gated:
+    """A plain session's server whose handler records each job it starts (its id and input)
+    and, for {"wait": true}, spins in Python until released (where a cancel's or a
+    timeout's interrupt lands at once)."""
+
+    def __init__(self, concurrency: int = 1, **options: Any) -> None:
+        from nbworker.session import Session
+
+        self.started: list[tuple[str, Any]] = []
+        self.release = threading.Event()
+        self.session = Session()
+        self.session.register_handler(self.handler, name="handler", concurrency=concurrency)
+        self.server = serve.serve(self.session, **options)
+        self.url = self.server.url
+
+    def handler(self, job: dict[str, Any]) -> Any:
+        self.started.append((job["id"], job["input"].get("n")))
+        if job["input"].get("wait"):
+            while not self.release.is_set():
+                pass
+        return {"n": job["input"].get("n"), "thread": threading.current_thread().name}
+
+    def runsync(self, job_input: dict, **body: Any) -> dict:
+        payload = {"input": job_input, **body}
+        return requests.post(f"{self.url}/runsync", json=payload, timeout=10).json()
+
+    def runsync_in_background(self, job_input: dict, **body: Any) -> tuple[threading.Thread, list]:
+        answers: list[dict] = []
+        thread = threading.Thread(target=lambda: answers.append(self.runsync(job_input, **body)))
+        thread.start()
+        return thread, answers
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.stop(grace=0.5)
+        self.session.close()
+
+
+@pytest.fixture
+def gated():
+    made = Gated()
+    yield made
+    made.close()
+
+
+def test_a_runsync_job_with_a_free_slot_runs_on_its_request_thread(gated) -> None:
+    answer = gated.runsync({"n": 1})
+    assert answer["status"] == "COMPLETED" and answer["output"]["n"] == 1
+    assert answer["output"]["thread"].startswith(f"nbworker-request-{gated.server.port}-")
+    assert gated.server._queue._workers == []  # no worker thread was needed
+    assert gated.server.health() == {
+        "jobs": {"completed": 1, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0},
+        "workers": {"idle": 1, "running": 0},
+    }
+
+
+def test_a_runsync_job_on_its_request_thread_holds_the_only_slot(gated) -> None:
+    """Concurrency 1: while a /runsync job runs on its request thread, a /run job waits in
+    the queue, and runs once the slot is free."""
+    thread, answers = gated.runsync_in_background({"n": 1, "wait": True})
+    wait_for(lambda: len(gated.started) == 1)
+    queued = requests.post(f"{gated.url}/run", json={"input": {"n": 2}}, timeout=5).json()["id"]
+    health = gated.server.health()
+    assert (health["jobs"]["inProgress"], health["jobs"]["inQueue"]) == (1, 1)
+    assert health["workers"] == {"idle": 0, "running": 1}
+    assert gated.server.status(queued)["status"] == "IN_QUEUE"
+    gated.release.set()
+    thread.join(10)
+    assert answers[0]["status"] == "COMPLETED"
+    assert finished(gated.url, queued)["output"]["n"] == 2
+    assert [n for _, n in gated.started] == [1, 2]
+
+
+def test_a_runsync_job_waits_behind_queued_jobs_first_come_first_served(gated) -> None:
+    """A /run job runs and another waits: a /runsync arriving then is queued behind it (not
+    run on its thread when the slot frees), and the three start in the order they came."""
+    running = requests.post(f"{gated.url}/run", json={"input": {"n": 1, "wait": True}}, timeout=5)
+    wait_for(lambda: len(gated.started) == 1)
+    queued = requests.post(f"{gated.url}/run", json={"input": {"n": 2}}, timeout=5).json()["id"]
+    thread, answers = gated.runsync_in_background({"n": 3})
+    wait_for(lambda: gated.server.health()["jobs"]["inQueue"] == 2)
+    assert len(gated.started) == 1
+    gated.release.set()
+    thread.join(10)
+    assert answers[0]["status"] == "COMPLETED" and answers[0]["output"]["n"] == 3
+    assert answers[0]["output"]["thread"].startswith("nbworker-job-")
+    assert finished(gated.url, running.json()["id"])["status"] == "COMPLETED"
+    assert finished(gated.url, queued)["status"] == "COMPLETED"
+    assert [n for _, n in gated.started] == [1, 2, 3]
+
+
+def test_a_runsync_job_on_its_request_thread_can_be_cancelled(gated) -> None:
+    """Held: /cancel stops the spinning handler on the request thread; the /runsync answer
+    says CANCELLED, and the next job on the same connection completes (no interrupt left
+    over for it)."""
+    with requests.Session() as http:
+        answers: list[dict] = []
+        body = {"input": {"n": 1, "wait": True}}
+        thread = threading.Thread(
+            target=lambda: answers.append(
+                http.post(f"{gated.url}/runsync", json=body, timeout=10).json()
+            )
+        )
+        thread.start()
+        wait_for(lambda: gated.started)
+        job_id = gated.started[0][0]
+        cancel = requests.post(f"{gated.url}/cancel/{job_id}", timeout=5).json()
+        assert cancel == {"id": job_id, "status": "CANCELLED"}
+        thread.join(10)
+        assert answers == [{"id": job_id, "status": "CANCELLED"}]
+        for n in range(2, 5):
+            answer = http.post(f"{gated.url}/runsync", json={"input": {"n": n}}, timeout=10)
+            assert answer.json()["status"] == "COMPLETED"
+    assert gated.server.health()["workers"] == {"idle": 1, "running": 0}
+
+
+def test_a_runsync_job_on_its_request_thread_times_out_by_its_policy(gated) -> None:
+    answer = gated.runsync({"n": 1, "wait": True}, policy={"executionTimeout": 100})
+    assert answer["status"] == "TIMED_OUT" and "timed out after 0.1 s" in answer["error"]
+    assert gated.runsync({"n": 2})["status"] == "COMPLETED"
+    assert gated.server.health()["jobs"]["failed"] == 1
+
+
+def test_runsync_jobs_and_cancels_racing_lose_no_slot() -> None:
+    """Eight clients' /runsync jobs (concurrency 3: some run on their request threads, some
+    queue for workers) while a canceller cancels random ones at any moment of their lives:
+    every answer is final, /health counts them, and all slots come back."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    made = Gated(concurrency=3)
+    crashed: list[Any] = []
+    hook, threading.excepthook = threading.excepthook, crashed.append
+    try:
+        rng = random.Random(11)
+
+        def client(first: int) -> list[dict]:
+            with requests.Session() as http:
+                return [
+                    http.post(f"{made.url}/runsync", json={"input": {"n": n}}, timeout=10).json()
+                    for n in range(first, first + 40)
+                ]
+
+        with ThreadPoolExecutor(9) as pool:
+            futures = [pool.submit(client, 100 * c) for c in range(8)]
+            while not all(f.done() for f in futures):
+                if made.started:
+                    made.server.cancel(rng.choice(made.started)[0])
+                time.sleep(rng.random() / 2000)  # a canceller's pace, not a synchronisation
+            answers = [answer for f in futures for answer in f.result()]
+        states = [answer["status"] for answer in answers]
+        assert len(answers) == 320 and set(states) <= {"COMPLETED", "CANCELLED"}
+        health = made.server.health()
+        assert health["jobs"]["completed"] == states.count("COMPLETED")
+        assert (health["jobs"]["inProgress"], health["jobs"]["inQueue"]) == (0, 0)
+        assert health["workers"] == {"idle": 3, "running": 0}
+        assert made.runsync({"n": -1})["status"] == "COMPLETED"
+        assert crashed == []
+    finally:
+        threading.excepthook = hook
+        made.close()
+
+
+# ------------------------------------------------------------------ forgetting old jobs
+
+
+def test_the_newest_finished_jobs_are_kept_and_never_a_running_or_queued_one() -> None:
+    """keep_finished=100 (KEEP_FINISHED is 10,000): a running job and a queued one, then
+    1,000 jobs that end (cancelled while queued, in order); the newest 100 finished answer
+    /status, the older ones are forgotten, the running and the queued one never; what is
+    kept stays bounded. Jobs are forgotten as new ones come, so those that ended since the
+    last one came are kept too."""
+    made = Gated(keep_finished=100)
+    try:
+        server = made.server
+        running = server.submit({"input": {"n": 0, "wait": True}})
+        wait_for(lambda: made.started)
+        waiting = server.submit({"input": {"n": 1}})
+        ended = []
+        for n in range(2, 1002):
+            job = server.submit({"input": {"n": n}})
+            server.cancel(job.id)
+            ended.append(job.id)
+            assert len(server._queue._jobs) <= 100 + 3
+        assert server.status(running.id)["status"] == "IN_PROGRESS"
+        assert server.status(waiting.id)["status"] == "IN_QUEUE"
+        statuses = [server.status(job_id)["status"] for job_id in ended]
+        assert statuses[-101:] == ["CANCELLED"] * 101  # the last ended after the last came
+        assert server.status(ended[-102]) == {
+            "id": ended[-102],
+            "status": "FAILED",
+            "error": serve.NOT_FOUND,
+        }
+        assert statuses[:-101] == ["FAILED"] * 899  # not found
+        made.release.set()
+        assert finished(made.url, running.id)["status"] == "COMPLETED"
+        assert finished(made.url, waiting.id)["status"] == "COMPLETED"
+        # They finished last: they are the newest kept, once one more job comes.
+        assert made.runsync({"n": 2000})["status"] == "COMPLETED"
+        assert server.status(ended[-98])["status"] == "CANCELLED"
+        assert server.status(ended[-99])["status"] == "FAILED"  # pushed out by the two
+        assert len(server._queue._jobs) == 101  # and the /runsync job, ended since
+    finally:
+        made.close()
+
+
+def test_forgetting_scales_with_the_jobs_kept_not_the_jobs_seen() -> None:
+    """20,000 jobs through a server keeping 1,000: the store never holds more than that
+    (plus the job that ended since the last came), whatever has gone through."""
+    made = Gated(keep_finished=1000)
+    try:
+        queue = made.server._queue
+        for n in range(20_000):
+            job = made.server.submit({"input": {"n": n}})
+            made.server.cancel(job.id)
+            assert len(queue._finished) <= 1001 and len(queue._jobs) <= 1001
+        assert len(queue._jobs) == 1001
+    finally:
+        made.close()
+
+
+def test_a_runsync_job_past_the_wait_is_answered_with_its_status_as_runpod_does() -> None:
+    """runsync_wait=0.3 s: a job still running then is answered IN_PROGRESS with its id
+    (as RunPod answers after 90 s), on its request's thread or queued for a worker; the
+    client polls /status until it ends; the connection of the one on its request's thread
+    closes (that thread is still in the job)."""
+    made = Gated(runsync_wait=0.3)
+    try:
+        with requests.Session() as http:
+            started = time.monotonic()
+            answer = http.post(
+                f"{made.url}/runsync", json={"input": {"n": 1, "wait": True}}, timeout=10
+            )
+            assert time.monotonic() - started < 5
+            assert answer.headers["Connection"] == "close"
+            inline = answer.json()
+            assert inline["status"] == "IN_PROGRESS" and inline["id"].startswith("sync-")
+            # The slot is taken: this one is queued, and its wait ends the same way.
+            queued = http.post(f"{made.url}/runsync", json={"input": {"n": 2}}, timeout=10)
+            assert queued.json()["status"] == "IN_QUEUE"
+            made.release.set()
+            assert finished(made.url, inline["id"])["output"]["n"] == 1
+            assert finished(made.url, queued.json()["id"])["output"]["n"] == 2
+            assert made.runsync({"n": 3})["status"] == "COMPLETED"  # answered when it ends
+    finally:
+        made.close()

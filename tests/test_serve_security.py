@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
 import socket
 import struct
 import threading
@@ -150,6 +151,13 @@ def finished(server: serve.Server, job_id: str) -> dict:
     )
 
 
+def run(server: serve.Server, job_input: dict) -> dict:
+    """POST /run, then the job's final /status: a job run by a worker thread (a /runsync
+    job with a free slot runs on its request's thread)."""
+    answer = requests.post(f"{server.url}/run", json={"input": job_input}, timeout=10).json()
+    return finished(server, answer["id"])
+
+
 def counts(server: serve.Server) -> dict[str, int]:
     return requests.get(f"{server.url}/health", timeout=5).json()["jobs"]
 
@@ -250,14 +258,14 @@ def test_a_chunk_that_cannot_be_copied_fails_the_job_not_the_worker(servers, mon
     assert finished(servers.streamer, job.id)["status"] == "COMPLETED"
     stream = requests.get(f"{servers.streamer.url}/stream/{job.id}", timeout=5).json()["stream"]
     assert isinstance(stream[1]["output"], str)
-    real_copy = serve.queue.json_copy
+    real_copy = serve.job.json_copy
 
     def copy(value: Any) -> Any:
         if type(value).__name__ == "Unprintable":
             raise RuntimeError("the copy failed")
         return real_copy(value)
 
-    monkeypatch.setattr(serve.queue, "json_copy", copy)
+    monkeypatch.setattr(serve.job, "json_copy", copy)
     answer = runsync(servers.streamer, {"do": "unprintable"})
     assert answer["status"] == "FAILED" and "the copy failed" in answer["error"]
     assert runsync(servers.streamer, {})["status"] == "COMPLETED"
@@ -283,12 +291,13 @@ def test_an_exception_sent_to_a_running_worker_from_outside_fails_its_job(
 def test_an_exception_sent_to_an_idle_worker_leaves_it_serving(servers, exception) -> None:
     """Held: the exception lands when the sleeping worker wakes for the next job; that job
     still completes (before: a SystemExit ended the thread and jobs stayed IN_QUEUE)."""
-    runsync(servers.main, {})
+    run(servers.main, {})
     (worker,) = servers.main._queue._workers
     wait_for(lambda: worker in servers.main._queue._sleeping)
     interrupt_thread(worker.thread.ident, exception)
-    assert runsync(servers.main, {"n": 3})["output"]["echo"] == {"n": 3}
-    assert runsync(servers.main, {"n": 4})["output"]["echo"] == {"n": 4}
+    assert run(servers.main, {"n": 3})["output"]["echo"] == {"n": 3}
+    assert run(servers.main, {"n": 4})["output"]["echo"] == {"n": 4}
+    assert runsync(servers.main, {"n": 5})["output"]["echo"] == {"n": 5}
     assert servers.main.health()["workers"] == {"idle": 1, "running": 0}
 
 
@@ -317,9 +326,9 @@ def test_a_worker_thread_that_ends_anyway_is_replaced_and_its_job_failed(caplog)
             real_settle(*args, **kwargs)
 
         jobs._execute, jobs._settle = execute, settle  # type: ignore[method-assign]
-        answer = runsync(server, {"n": 1})
+        answer = run(server, {"n": 1})
         assert answer["status"] == "FAILED" and "worker thread ended" in answer["error"]
-        assert runsync(server, {"n": 2})["output"] == {"n": 2}
+        assert run(server, {"n": 2})["output"] == {"n": 2}
         assert server.health() == {
             "jobs": {"completed": 2, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 0},
             "workers": {"idle": 1, "running": 0},
@@ -329,6 +338,105 @@ def test_a_worker_thread_that_ends_anyway_is_replaced_and_its_job_failed(caplog)
     finally:
         server.stop(grace=0.2)
         session.close()
+
+
+def test_exceptions_while_a_runsync_job_ends_on_its_request_thread_fail_only_it() -> None:
+    """A /runsync job with a free slot runs on its request's thread: an exception there
+    and one more while settling it fail that job with an error, free the slot, and the
+    same connection serves on; nothing reaches the request's thread."""
+    crashed: list[Any] = []
+    hook, threading.excepthook = threading.excepthook, crashed.append
+    session = Session()
+    session.register_handler(lambda job: job["input"], name="handler")
+    server = serve.serve(session)
+    try:
+        with requests.Session() as http:
+
+            def post(n: int) -> dict:
+                return http.post(
+                    f"{server.url}/runsync", json={"input": {"n": n}}, timeout=10
+                ).json()
+
+            assert post(0)["output"] == {"n": 0}
+            raised = []
+            jobs = server._queue
+            real_execute, real_settle = jobs._execute, jobs._settle
+
+            def execute(*args: Any) -> None:
+                if not raised:
+                    raised.append("execute")
+                    raise SystemExit("first")
+                real_execute(*args)
+
+            def settle(*args: Any, **kwargs: Any) -> None:
+                if raised == ["execute"]:
+                    raised.append("settle")
+                    raise KeyboardInterrupt("while handling the first")
+                real_settle(*args, **kwargs)
+
+            jobs._execute, jobs._settle = execute, settle  # type: ignore[method-assign]
+            answer = post(1)
+            assert answer["status"] == "FAILED" and "KeyboardInterrupt" in answer["error"]
+            assert post(2)["output"] == {"n": 2}
+        assert server.health() == {
+            "jobs": {"completed": 2, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 0},
+            "workers": {"idle": 1, "running": 0},
+        }
+        assert jobs._workers == [] and crashed == []
+    finally:
+        threading.excepthook = hook
+        server.stop(grace=0.2)
+        session.close()
+
+
+PROFILED_AFTER_SERVING = """
+import cProfile, sys, threading, requests
+from nbworker import serve
+from nbworker.session import Session
+
+spinning = threading.Event()
+def handler(job):
+    if job["input"].get("spin"):
+        spinning.set()
+        while True:
+            pass
+    return job["input"]
+
+session = Session()
+session.register_handler(handler, name="handler", concurrency=2)
+server = serve.serve(session)
+url = server.url
+assert requests.post(url + "/runsync", json={"input": {"n": 1}}, timeout=10).json()["output"]
+job = requests.post(url + "/run", json={"input": {"n": 2}}, timeout=10).json()["id"]
+spin = requests.post(url + "/run", json={"input": {"spin": True}}, timeout=10).json()["id"]
+spinning.wait(10)
+assert requests.post(url + "/cancel/" + spin, timeout=10).json()["status"] == "CANCELLED"
+while server.health()["workers"]["running"]:
+    pass
+cProfile.Profile().runcall(lambda: sum(range(10)))
+sys.settrace(lambda *args: None)
+(lambda: None)()
+sys.settrace(None)
+server.stop(grace=0.2)
+print("profiled and traced after serving")
+"""
+
+
+def test_a_profiler_or_tracer_after_serving_does_not_hang_the_process() -> None:
+    """Held: after jobs served, ended and cancelled, cProfile and sys.settrace run (before:
+    clearing each job's pending interrupt with PyThreadState_SetAsyncExc(id, NULL) left
+    CPython 3.11's eval breaker armed, and the first profiled call spun forever)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PROFILED_AFTER_SERVING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "profiled and traced after serving" in done.stdout
 
 
 # ------------------------------------------------------------------ web pages
@@ -519,6 +627,60 @@ def test_bodies_over_the_limit_or_framed_otherwise_are_refused_and_the_connectio
     # A GET's body is read and dropped, not taken for the next request.
     head = f"GET /health HTTP/1.1\nHost: HOST\nContent-Length: {len(smuggled)}"
     assert request(server, head, smuggled).count(b"HTTP/1.1 ") == 1
+
+
+def test_request_heads_are_framed_as_http_server_frames_them_or_refused(servers) -> None:
+    """Held: what http.server refused is refused alike (431, 505, 400 for a bad version,
+    HTTP/0.9 for anything but GET); what the email parser took in a way a proxy may not (a
+    line without a colon, a space before the colon, a folded line) is a 400 and the
+    connection closes; Expect: 100-continue, HTTP/1.0, HEAD and //path work as before."""
+    server = servers.tight
+    host = f"Host: 127.0.0.1:{server.port}\r\n"
+
+    def answers(data: str, body: bytes = b"") -> list[int]:
+        received = exchange(server, data.encode() + body)
+        return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", received)]
+
+    many = "".join(f"X-{n}: {n}\r\n" for n in range(101))
+    assert answers(f"GET /health HTTP/1.1\r\n{host}{many}\r\n") == [431]
+    assert answers(f"GET /health HTTP/1.1\r\n{host}X: {'y' * 70000}\r\n\r\n") == [431]
+    # A request line without a version http.server takes is answered as HTTP/0.9 (the
+    # body alone), as http.server does.
+    refused = exchange(server, b"GET /health HTTP/2.0\r\n\r\n")
+    assert json.loads(refused) == {"error": "Invalid HTTP version (2.0)"}
+    for version in ("HTTP/1", "HTTP/1.1.1", "HTTPS/1.1", "HTTP/a.b"):
+        refused = exchange(server, f"GET /health {version}\r\n{host}\r\n".encode())
+        assert json.loads(refused) == {"error": f"Bad request version ({version!r})"}
+    smuggled = "GET /health HTTP/1.1\r\n" + host + "\r\n"
+    for bad in ("Content-Length 5", "Content-Length : 5", " folded: on", "\tfolded: on", ": x"):
+        head = f"POST /run HTTP/1.1\r\n{host}{bad}\r\n\r\n"
+        assert answers(head + smuggled) == [400], bad
+    # HTTP/0.9: a GET is answered with the body alone, anything else refused
+    assert exchange(server, b"GET /health\r\n\r\n").startswith(b'{"jobs"')
+    continued = f"POST /run HTTP/1.1\r\n{host}Content-Type: application/json\r\n"
+    continued += "Content-Length: 13\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    assert answers(continued, b'{"input": {}}') == [100, 200]
+    code, _, body = parse(exchange(server, f"GET /health HTTP/1.0\r\n{host}\r\n".encode()))
+    assert code == 200 and "jobs" in body  # and the server closed the connection
+    head = exchange(server, f"HEAD /health HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode())
+    assert head.startswith(b"HTTP/1.1 501") and head.endswith(b"\r\n\r\n")
+    code, _, body = parse(
+        exchange(server, f"GET //health HTTP/1.1\r\n{host}Connection: close\r\n\r\n".encode())
+    )
+    assert code == 200 and "jobs" in body
+    # Header names in any case, values without the whitespace around them, each answer
+    # whole (one write) on a kept-open connection.
+    mixed = f"POST /run HTTP/1.1\r\nhOsT:   127.0.0.1:{server.port}  \r\ncontent-TYPE: application/json\r\n"
+    mixed += "CONTENT-LENGTH: 13\r\n\r\n"
+    assert answers(
+        mixed
+        + '{"input": {}}'
+        + mixed
+        + '{"input": {}}'
+        + "GET /nope HTTP/1.1\r\n"
+        + host
+        + "Connection: close\r\n\r\n"
+    ) == [200, 200, 404]
 
 
 # ------------------------------------------------------------------ hostile bodies, ids, headers

@@ -15,14 +15,20 @@ This module is the lifecycle: a `Server` ties a job queue to an HTTP server, sta
 stops them in order (no new requests, queued jobs cancelled, running ones given a grace,
 answers in flight sent) and is stopped at exit. The parts, each of one concern:
 
-    queue.py   the jobs and the worker threads: submit, take, run, settle, cancel, status,
+    queue.py   the jobs and the worker threads: submit, take, run, cancel, status,
                stream, forgetting old jobs, worker survival; nothing of HTTP
-    job.py     one job as the server holds it and as /status and /stream word it
+    inline.py  a /runsync job run on its request's own thread: its slot, and the answer
+               sent when RunPod's wait runs out before the job ends
+    job.py     one job as the server holds it, how a run ends it (settle), and how
+               /status and /stream word it
     sizing.py  how many jobs run at once: `concurrency`, or the JobScaler's modifier rule
     http.py    the HTTP side: bodies and their limits, JSON checks, Host/Origin refusal,
                the token, routes to the queue, the error answers
+    wire.py    HTTP/1.1 framing: a request's head read without the email parser, an
+               answer written in one piece
 
-The arrows run one way: http -> queue -> (job, sizing); none of them imports this module.
+The arrows run one way: http -> (wire, inline, queue), queue -> (inline, job, sizing),
+inline -> job; none of them imports this module.
 """
 
 from __future__ import annotations
@@ -44,8 +50,7 @@ from nbworker.serve.job import MAX_EXECUTION_TIMEOUT_MS as MAX_EXECUTION_TIMEOUT
 from nbworker.serve.job import NOT_FOUND as NOT_FOUND
 from nbworker.serve.job import NOT_STREAMING as NOT_STREAMING
 from nbworker.serve.job import Job
-from nbworker.serve.queue import KEEP_FINISHED as KEEP_FINISHED
-from nbworker.serve.queue import MAX_QUEUED, RUNSYNC_WAIT, JobQueue
+from nbworker.serve.queue import KEEP_FINISHED, MAX_QUEUED, RUNSYNC_WAIT, JobQueue
 from nbworker.serve.queue import MAX_QUEUED_BYTES as MAX_QUEUED_BYTES
 from nbworker.serve.queue import log as log
 from nbworker.serve.sizing import MAX_WORKERS as MAX_WORKERS
@@ -83,9 +88,16 @@ class Server:
         max_queued: int = MAX_QUEUED,
         runsync_wait: float = RUNSYNC_WAIT,
         read_timeout: float = READ_TIMEOUT,
+        keep_finished: int = KEEP_FINISHED,
     ) -> None:
         self.session, self.name, self.host = session, name, host
-        self._queue = JobQueue(session, name, max_queued=max_queued, runsync_wait=runsync_wait)
+        self._queue = JobQueue(
+            session,
+            name,
+            max_queued=max_queued,
+            runsync_wait=runsync_wait,
+            keep_finished=keep_finished,
+        )
         self._httpd = HTTPServer(
             self._queue, host, port, token, max_body=max_body, read_timeout=read_timeout
         )
@@ -237,11 +249,13 @@ def serve(
     max_queued: int = MAX_QUEUED,
     runsync_wait: float = RUNSYNC_WAIT,
     read_timeout: float = READ_TIMEOUT,
+    keep_finished: int = KEEP_FINISHED,
 ) -> Server:
     """Serve `session`'s handler `name` (None: `handler`, else the only one, looked up at
     each job) on `host:port` (0: a free port). A non-loopback host needs a `token`.
     `max_queued` jobs may wait (more are answered 429); a socket read waits `read_timeout`
-    seconds at most. Raises ServeError when the address cannot be used."""
+    seconds at most; the newest `keep_finished` finished jobs answer /status. Raises
+    ServeError when the address cannot be used."""
     server = Server(
         session,
         name,
@@ -252,6 +266,7 @@ def serve(
         max_queued=max_queued,
         runsync_wait=runsync_wait,
         read_timeout=read_timeout,
+        keep_finished=keep_finished,
     )
     with _servers_lock:
         _servers.add(server)

@@ -23,14 +23,17 @@ import json
 import logging
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from nbworker.errors import QueueFull, ServeError
 from nbworker.record import jsonable
+from nbworker.serve.inline import Pending, Waits
 from nbworker.serve.job import IN_QUEUE
 from nbworker.serve.queue import JobQueue
+from nbworker.serve.wire import Date, Headers, LeanRequestParsing, answer_bytes
 
 __all__ = ["HTTPServer", "RequestHandler", "is_loopback"]
 
@@ -41,6 +44,7 @@ MAX_DEPTH = 100  # levels of nesting in a request body (Python's json recurses, 
 READ_TIMEOUT = 60.0
 DRAIN_LIMIT = 64 * 1024 * 1024  # a refused body up to this size is read before answering
 TOO_DEEP = f"the body nests lists and objects over {MAX_DEPTH} levels deep"
+_STRICT = json.JSONEncoder(allow_nan=False)  # made once: json.dumps(allow_nan=...) makes one a call
 
 # The name users and tests filter on; the package's modules share it.
 log = logging.getLogger("nbworker.serve")
@@ -89,6 +93,8 @@ class HTTPServer(ThreadingHTTPServer):
         # the queue's lock for why requests take none.
         self.connections: set[socket.socket] = set()
         self.answering: set[object] = set()  # request handlers answering now
+        self._connections_started = 0  # for the names of their threads
+        self.date = Date()
         if ":" in host:
             self.address_family = socket.AF_INET6
         try:
@@ -98,6 +104,7 @@ class HTTPServer(ThreadingHTTPServer):
                 raise ServeError(f"port {port} on {host} is in use: pick another --port") from None
             raise ServeError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
         self.port: int = self.server_address[1]
+        self.waits = Waits(lambda: jobs.runsync_wait, name=f"nbworker-runsync-wait-{self.port}")
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         # The Host names of this server (see `refusal`); port 80 may go without its number.
@@ -106,6 +113,18 @@ class HTTPServer(ThreadingHTTPServer):
         if self.port == 80:
             self._hosts |= names
         self._loopback = is_loopback(host)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection (ThreadingMixIn's), named for this server: a /runsync
+        job may run on it."""
+        self._connections_started += 1
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"nbworker-request-{self.port}-{self._connections_started}",
+            daemon=True,
+        )
+        thread.start()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """What escaped a request's thread: a client that hung up or went silent is one debug
@@ -160,6 +179,7 @@ class HTTPServer(ThreadingHTTPServer):
     def hang_up(self) -> None:
         """After the listening loop ended: let answers in flight (e.g. /runsync) go out for
         up to 0.5 s, then end every connection (idle keep-alive ones too)."""
+        self.waits.stop()
         deadline = time.monotonic() + 0.5
         while self.answering and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -211,13 +231,14 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-class RequestHandler(BaseHTTPRequestHandler):
+class RequestHandler(LeanRequestParsing, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: one connection serves many requests
-    # TCP_NODELAY: headers and body go out as two writes, and with Nagle's algorithm the
-    # body waited for the client's delayed ACK (~40 ms per request on a kept-open connection)
+    # TCP_NODELAY: an answer goes out at once (with Nagle's algorithm, an answer written in
+    # two parts waited for the client's delayed ACK, ~40 ms a request on a kept-open one)
     disable_nagle_algorithm = True
     server_version = "nbworker"
     server: HTTPServer
+    headers: Headers  # type: ignore[assignment]  # wire.py's, read as http.server's
     _must_close = False  # this request's body was left unread: close after answering
 
     def setup(self) -> None:
@@ -256,20 +277,21 @@ class RequestHandler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
     ) -> None:
         try:
-            data = json.dumps(body, allow_nan=False).encode()
+            data = _STRICT.encode(body).encode()
         except (TypeError, ValueError):  # NaN and Infinity as null (as the SDK), objects
             data = json.dumps(jsonable(body)).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
+        headers = dict(headers or {})
         if close or self._must_close:
-            self.send_header("Connection", "close")
+            headers["Connection"] = "close"
             self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        answer = answer_bytes(
+            code, data, headers, server=self.version_string(), date=self.server.date.now()
+        )
+        if self.request_version == "HTTP/0.9":  # no head, as http.server answers it
+            answer = data
+        elif self.command == "HEAD":
+            answer = answer[: len(answer) - len(data)]
+        self.wfile.write(answer)
 
     def _answer(
         self, code: int, body: dict[str, Any], close: bool = False, headers: Any = None
@@ -354,7 +376,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             ) from None
         except RecursionError:  # too deep for Python's parser
             raise _BadRequest(400, TOO_DEEP) from None
-        if _too_deep(body, MAX_DEPTH):
+        # Nesting needs an opening bracket a level: a body with fewer is not walked.
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body, MAX_DEPTH):
             raise _BadRequest(400, TOO_DEEP)
         if not isinstance(body, dict):
             raise _BadRequest(400, f"the body must be a JSON object, not {_kind(body)}")
@@ -387,6 +410,19 @@ class RequestHandler(BaseHTTPRequestHandler):
         finally:
             answering.discard(self)
 
+    def _run_sync(self, body: dict[str, Any], size: int) -> None:
+        """/runsync: answered here when the job ends, unless its wait ran out first and
+        the server's `Waits` answered (inline.py): then the connection closes."""
+        waits = self.server.waits
+        pending = Pending(lambda answer: self._answer(200, answer, True))
+        answer = self.server.jobs.run_sync(
+            body, size=size, started=lambda job: waits.started(pending, job)
+        )
+        if waits.ended(pending):
+            self._send(200, answer)
+        else:
+            self.close_connection = True
+
     def _route(self, method: str) -> None:
         server, jobs = self.server, self.server.jobs
         if jobs.closing:
@@ -408,7 +444,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 job = jobs.submit(body, size=size)
                 self._send(200, {"id": job.id, "status": IN_QUEUE})
             else:
-                self._send(200, jobs.run_sync(body, size=size))
+                self._run_sync(body, size)
             return
         self._must_close = not self._discard_body()  # a body other routes get is not used
         if method == "OPTIONS":  # a CORS preflight: granted to no origin

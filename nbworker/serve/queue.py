@@ -11,7 +11,9 @@ Each job is run by `JobRunner.run`, the code `%rp_test` uses, so it gets RunPod'
 name when each job starts, so re-running its `%%handler` cell changes what new jobs run,
 without a restart. Jobs run on worker threads, at most the handler's `concurrency` at once
 (read at each dispatch); the others wait in a FIFO queue. Each worker thread has a runner
-(and so an event loop for async handlers) of its own.
+(and so an event loop for async handlers) of its own. A /runsync job that finds a free slot
+and no job waiting runs on its request's own thread instead (`run_sync`; inline.py): it
+counts against the same limit, and is cancelled and timed out the same way.
 
 How many run at once (`concurrency`, or a `concurrency_modifier`'s answers, as the SDK's
 JobScaler takes them) is `sizing.py`'s: the one rule here that the SDK defines.
@@ -23,10 +25,14 @@ Cancelling a running job: the job is marked CANCELLED at once and whatever it pr
 is discarded; the worker thread also gets an asynchronous `KeyboardInterrupt` (the mechanism
 `jobs.py` uses for timeouts off the main thread, as signals cannot be used there), which
 stops Python code at once but a blocking call (sleep, I/O, a GPU kernel) only when it returns.
+One that has not landed when the job ends lands and is dropped then (`job.settle`).
 A job body may carry RunPod's `policy.executionTimeout` (milliseconds): past it the job is
 TIMED_OUT, by the same mechanism.
 
 The queue is bounded (MAX_QUEUED jobs, MAX_QUEUED_BYTES of bodies: `QueueFull`, HTTP 429).
+Finished jobs are kept for /status, the newest `keep_finished` of them (KEEP_FINISHED); the
+oldest are forgotten in the order they finished, at O(1) a job; a queued or running job is
+never forgotten.
 A handler that exits or raises any BaseException, or an exception sent to a worker thread
 from outside, fails that job only: the worker serves on, and a thread that ends anyway is
 replaced.
@@ -39,26 +45,27 @@ import ctypes
 import logging
 import threading
 import time
-import uuid
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from nbworker import checks
 from nbworker.errors import NbworkerError, QueueFull, ServeError
 from nbworker.jobs import JobRunner
 from nbworker.record import FINAL_STATUSES
 from nbworker.registry import HandlerSpec
+from nbworker.serve.inline import Slots
 from nbworker.serve.job import (
     IN_PROGRESS,
     IN_QUEUE,
-    NOT_STREAMING,
     Job,
+    JobIds,
+    Worker,
     execution_timeout,
-    handler_failure,
-    json_copy,
     not_found,
+    run_job,
+    settle,
     stray_error,
+    stream_view,
     view,
 )
 from nbworker.serve.sizing import Sizing
@@ -77,21 +84,6 @@ KEEP_FINISHED = 10_000  # finished jobs remembered for /status; the oldest are f
 log = logging.getLogger("nbworker.serve")
 
 
-@dataclass(eq=False)
-class Worker:
-    """A worker thread and its figures, which only that thread writes (read without locks)."""
-
-    thread: threading.Thread | None = None
-    busy: bool = False
-    completed: int = 0
-    failed: int = 0
-    job: Job | None = None  # the job it holds, from its take until it is settled
-    # Held while the worker may sleep; released to wake it. A bare C lock, not a Condition:
-    # an exception delivered to the thread (PyThreadState_SetAsyncExc) while it waits cannot
-    # leave the server's lock released or half-taken, as it can in Condition.wait.
-    wake: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-
 class JobQueue:
     """The jobs of one server and the worker threads that run them: `session`'s handler
     `name` (None: the default handler), looked up as each job starts. `port` is the
@@ -104,9 +96,11 @@ class JobQueue:
         *,
         max_queued: int = MAX_QUEUED,
         runsync_wait: float = RUNSYNC_WAIT,
+        keep_finished: int = KEEP_FINISHED,
     ) -> None:
         self.session, self.name = session, name
         self.max_queued, self.runsync_wait = max_queued, runsync_wait
+        self.keep_finished = keep_finished
         self.port = 0
         # The server lock guards the queue and dispatch only. Requests and the end of a job
         # do not take it (job status, counts and the HTTP side's sets are read and changed by
@@ -114,11 +108,16 @@ class JobQueue:
         # hand-over (5 ms and more), and with 32 clients polling in the kernel's own process,
         # jobs took 15-40 ms each instead of 40 µs.
         self._lock = threading.Lock()
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._jobs: dict[str, Job] = {}
+        self._ids = JobIds()
+        # The ids of finished jobs in the order they finished, to forget the oldest: appended
+        # wherever a job ends (deque.append is atomic), popped under the server lock.
+        self._finished: deque[str] = deque()
         self._waiting: deque[Job] = deque()  # the jobs no worker took yet, first in first out
         self._queued_bytes = 0
         self._workers: list[Worker] = []
         self._sleeping: list[Worker] = []  # workers waiting for a job (under the lock)
+        self._inline = Slots()  # the slots of /runsync jobs run on request threads
         self._retired = [0, 0]  # completed and failed jobs of worker threads that ended
         self._started = 0  # worker threads started, for their names
         self.closing = False
@@ -202,7 +201,7 @@ class JobQueue:
         self._retired[1] += worker.failed
 
     def _running(self) -> int:
-        return sum(worker.busy for worker in self._workers)
+        return sum(worker.busy for worker in self._workers) + self._inline.busy()
 
     def _work_loop(self, worker: Worker) -> None:
         """Take jobs and run them until the server stops. Nothing a job raises, and no
@@ -282,34 +281,8 @@ class JobQueue:
         try:
             spec = self.session.registry.get(self.name)
             job.spec = spec
-
-            def on_chunk(chunk: Any, index: int) -> None:
-                copy = json_copy(chunk)  # strict JSON for /stream, and the handler's own
-                with job.lock:  # object may change after it is yielded
-                    job.pending.append(copy)
-
-            def on_progress(value: Any, seconds: float) -> None:
-                job.progress, job.progressed = json_copy(value), True
-
-            run = runner.run(
-                spec,
-                job.payload,
-                timeout=job.timeout,
-                on_chunk=on_chunk,
-                on_progress=on_progress,
-            )
+            status, result, run = run_job(job, spec, runner)
             self.session.history.append(run)
-            if run.status == "CANCELLED" and job.status != "CANCELLED" and run.interrupt:
-                # An interrupt no /cancel sent: the handler raised KeyboardInterrupt, or one
-                # was delivered to this thread. Deployed, it would end the worker: a failure.
-                status, result = "FAILED", {"error": handler_failure(run.interrupt, spec.streams)}
-            elif run.status in ("CANCELLED", "TIMED_OUT"):
-                status, result = run.status, {"error": run.error}
-            else:
-                status, result = run.status, run.result or {}
-                problem = checks.serialization_problem(result)
-                if problem is not None:  # a deployed worker would post nothing: job hangs
-                    status, result = "FAILED", {"error": f"the handler's result is {problem}"}
         except NbworkerError as err:  # no handler to run
             status, result = "FAILED", {"error": str(err)}
         except BaseException as err:  # nbworker's fault, or an exit or interrupt sent to this
@@ -327,75 +300,121 @@ class JobQueue:
         *,
         here: bool = True,
     ) -> None:
-        """Record how `job` ended and free its worker; a second call does nothing.
-
-        A cancel marks the job CANCELLED (under the job's lock) before it interrupts the
-        thread, so a cancelled job stays cancelled whatever `status` says. Once this has
-        cleared the thread's pending interrupt and `thread_id`, no cancel can interrupt this
-        thread. Counts and `busy` change before the status is published, so a client that
-        sees a job end sees /health count it. `here`: called on the worker's own thread (else
-        for a worker whose thread ended)."""
-        with job.lock:  # a C lock: no interrupt lands between acquiring and the block
-            if here:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(threading.get_ident()), None
-                )
-            if job.thread_id is None:
-                return
-            job.thread_id = None
-            worker.busy = False
-            worker.job = None
-            if job.status in FINAL_STATUSES:  # cancelled meanwhile: what it made is discarded
-                return
-            if status == "COMPLETED":
-                worker.completed += 1
-            elif status in ("FAILED", "TIMED_OUT"):
-                worker.failed += 1
-            job.result = result  # before the status: `status()` reads them without a lock
-            job.status = status
-            job.done.set()
+        """Record how `job` ended and free its worker (see `job.settle`)."""
+        settle(job, status, result, worker, self._finished, here=here)
 
     # ------------------------------------------------------------- what requests call
 
     def submit(self, body: dict[str, Any], *, prefix: str = "", size: int = 0) -> Job:
         """Queue a job made of a request body (already checked) of `size` bytes. Raises
         QueueFull when the queue holds `max_queued` jobs or MAX_QUEUED_BYTES of bodies."""
-        job_id = f"{prefix}{uuid.uuid4()}"
+        job = self._job(body, prefix, size)
+        wanted = self._sizing.ask(self._spec())  # user code: outside the lock
+        with self._lock:
+            self._admit_locked(job, wanted)
+            self._queue_locked(job)
+        return job
+
+    def run_sync(
+        self,
+        body: dict[str, Any],
+        *,
+        size: int = 0,
+        started: Callable[[Job], None] | None = None,
+    ) -> dict[str, Any]:
+        """/runsync: run a job and answer with its end, or with its status after
+        `runsync_wait` seconds. With a free slot and no job waiting (first come, first
+        served), the job runs on this thread, to its end (`started(job)` first: the caller
+        answers at the wait's end, see inline.py); else it is queued for a worker."""
+        job = self._job(body, "sync-", size)
+        spec = self._spec()
+        wanted = self._sizing.ask(spec)  # user code: outside the lock
+        worker: Worker | None = None
+        try:
+            with self._lock:
+                self._admit_locked(job, wanted)
+                worker = self._inline_slot_locked(job, spec)
+                if worker is None:
+                    self._queue_locked(job)
+            if worker is not None:
+                if started is not None:
+                    started(job)
+                assert worker.runner is not None
+                self._execute(job, worker.runner, worker)
+        except BaseException as err:  # once the job holds a slot here: a cancel's interrupt
+            if worker is None:  # landing past the runner's reach, which fails the job only
+                raise
+            self._end_here(job, worker, err)
+        finally:
+            if worker is not None:
+                self._free_here(worker)
+        if worker is None:
+            job.done.wait(self.runsync_wait)
+        return view(job)
+
+    def _job(self, body: dict[str, Any], prefix: str, size: int) -> Job:
+        job_id = f"{prefix}{self._ids.next()}"
         payload = {"id": job_id, "input": body["input"]}
         if "webhook" in body:  # handed to the handler as the SDK does; nothing is fetched
             payload["webhook"] = body["webhook"]
-        job = Job(job_id, payload, execution_timeout(body.get("policy")), size)
-        wanted = self._sizing.ask(self._spec())  # user code: outside the lock
-        with self._lock:
-            if self.closing:
-                raise ServeError("the server is stopping")
-            if len(self._waiting) >= self.max_queued or (
-                self._waiting and self._queued_bytes + size > MAX_QUEUED_BYTES
-            ):
-                raise QueueFull(
-                    f"{len(self._waiting)} jobs ({self._queued_bytes:,} bytes) wait already: "
-                    "try again later"
-                )
-            self._jobs[job_id] = job
-            self._forget_old()
-            self._waiting.append(job)
-            self._queued_bytes += size
-            self._resize_locked(wanted)
-            self._spawn_locked()
-            self._wake_locked()
-        return job
+        return Job(job_id, payload, execution_timeout(body.get("policy")), size)
 
-    def _forget_old(self) -> None:
-        extra = len(self._jobs) - KEEP_FINISHED
-        if extra <= 0:
-            return
-        for job_id in [i for i, j in self._jobs.items() if j.status in FINAL_STATUSES][:extra]:
-            del self._jobs[job_id]
+    def _admit_locked(self, job: Job, wanted: int | None) -> None:
+        """Take `job` in (the server lock held), forgetting the oldest finished jobs past
+        `keep_finished`; ServeError when stopping, QueueFull when the queue is full."""
+        if self.closing:
+            raise ServeError("the server is stopping")
+        waiting = self._waiting
+        if len(waiting) >= self.max_queued or (
+            waiting and self._queued_bytes + job.size > MAX_QUEUED_BYTES
+        ):
+            raise QueueFull(
+                f"{len(waiting)} jobs ({self._queued_bytes:,} bytes) wait already: try again later"
+            )
+        self._jobs[job.id] = job
+        finished, jobs = self._finished, self._jobs
+        while len(finished) > self.keep_finished:
+            jobs.pop(finished.popleft(), None)
+        self._resize_locked(wanted)
 
-    def run_sync(self, body: dict[str, Any], *, size: int = 0) -> dict[str, Any]:
-        job = self.submit(body, prefix="sync-", size=size)
-        job.done.wait(self.runsync_wait)
-        return view(job)
+    def _queue_locked(self, job: Job) -> None:
+        """Queue an admitted job for the worker threads (the server lock held)."""
+        self._waiting.append(job)
+        self._queued_bytes += job.size
+        self._spawn_locked()
+        self._wake_locked()
+
+    def _inline_slot_locked(self, job: Job, spec: HandlerSpec | None) -> Worker | None:
+        """A slot for `job` on the calling thread, the job marked as running in it (the
+        server lock held); None when the job must queue: a job waits (it goes first), all
+        slots are taken, or a new size waits for the running jobs to end."""
+        if self._waiting or self._running() >= self._sizing.limit(spec):
+            return None
+        worker = self._inline.take()
+        worker.job = job
+        job.thread_id = threading.get_ident()
+        job.status = IN_PROGRESS
+        worker.busy = True
+        return worker
+
+    def _end_here(self, job: Job, worker: Worker, err: BaseException) -> None:
+        """Fail a job run on this request thread with what reached it outside the runner
+        (a cancelled one stays CANCELLED), as a worker thread would."""
+        try:
+            self._settle(job, "FAILED", {"error": stray_error(err)}, worker)
+        except BaseException as again:  # one more, while settling: as a worker thread's end
+            error = f"nbworker: the job's thread was interrupted ({type(again).__name__})"
+            self._settle(job, "FAILED", {"error": error}, worker, here=False)
+
+    def _free_here(self, worker: Worker) -> None:
+        """Give back a request thread's slot; a queued job may take it."""
+        self._inline.give(worker)
+        if self._waiting or self.closing:
+            with self._lock:
+                self._resize_locked()
+                self._wake_locked()
+                if self.closing:
+                    self._inline.close_idle()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -412,6 +431,7 @@ class JobQueue:
             self._waiting.remove(job)
             self._queued_bytes -= job.size
             job.status = "CANCELLED"
+            self._finished.append(job.id)
             job.done.set()
             return
         with job.lock:
@@ -419,8 +439,10 @@ class JobQueue:
                 return
             job.result = None
             job.status = "CANCELLED"
+            self._finished.append(job.id)
             job.done.set()
             if job.thread_id is not None:
+                job.interrupted = True  # before it can land: the settle absorbs it
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(job.thread_id), ctypes.py_object(KeyboardInterrupt)
                 )
@@ -441,17 +463,10 @@ class JobQueue:
                 spec = self.session.registry.get(self.name)
             except NbworkerError as err:
                 return {"id": job_id, "status": "FAILED", "error": str(err)}
-        if not spec.streams:
-            return {"id": job_id, "status": "FAILED", "error": NOT_STREAMING}
-        with job.lock:
-            chunks, job.pending = job.pending, []
-            answer = {"id": job.id, "status": job.status, "stream": [{"output": c} for c in chunks]}
-            if job.status != "COMPLETED" and job.result and "error" in job.result:
-                answer["error"] = job.result["error"]
-        return answer
+        return stream_view(job, spec)
 
     def health(self) -> dict[str, Any]:
-        workers = list(self._workers)
+        workers = [*self._workers, *self._inline.all]
         running = sum(worker.busy for worker in workers)
         completed, failed = self._retired
         return {
@@ -489,9 +504,14 @@ class JobQueue:
         threads = [worker.thread for worker in self._workers if worker.thread is not None]
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
+        for worker in list(self._inline.all):  # /runsync jobs running on request threads
+            job = worker.job
+            if job is not None:
+                job.done.wait(max(deadline - time.monotonic(), 0))
         with self._lock:
             for job in self._jobs.values():
                 if job.status in (IN_QUEUE, IN_PROGRESS):
                     self._cancel_locked(job)
+            self._inline.close_idle()
         for thread in threads:
             thread.join(0.5)
