@@ -12,10 +12,13 @@ import json
 import math
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "ASYNCIO_RUN_MESSAGE",
+    "Sent",
+    "encode_result",
     "encoded",
     "job_warnings",
     "registration_warnings",
@@ -29,13 +32,17 @@ ASYNCIO_RUN_MESSAGE = "asyncio.run() cannot be called from a running event loop"
 SIZE_LIMIT_BYTES = 20_000_000  # the SDK's tip: larger results should go to object storage
 
 
-def _calls_asyncio_run(function: Callable[..., Any]) -> bool:
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError, IndentationError):
-        return False
-    for node in ast.walk(tree):
+def _calls_asyncio_run(
+    function: Callable[..., Any], definition: ast.AST | None = None, source: str | None = None
+) -> bool:
+    if definition is not None and source is not None and "asyncio" not in source:
+        return False  # the tree holds no name asyncio: no need to walk it
+    if definition is None:
+        try:
+            definition = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        except (OSError, TypeError, SyntaxError, IndentationError):
+            return False
+    for node in ast.walk(definition):
         if not isinstance(node, ast.Call):
             continue
         func = node.func
@@ -49,8 +56,18 @@ def _calls_asyncio_run(function: Callable[..., Any]) -> bool:
     return False
 
 
-def registration_warnings(function: Callable[..., Any], *, name: str, kind: str) -> list[str]:
-    """Warnings about the function itself, found once when it is registered."""
+def registration_warnings(
+    function: Callable[..., Any],
+    *,
+    name: str,
+    kind: str,
+    definition: ast.AST | None = None,
+    source: str | None = None,
+) -> list[str]:
+    """Warnings about the function itself, found once when it is registered. `definition`
+    is the syntax tree of the function's `def` where the caller has it (from a %%handler
+    cell's tree), and `source` the text it was parsed from: the function's source is then
+    not read and parsed again."""
     found = []
     inner = inspect.unwrap(function)
     if kind in ("sync", "async") and (
@@ -62,7 +79,7 @@ def registration_warnings(function: Callable[..., Any], *, name: str, kind: str)
             "will not stream; it returns the generator object, which cannot be sent, and the "
             "job hangs. Register the generator itself, or make the decorator a generator."
         )
-    if _calls_asyncio_run(function):
+    if _calls_asyncio_run(function, definition, source):
         found.append(
             f"{name} calls asyncio.run(): a deployed worker calls handlers inside its running "
             "event loop, where asyncio.run() fails. Make the handler `async def` and await."
@@ -92,6 +109,50 @@ def encoded(value: Any) -> tuple[bytes | None, str | None]:
         return None, (
             "not valid UTF-8 (it holds a lone surrogate; shown and recorded here as U+FFFD)"
         )
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A result as RunPod's job loop would send it, encoded once (C encoder) for every
+    check, the record and the views that need it."""
+
+    size: int  # bytes of its UTF-8 JSON (0 when it cannot be sent)
+    problem: str | None = None  # why it cannot be sent
+    non_finite: bool = False  # it holds NaN or Infinity (invalid JSON)
+    # The output's own JSON when it is valid JSON (finite, UTF-8): the text the record and
+    # the views reuse.
+    output_json: str | None = None
+
+
+def _dumps(value: Any, *, allow_nan: bool) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=allow_nan)
+
+
+def encode_result(result: dict[str, Any]) -> Sent:
+    """`result` as `encoded` sends it (the same size and problems), each of its values
+    encoded once: NaN or Infinity is found by the strict encoder failing (then the lenient
+    one tells whether it can be sent at all), not by a walk in Python."""
+    if not all(type(key) is str for key in result):  # never the runner's: the slow way
+        data, problem = encoded(result)
+        size = 0 if data is None else len(data)
+        return Sent(size, problem, problem is None and _has_non_finite(result))
+    size, non_finite, output_json = 2 * max(len(result) - 1, 0) + 2, False, None  # {, }
+    for key, value in result.items():
+        try:
+            try:
+                text, strict = _dumps(value, allow_nan=False), True
+            except ValueError:  # NaN or Infinity, or what the lenient encoder refuses too
+                text, strict = _dumps(value, allow_nan=True), False
+            size += len(text) if text.isascii() else len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate (a ValueError too: first)
+            return Sent(0, encoded(result)[1])
+        except (TypeError, ValueError, RecursionError) as err:
+            return Sent(0, f"not JSON-serialisable ({err})")
+        size += len(_dumps(key, allow_nan=False).encode("utf-8")) + 2  # "key": value
+        non_finite = non_finite or not strict
+        if key == "output" and strict:
+            output_json = text
+    return Sent(size, None, non_finite, output_json)
 
 
 def serialization_problem(value: Any) -> str | None:
@@ -145,12 +206,10 @@ def _has_non_finite(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def result_warnings(
-    returned: Any, result: dict[str, Any], sent: tuple[bytes | None, str | None] | None = None
-) -> list[str]:
+def result_warnings(returned: Any, result: dict[str, Any], sent: Sent | None = None) -> list[str]:
     """Warnings about what a non-streaming handler returned and the result RunPod makes of it.
-    `sent` is `encoded(result)` when the caller has it."""
-    data, problem = sent if sent is not None else encoded(result)
+    `sent` is `encode_result(result)` when the caller has it."""
+    sent = sent if sent is not None else encode_result(result)
     found = []
     if isinstance(returned, dict) and not returned:
         found.append(
@@ -168,18 +227,18 @@ def result_warnings(
             f"error is a {type(error).__name__}, not a string: the SDK's local API server "
             "answers HTTP 500 and clients expect text. Join or json.dumps it."
         )
-    if problem or data is None:
+    if sent.problem:
         found.append(
-            f"the result is {problem}: deployed, the worker logs an error and sends nothing, "
-            "so the job never finishes (it hangs until the endpoint's execution timeout)."
+            f"the result is {sent.problem}: deployed, the worker logs an error and sends "
+            "nothing, so the job never finishes (it hangs until the endpoint's execution timeout)."
         )
-    elif _has_non_finite(result):
+    elif sent.non_finite:
         found.append(
             "the output holds NaN or Infinity, which is not valid JSON: RunPod's API turns "
             "them into null and strict JSON clients reject them."
         )
     else:
-        size = len(data)
+        size = sent.size
         if size > SIZE_LIMIT_BYTES:
             found.append(
                 f"the result is {size / 1e6:.1f} MB, over RunPod's 20 MB limit: upload large "

@@ -47,17 +47,27 @@ _STYLE = (
 _PRE = "margin:2px 0 4px 0;padding:4px 6px;white-space:pre-wrap;background:rgba(127,127,127,.08)"
 
 
-def _dump(value: Any) -> str:
-    """JSON on one line when it is short, indented when it is not."""
+def _dump(value: Any, text: str | None = None) -> str:
+    """JSON on one line when it is short, indented when it is not, cut at MAX_SHOWN
+    characters. `text` is the value's one-line JSON where the caller has it (a run's
+    output). A long value is indented only as far as it is shown: the view is the start of
+    `json.dumps(value, indent=2)` whatever the value's size (with an indent, json's encoder
+    is the lazy one in Python, so it stops once that much is out)."""
     try:
-        text = json.dumps(value, ensure_ascii=False)
-        if len(text) > 100:
-            text = json.dumps(value, indent=2, ensure_ascii=False)
+        text = text if text is not None else json.dumps(value, ensure_ascii=False)
+        if len(text) <= 100:
+            return text
+        shown, whole = "", f"{len(text):,} in one line of JSON"
+        for chunk in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(value):
+            shown += chunk
+            if len(shown) > MAX_SHOWN:
+                break
     except (TypeError, ValueError, RecursionError):
-        text = safe_repr(value)
-    if len(text) > MAX_SHOWN:
-        text = f"{text[:MAX_SHOWN]}\n… ({len(text) - MAX_SHOWN:,} more characters)"
-    return text
+        shown = safe_repr(value)
+        whole = f"{len(shown):,}"
+    if len(shown) > MAX_SHOWN:
+        return f"{shown[:MAX_SHOWN]}\n… (cut at {MAX_SHOWN:,} characters of {whole})"
+    return shown
 
 
 def _duration(ms: float) -> str:
@@ -164,7 +174,7 @@ def _sections(run: Run) -> list[tuple[str, str]]:
     if run.stream is not None:
         sections.append((f"stream ({len(run.stream)} chunks)", _chunks_text(run.stream)))
     if run.status == "COMPLETED" or run.output is not None:
-        sections.append(("output", _dump(run.output)))
+        sections.append(("output", _dump(run.output, run.output_json)))
     if run.error is not None:
         sections.append(("error", _error_text(run)))
     if run.traceback and run.status != "COMPLETED":
@@ -201,9 +211,9 @@ def _notes(run: Run) -> list[str]:
     return notes + [f"⚠ {warning}" for warning in run.warnings]
 
 
-def run_text(run: Run) -> str:
+def run_text(run: Run, sections: list[tuple[str, str]] | None = None) -> str:
     lines = [_headline(run)]
-    for title, text in _sections(run):
+    for title, text in _sections(run) if sections is None else sections:
         if "\n" in text:
             lines.append(f"{title}:")
             lines.extend(f"  {line}" for line in text.splitlines())
@@ -213,7 +223,7 @@ def run_text(run: Run) -> str:
     return "\n".join(lines)
 
 
-def run_html(run: Run) -> str:
+def run_html(run: Run, sections: list[tuple[str, str]] | None = None) -> str:
     color = COLORS[run.status]
     esc = html.escape
     parts = [
@@ -224,7 +234,7 @@ def run_html(run: Run) -> str:
         f'<details><summary>input</summary><pre style="{_PRE}">'
         f"{esc(_dump(run.job.get('input')))}</pre></details>",
     ]
-    for title, text in _sections(run):
+    for title, text in _sections(run) if sections is None else sections:
         is_open = " open" if title != "traceback" or run.status == "FAILED" else ""
         parts.append(
             f"<details{is_open}><summary>{esc(title)}</summary>"
@@ -271,9 +281,10 @@ def run_bundle(run: Run, *, tidy: Callable[[str], str] | None = None) -> dict[st
         shown = Run(**{**run.__dict__, "traceback": tidy(run.traceback)})
     else:
         shown = run
+    sections = _sections(shown)  # the output's view is made once, for both views
     return {  # no lone surrogate may reach Jupyter's messages (they must be UTF-8)
-        "text/plain": scrub(run_text(shown), "backslashreplace"),
-        "text/html": scrub(run_html(shown), "backslashreplace"),
+        "text/plain": scrub(run_text(shown, sections), "backslashreplace"),
+        "text/html": scrub(run_html(shown, sections), "backslashreplace"),
         RECORD_MIMETYPE: run.to_record(),
     }
 

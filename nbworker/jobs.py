@@ -38,7 +38,7 @@ from nbworker.envelope import (
     result_from_return,
     user_traceback,
 )
-from nbworker.record import Run, jsonable, safe_str
+from nbworker.record import Run, is_plain, jsonable, safe_str
 from nbworker.registry import HandlerSpec
 from nbworker.stopping import NO_LIMIT, JobTimeout, deadline
 
@@ -79,14 +79,19 @@ class _CellLogHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def _logs_to_cell(job_id: str) -> Iterator[None]:
+def _logs_to_cell(job_id: str, handlers: threading.local) -> Iterator[None]:
     """Let INFO and above reach the cell when logging is not configured (the usual case
-    in a kernel). A root logger with handlers of its own is left alone."""
+    in a kernel). A root logger with handlers of its own is left alone. `handlers` keeps
+    one handler per thread for the next runs (a logging.Handler costs a lock and a weak
+    reference in logging's registry to make)."""
     root = logging.getLogger()
     if root.handlers:
         yield
         return
-    handler = _CellLogHandler(str(job_id))
+    handler = getattr(handlers, "handler", None)
+    if handler is None:
+        handler = handlers.handler = _CellLogHandler(str(job_id))
+    handler.job_id = str(job_id)
     level = root.level
     root.addHandler(handler)
     if level > logging.INFO:
@@ -95,7 +100,8 @@ def _logs_to_cell(job_id: str) -> Iterator[None]:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        if root.level != level:
+            root.setLevel(level)
 
 
 # --------------------------------------------------------------------------- running
@@ -161,6 +167,7 @@ class JobRunner:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._log_handlers = threading.local()  # see _logs_to_cell
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -222,10 +229,11 @@ class JobRunner:
         progress = _ProgressLog(run, started, on_progress)
 
         stopped: BaseException | None = None
+        called: tuple[Any, dict[str, Any]] | None = None
         job_id = job.get("id", LOCAL_JOB_ID)
         try:
             with (
-                _logs_to_cell(job_id),
+                _logs_to_cell(job_id, self._log_handlers),
                 deadline(timeout),
                 sdk.progress_route(job, progress.add),
             ):
@@ -246,7 +254,7 @@ class JobRunner:
                 elif spec.streams:
                     self._stream(spec, job, run, on_chunk)
                 else:
-                    self._call(spec, job, run)
+                    called = self._call(spec, job, run)
         except JobTimeout as err:
             run.status, run.error, stopped = "TIMED_OUT", f"timed out after {timeout:g} s", err
             hooks = sdk.stopped_in_prestart(err)
@@ -258,13 +266,20 @@ class JobRunner:
         finally:
             run.duration_ms = (time.perf_counter() - started) * 1000
             sdk.after_job()
-            progress.close()
+        if called is not None and stopped is None:  # after the clock and the deadline
+            try:
+                self._check(run, *called)
+            except KeyboardInterrupt as err:  # while a big result was encoded
+                run.status, run.error, stopped = "CANCELLED", "interrupted", err
+                run.interrupt = err
+        progress.close()
         if stopped is not None:  # where the handler was when it was stopped
             run.result, run.output, run.refresh_worker = None, None, False
             run.traceback = user_traceback(stopped)
         return run
 
-    def _call(self, spec: HandlerSpec, job: dict[str, Any], run: Run) -> None:
+    def _call(self, spec: HandlerSpec, job: dict[str, Any], run: Run) -> tuple[Any, dict[str, Any]]:
+        """Call the handler; what it returned and the result RunPod makes of it."""
         __tracebackhide__ = True  # IPython shows the handler's frames only
         returned: Any = None
         with sdk.log_capture() as captured:
@@ -283,8 +298,15 @@ class JobRunner:
                 result = {"error": json.dumps(info)}
                 run.traceback = info["error_traceback"]
                 run.warnings.extend(_failure_warnings(err))
-        sent = checks.encoded(result)
-        self._finish(run, result, sent[1])
+        return returned, result
+
+    def _check(self, run: Run, returned: Any, result: dict[str, Any]) -> None:
+        """Fill in the run from a non-streaming handler's result, encoded once: the checks,
+        the record and the views share that encoding (`Run.output_json`)."""
+        sent = checks.encode_result(result)
+        self._finish(run, result, sent.problem)
+        if sent.output_json is not None and is_plain(run.output):
+            run.output_json = sent.output_json
         run.warnings.extend(checks.result_warnings(returned, result, sent))
 
     def _stream(

@@ -13,6 +13,8 @@ message is the one line the magic shows after its own name.
   the namespace back; a hit binds the cached names again.
 - `unbind`: drop the notebook's references to a released entry, so its memory is freed.
 - `job_from`: `%rp_test`'s job, from JSON, a file or a variable.
+- `sharing_output`: while a run's bundle is shown, ipykernel's message reuses the output's
+  JSON, encoded once by the runner, instead of encoding a big output again.
 
 IPython itself is not imported: the shell is passed in.
 """
@@ -20,8 +22,11 @@ IPython itself is not imported: the shell is passed in.
 from __future__ import annotations
 
 import ast
+import contextlib
+import inspect
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +34,7 @@ from nbworker import arguments, source
 from nbworker.cache import Entry, Loaded
 from nbworker.errors import CellError
 from nbworker.jobs import build_job, parse_job
+from nbworker.record import Run, dumps_sharing
 from nbworker.registry import DEFAULT_NAME, HandlerSpec
 from nbworker.session import Session
 
@@ -40,6 +46,7 @@ __all__ = [
     "load_model",
     "parse_cell",
     "register_cell",
+    "sharing_output",
     "this_notebook",
     "unbind",
 ]
@@ -52,15 +59,20 @@ def parse_cell(shell: Any, cell: str, *, magic: str = "%%handler") -> tuple[str,
     """The cell's body as Python (IPython syntax transformed) and its tree. A syntax error
     or a top-level `await` is a CellError naming the line of the cell."""
     try:
-        code = "\n" + shell.transform_cell(cell)  # line numbers as in the cell
-        tree = shell.compile.ast_parse(code)
+        python, tree = _plain_python(shell, cell)
+        if tree is None:
+            python = shell.transform_cell(cell)
+            tree = shell.compile.ast_parse("\n" + python)
+        code = "\n" + python  # line numbers as in the cell
     except SyntaxError as err:
         line = (err.lineno or 0) + (0 if err.filename != "<tokenize>" else 1)
         text = f": {err.text.strip()}" if err.text and err.text.strip() else ""
         raise CellError(
             f"{type(err).__name__} at line {line} of the cell: {err.msg}{text}", line=line
         ) from None
-    awaits = source.top_level_awaits(tree)
+    # `await`, `async for` and `async with` need their keywords in the text: most cells
+    # are not walked for them
+    awaits = source.top_level_awaits(tree) if "await" in code or "async" in code else []
     if awaits:  # IPython's autoawait runs such a cell; handler.py is a module and cannot
         where = "an `async def handler(job)`" if magic == "%%handler" else "asyncio.run(...)"
         raise CellError(
@@ -71,12 +83,37 @@ def parse_cell(shell: Any, cell: str, *, magic: str = "%%handler") -> tuple[str,
     return code, tree
 
 
-def execute(shell: Any, code: str, tree: ast.Module, raw_cell: str) -> None:
+def _plain_python(shell: Any, cell: str) -> tuple[str, ast.Module | None]:
+    """`shell.transform_cell(cell)` and its tree when the cell is Python already, else
+    (cell, None). IPython's token transforms (`%magic`, `!cmd`, `x = %magic`, `obj?`, the
+    autocall escapes) each need something no valid Python holds, so they leave valid Python
+    as it is: only the cheap line transforms (leading blank lines, indent, prompts) run
+    before the parse; the tokenising transforms run only for a cell that does not parse."""
+    manager = getattr(shell, "input_transformer_manager", None)
+    cleanup = getattr(manager, "cleanup_transforms", None)
+    line_transforms = getattr(manager, "line_transforms", None)
+    if cleanup is None or line_transforms is None or shell.input_transformers_post:
+        return cell, None
+    lines = (cell if cell.endswith("\n") else cell + "\n").splitlines(keepends=True)
+    for transform in cleanup + line_transforms:
+        lines = transform(lines)
+    if len(lines) < 2:  # one line: IPython's prefilter (autocall) may apply
+        return cell, None
+    python = "".join(lines)
+    try:
+        return python, shell.compile.ast_parse("\n" + python)
+    except SyntaxError:
+        return cell, None
+
+
+def execute(shell: Any, code: str, tree: ast.Module, raw_cell: str) -> str:
     """Run a cell's body in the user namespace, as IPython would: its source is kept for
-    tracebacks and `inspect.getsource`, and what it raises fails the cell."""
+    tracebacks and `inspect.getsource`, and what it raises fails the cell. Returns the
+    file name the code was filed under."""
     __tracebackhide__ = True
-    filename = shell.compile.cache(code, cell_number(shell), raw_code=raw_cell)
+    filename: str = shell.compile.cache(code, cell_number(shell), raw_code=raw_cell)
     exec(shell.compile(tree, filename, "exec"), shell.user_ns)
+    return filename
 
 
 def cell_number(shell: Any) -> int:
@@ -139,7 +176,7 @@ def register_cell(
     conflict = arguments.sizing_conflict(options.concurrency, modifier_name)
     if conflict:
         raise CellError(conflict)
-    execute(shell, code, tree, cell)
+    filename = execute(shell, code, tree, cell)
     namespace = shell.user_ns
     if name not in namespace:
         raise CellError(f"the cell did not define {name!r}")
@@ -154,7 +191,7 @@ def register_cell(
     replaced = [s.name for s in registry if cell_id and s.cell_id == cell_id and s.name != name]
     for old in replaced:
         registry.unregister(old)
-    spec = session.register_handler(
+    spec = registry.register(  # what session.register_handler does, with the tree
         namespace[name],
         name=name,
         aggregate=options.aggregate,
@@ -162,8 +199,28 @@ def register_cell(
         concurrency_modifier=modifier,
         source=cell,
         cell_id=cell_id,
+        definition=_definition(tree, namespace[name], filename),
     )
     return Registered(spec, modifier_name, replaced)
+
+
+def _definition(tree: ast.Module, function: Any, filename: str) -> ast.AST | None:
+    """The `def` of the cell's tree that made `function` (unwrapped, as inspect.getsource
+    reads it), or None when none did (a name bound to a function from elsewhere)."""
+    try:
+        code = getattr(inspect.unwrap(function), "__code__", None)
+    except ValueError:  # a cycle of __wrapped__
+        return None
+    if code is None or code.co_filename != filename:
+        return None
+    for node in tree.body:
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.name == code.co_name
+            and min([node.lineno, *(d.lineno for d in node.decorator_list)]) == code.co_firstlineno
+        ):
+            return node
+    return None
 
 
 # --------------------------------------------------------------------------- %%model
@@ -184,11 +241,19 @@ def load_model(
     the cached names are bound again. A cell that raises leaves the namespace as it was."""
     __tracebackhide__ = True
     _python_name(name)
-    # Parsed on a hit too (the key is the tree's), and before anything is released.
-    code, tree = parse_cell(shell, cell, magic="%%model")
+    cached = session.cache.peek(name)
+    if cached is not None and not reload and cached.source == cell and cached.key is not None:
+        # The very text the entry was loaded from: the same tree, so the same key (a re-run
+        # cell, the common hit, is neither parsed nor hashed again).
+        key, parsed = cached.key, None
+    else:  # parsed on a hit too (the key is the tree's), and before anything is released
+        parsed = parse_cell(shell, cell, magic="%%model")
+        key = source.code_key(parsed[1])
+    del cached
 
     def run_cell() -> dict[str, Any]:
         __tracebackhide__ = True
+        code, tree = parsed if parsed is not None else parse_cell(shell, cell, magic="%%model")
         namespace = shell.user_ns
         before = dict(namespace)
         try:
@@ -213,7 +278,7 @@ def load_model(
     loaded = session.cache.fetch(
         name,
         run_cell,
-        key=source.code_key(tree),
+        key=key,
         reload=reload,
         bound=True,
         source=cell,
@@ -300,6 +365,45 @@ def job_from(
     if isinstance(value, str):
         return name, parse_job(value, source=var)
     return name, build_job(value, source=var)
+
+
+SHARED_OVER = 100_000  # characters of output JSON; below, encoding it again costs little
+
+
+@contextlib.contextmanager
+def sharing_output(shell: Any, bundle: dict[str, Any], run: Run) -> Iterator[None]:
+    """While `bundle` (`run`'s mimebundle) is displayed: the kernel's message for it holds
+    the output's JSON that the runner encoded once (`run.output_json`), instead of
+    ipykernel's json.dumps of the whole bundle encoding a big output a second time.
+
+    A hook of ipykernel's display publisher (the API ipywidgets' Output uses) swaps the
+    message's content for its bytes, which jupyter_client sends as they are; it runs after
+    any other hook (the last registered), on this thread's displays only, and leaves any
+    other message, or one it cannot encode, to the kernel. Outside a kernel, or for a small
+    output, nothing changes."""
+    publisher: Any = getattr(shell, "display_pub", None)
+    register = getattr(publisher, "register_hook", None)
+    text = run.output_json
+    if text is None or len(text) < SHARED_OVER or register is None:
+        yield
+        return
+    output = run.output
+
+    def pack(message: dict[str, Any]) -> dict[str, Any]:
+        content = message.get("content")
+        if isinstance(content, dict) and content.get("data") is bundle:
+            try:
+                packed = dumps_sharing(content, output, text)
+            except (TypeError, ValueError, RecursionError):
+                return message
+            message["content"] = packed.encode("utf-8", "surrogateescape")  # as jupyter_client
+        return message
+
+    register(pack)
+    try:
+        yield
+    finally:
+        publisher.unregister_hook(pack)
 
 
 # --------------------------------------------------------------------------- %rp_export

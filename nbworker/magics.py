@@ -9,6 +9,7 @@ recorded, never an error of the cell.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable
@@ -57,6 +58,20 @@ class NbworkerMagics(Magics):
         self._shown: tuple[int, int] | None = None  # (execution count, id) of the last run shown
         self.remove_hook: Callable[[], None] = lambda: None  # set by install()
         self.tidy = views.traceback_tidier(shell)  # kernel file names -> `Cell In[n]`
+        self._parsed: dict[tuple[str, str], argparse.Namespace] = {}
+
+    def _args(self, magic: Any, line: str) -> argparse.Namespace:
+        """`parse_argstring(magic, line)`, kept for the next cell with the same line (a cell
+        re-run as it is, `%rp_test` without options): argparse costs more than the rest of
+        a cache hit. Each call gets a copy."""
+        key = (magic.__name__, line)
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            parsed = parse_argstring(magic, line)
+            if len(self._parsed) >= 64:
+                self._parsed.clear()
+            self._parsed[key] = parsed
+        return argparse.Namespace(**vars(parsed))
 
     # ----------------------------------------------------------------- plumbing
 
@@ -68,7 +83,9 @@ class NbworkerMagics(Magics):
         just shown that same run in this cell."""
         if self._shown == (self.shell.execution_count, id(run)):
             return
-        display(views.run_bundle(run, tidy=self.tidy), raw=True)
+        bundle = views.run_bundle(run, tidy=self.tidy)
+        with kernel.sharing_output(self.shell, bundle, run):
+            display(bundle, raw=True)
 
     # ----------------------------------------------------------------- %%handler
 
@@ -82,7 +99,7 @@ class NbworkerMagics(Magics):
         cell replaces the registration.
         """
         __tracebackhide__ = True
-        args = parse_argstring(self.handler, line)
+        args = self._args(self.handler, line)
         try:
             registered = kernel.register_cell(
                 self.shell, self.session, cell, args, cell_id=self._cell_id
@@ -116,7 +133,7 @@ class NbworkerMagics(Magics):
         """
         __tracebackhide__ = True
         options, job_text = arguments.split_job_json(line)
-        args = parse_argstring(self.rp_test, options)
+        args = self._args(self.rp_test, options)
         words = [word for word in (args.name, args.job) if word is not None]
         try:
             name, job = kernel.job_from(
@@ -142,8 +159,9 @@ class NbworkerMagics(Magics):
             on_progress=live.progress,
         )
         bundle = views.run_bundle(run, tidy=self.tidy)
-        if not live.close(bundle):
-            display(bundle, raw=True)
+        with kernel.sharing_output(self.shell, bundle, run):
+            if not live.close(bundle):
+                display(bundle, raw=True)
         self._shown = (self.shell.execution_count, id(run))
         if run.interrupt is not None:
             # Stop the rest of a "Run all" as any interrupted cell does, showing where the
@@ -199,7 +217,7 @@ class NbworkerMagics(Magics):
         and del.
         """
         __tracebackhide__ = True
-        args = parse_argstring(self.model, line)
+        args = self._args(self.model, line)
         try:
             loaded = kernel.load_model(
                 self.shell, self.session, args.name, cell, reload=args.reload, cell_id=self._cell_id
@@ -234,7 +252,7 @@ class NbworkerMagics(Magics):
     @line_magic
     def rp_models(self, line: str) -> None:
         """Show what the model cache holds (bytes per device, load time, hits), or evict."""
-        args = parse_argstring(self.rp_models, line)
+        args = self._args(self.rp_models, line)
         cache = self.session.cache
         lines = []
         try:
@@ -276,7 +294,7 @@ class NbworkerMagics(Magics):
         """
         from nbworker.export import ExportError, export_notebook
 
-        args = parse_argstring(self.rp_export, line)
+        args = self._args(self.rp_export, line)
         path = args.notebook or kernel.this_notebook(self.shell.user_ns)
         if path is None:
             raise UsageError(
@@ -312,7 +330,7 @@ class NbworkerMagics(Magics):
         """
         from nbworker import serve
 
-        args = parse_argstring(self.rp_serve, line)
+        args = self._args(self.rp_serve, line)
         current = serve.running(self.session)
         if args.stop:
             for server in current:

@@ -23,6 +23,8 @@ __all__ = [
     "RECORD_STREAM_LIMIT",
     "Run",
     "Status",
+    "dumps_sharing",
+    "is_plain",
     "jsonable",
     "recorded_runs",
     "safe_repr",
@@ -100,6 +102,66 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     return scrub(safe_repr(value))
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({list, dict})
+_PLAIN = _SCALARS | _CONTAINERS
+
+
+def is_plain(value: Any, depth: int = 0) -> bool:
+    """Whether `jsonable(value)` leaves `value` as it is, as far as its types tell: dicts
+    with str keys, lists, str, int, float, bool and None (exact types), nested at most 100
+    deep. What else jsonable changes (NaN, ints past Python's digit limit, lone surrogates)
+    the JSON encoder refuses, so a plain value that encodes is recorded as it is. The
+    types of a container's items are collected in C (`set(map(type, ...))`): a list of a
+    million floats costs a few tens of ms, not a walk in Python."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth > 100:
+        return False
+    if kind is dict:
+        if not set(map(type, value)) <= {str}:
+            return False
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return False
+    kinds = set(map(type, items))
+    if kinds <= _SCALARS:
+        return True
+    return kinds <= _PLAIN and all(
+        is_plain(item, depth + 1) for item in items if type(item) in _CONTAINERS
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def dumps_sharing(value: Any, shared: Any, text: str) -> str:
+    """`json.dumps(value, ensure_ascii=False, allow_nan=False)`, as Jupyter encodes a
+    message, where the object `shared` (held in dicts of `value`) is already encoded as
+    `text`: a run's big output is encoded once, for its checks, its record and its
+    message alike. The same text as json.dumps (its separators `, ` and `: `), joined once."""
+    pieces: list[str] = []
+    _pieces(value, shared, text, pieces)
+    return "".join(pieces)
+
+
+def _pieces(value: Any, shared: Any, text: str, pieces: list[str]) -> None:
+    if value is shared:
+        pieces.append(text)
+    elif type(value) is not dict or not all(type(key) is str for key in value):
+        pieces.append(_dumps(value))
+    else:
+        pieces.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            pieces.append(f"{', ' if index else ''}{_dumps(key)}: ")
+            _pieces(item, shared, text, pieces)
+        pieces.append("}")
+
+
 def _writable_int(value: int) -> bool:
     """Whether str() (and so json.dumps) takes `value`: not past sys.get_int_max_str_digits()."""
     limit = sys.get_int_max_str_digits()
@@ -132,6 +194,10 @@ class Run:
     progress: list[dict[str, Any]] = field(default_factory=list)
     # The KeyboardInterrupt that cancelled the run, for a caller that wants to re-raise it.
     interrupt: KeyboardInterrupt | None = field(default=None, repr=False, compare=False)
+    # The output's JSON (C encoder, as sent), set by the runner when the output is plain
+    # JSON (`is_plain`, finite, UTF-8): the record then keeps the output as it is, and the
+    # views and the kernel's message reuse this text instead of encoding it again.
+    output_json: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -143,7 +209,10 @@ class Run:
         A stream whose chunks pass `RECORD_STREAM_LIMIT` characters of JSON is recorded
         up to there, with `stream_total`, the number of chunks it had: an endless generator
         under a timeout must not write gigabytes into the notebook. The cut depends on the
-        chunks alone, so a replay of the same stream is cut at the same chunk."""
+        chunks alone, so a replay of the same stream is cut at the same chunk.
+
+        An output that is plain JSON (`output_json` set, see `is_plain`) is the run's own
+        object, not a copy: `jsonable` would give an equal one, at the cost of a walk."""
         warnings = [scrub(warning) for warning in self.warnings]
         stream = None if self.stream is None else jsonable(self.stream)
         total = None
@@ -160,7 +229,7 @@ class Run:
             "handler": self.handler,
             "job": jsonable(self.job),
             "status": self.status,
-            "output": jsonable(self.output),
+            "output": self.output if self.output_json is not None else jsonable(self.output),
             "error": jsonable(self.error),
             "stream": stream,
             **({"stream_total": total} if total is not None else {}),

@@ -43,7 +43,7 @@ def test_output_is_escaped_and_long_values_are_cut_in_the_view_only() -> None:
     bundle = bundle_of(lambda job: long_text)
     assert "<script>" not in bundle["text/html"]
     assert "&lt;script&gt;" in bundle["text/html"]
-    assert "more characters" in bundle["text/plain"]
+    assert f"… (cut at {MAX_SHOWN:,} characters of " in bundle["text/plain"]
     assert bundle[RECORD_MIMETYPE]["output"] == long_text  # the record keeps all of it
 
 

@@ -622,3 +622,31 @@ def test_tracebacks_name_the_cell_that_defined_the_handler(kernel: Kernel) -> No
     if f"Cell In[{broken.reply['execution_count']}], line 2" not in shown:
         problems.append(f"cell error in In[{broken.reply['execution_count']}]:\n{shown}")
     assert not problems, "\n\n".join(problems)
+
+
+# --------------------------------------------------------------------------- big outputs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_big_output_is_recorded_exactly_and_shown_cut_in_a_kernel(kernel: Kernel) -> None:
+    """Past kernel.SHARED_OVER characters, the kernel's message carries the output's JSON
+    as the runner encoded it: the record a front end gets is exact, the views bounded, and
+    the display hook is gone afterwards."""
+    kernel.ok(
+        """
+        %%handler big_output
+        VECTOR = [i / 7 for i in range(60_000)]
+
+        def big_output(job):
+            return {"vec": VECTOR, "n": len(VECTOR)}
+        """
+    )
+    tested = kernel.ok('%rp_test big_output {"input": {}}')
+    record = tested.record()
+    assert record["status"] == "COMPLETED"
+    assert record["output"] == {"vec": [i / 7 for i in range(60_000)], "n": 60_000}
+    (shown,) = [m for m in tested.of_type("display_data") if RECORD in m.content["data"]]
+    assert len(shown.content["data"]["text/plain"]) < 6_000
+    assert "… (cut at 4,000 characters of " in shown.content["data"]["text/plain"]
+    assert kernel.evaluate("len(get_ipython().display_pub._hooks)") == "0"

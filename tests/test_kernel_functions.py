@@ -185,3 +185,118 @@ def test_the_rp_test_line_options_are_one_parse_for_the_magic_and_export() -> No
     assert arguments.comparison(parsed) == arguments.Comparison(["seed", "took"], False)
     assert arguments.rp_test_comparison('--ignore a,b {"input": 1}') == (["a", "b"], True)
     assert arguments.rp_test_comparison('{"input": 1} --bogus') == ([], True)
+
+
+# --------------------------------------------------------------------------- per-cell costs
+
+ASYNCIO_WARNING = "calls asyncio.run()"
+
+
+def register(ipython, cell: str) -> list[str]:
+    """The warnings of the handler a cell registers (on a session of its own)."""
+    session = Session()
+    return list(kernel.register_cell(ipython, session, cell, handler_options()).spec.warnings)
+
+
+def test_a_handler_cell_is_checked_from_its_own_tree_without_reading_the_source(
+    ipython, monkeypatch
+) -> None:
+    import inspect
+
+    def no_source(*args, **kwargs):
+        raise AssertionError("the cell's source was read again")
+
+    monkeypatch.setattr(inspect, "getsource", no_source)
+    calls = "import asyncio\n\ndef handler(job):\n    return asyncio.run(asyncio.sleep(0))\n"
+    assert any(ASYNCIO_WARNING in w for w in register(ipython, calls))
+    decorated = (
+        "import asyncio, functools\n\ndef traced(function):\n    @functools.wraps(function)\n"
+        "    def wrapper(job):\n        return function(job)\n    return wrapper\n\n"
+        "@traced\ndef handler(job):\n    return asyncio.run(asyncio.sleep(0))\n"
+    )
+    assert any(ASYNCIO_WARNING in w for w in register(ipython, decorated))
+    plain = "def handler(job):\n    return {'asyncio': 'run'}\n"  # the words, no call
+    assert not any(ASYNCIO_WARNING in w for w in register(ipython, plain))
+    assert not any(ASYNCIO_WARNING in w for w in register(ipython, "def handler(job):\n    pass\n"))
+
+
+def test_a_handler_bound_to_a_function_from_another_cell_is_checked_from_its_source(
+    ipython,
+) -> None:
+    ipython.run_cell(
+        "import asyncio\n\ndef elsewhere(job):\n    return asyncio.run(asyncio.sleep(0))\n"
+    )
+    # The cell's own `def handler` is not what it registers: the name is bound again.
+    cell = "def handler(job):\n    return 1\n\nhandler = elsewhere\n"
+    assert any(ASYNCIO_WARNING in w for w in register(ipython, cell))
+    wrapped = "def handler(job):\n    return 1\n\nhandler = wrap(elsewhere)\n"
+    ipython.run_cell(
+        "def wrap(f):\n    def handler(job):\n        return f(job)\n    return handler\n"
+    )
+    assert not any(ASYNCIO_WARNING in w for w in register(ipython, wrapped))  # as getsource
+
+
+PYTHON_CELLS = [
+    "def handler(job):\n    return 1\n",
+    "\n\n# a comment first\ndef handler(job):\n    return 1\n",
+    "  # an indented comment\ndef handler(job):\n    return '''\n  kept as it is'''\n",
+    "x = {\n    ...: 1,\n}\ndef handler(job):\n    return x\n",
+    "import os\nif os.sep != '/':\n    pass\ndef handler(job):\n    return 5 % 3\n",
+]
+IPYTHON_CELLS = [
+    "files = !ls\ndef handler(job):\n    return files\n",
+    "x = %time 1\ndef handler(job):\n    return x\n",
+    "%time y = 1\ndef handler(job):\n    return y\n",
+    "len?\ndef handler(job):\n    return 1\n",
+    ">>> def handler(job):\n...     return 1\n",
+]
+
+
+@pytest.mark.parametrize("cell", PYTHON_CELLS + IPYTHON_CELLS)
+def test_a_cell_is_the_python_ipython_makes_of_it(ipython, cell: str) -> None:
+    """The parse skips IPython's token transforms for a cell that is Python already: the
+    code and the tree are what IPython's full transform gives, for either kind of cell."""
+    import ast
+
+    code, tree = kernel.parse_cell(ipython, cell)
+    expected = "\n" + ipython.transform_cell(cell)
+    assert code == expected
+    assert ast.dump(tree) == ast.dump(ipython.compile.ast_parse(expected))
+
+
+def test_a_syntax_error_still_names_the_cells_line(ipython) -> None:  # %%handler is 1
+    with pytest.raises(CellError, match="SyntaxError at line 4 of the cell"):
+        kernel.parse_cell(ipython, "x = 1\n\ny = )\ndef handler(job):\n    return x\n")
+
+
+def test_the_signature_check_reads_plain_functions_as_inspect_does() -> None:
+    import inspect
+
+    from nbworker.registry import _takes_one_argument
+
+    def takes_one(function) -> bool:
+        try:
+            inspect.signature(function).bind(object())
+        except TypeError:
+            return False
+        return True
+
+    functions = [
+        lambda: 0,
+        lambda job: 0,
+        lambda job, other: 0,
+        lambda job, other=1: 0,
+        lambda *jobs: 0,
+        lambda job, *, key: 0,
+        lambda job, *, key=1: 0,
+        lambda *, key: 0,
+        lambda job=1, other=2: 0,
+        lambda job, /, other=2: 0,
+        lambda job, other, /: 0,
+        lambda **options: 0,
+        lambda job, **options: 0,
+        lambda *jobs, key: 0,
+    ]
+    for function in functions:
+        assert _takes_one_argument(function) == takes_one(function), inspect.signature(function)
+    assert _takes_one_argument(print) is None  # not a plain function: inspect decides

@@ -518,3 +518,28 @@ def test_top_level_await_in_a_handler_or_model_cell_names_the_cell_line(shell) -
     message = shell.usage_error("%%model m\nimport asyncio\nx = await asyncio.sleep(0, 1)")
     assert message.startswith("%%model: `await` outside a function at line 3 of the cell")
     assert "m" not in shell.session.cache
+
+
+def test_a_magic_line_parsed_before_is_not_parsed_again_and_each_cell_gets_its_own(
+    shell: Shell, monkeypatch
+) -> None:
+    from nbworker import magics
+
+    parsed: list[str] = []
+    real = magics.parse_argstring
+
+    def counting(magic, line):
+        parsed.append(line)
+        return real(magic, line)
+
+    monkeypatch.setattr(magics, "parse_argstring", counting)
+    shell.ok(ECHO)
+    for _ in range(3):
+        shell.ok('%rp_test {"input": {"text": "hi"}}')
+    shell.ok('%rp_test --timeout 5 {"input": {"text": "hi"}}')
+    # %%handler's line, then %rp_test's options (before the JSON) of each kind: once each
+    assert len(parsed) == len(set(parsed)) == 3, parsed
+    installed = shell.ipython.magics_manager.registry["NbworkerMagics"]
+    first = installed._args(installed.rp_test, "--timeout 5")
+    first.timeout = 99.0  # a copy: the next cell gets the line's own values
+    assert installed._args(installed.rp_test, "--timeout 5").timeout == 5.0

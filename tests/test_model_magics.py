@@ -319,3 +319,34 @@ def test_the_options_line_is_not_the_code(shell: Shell) -> None:
     assert out.splitlines()[0] == "encoder: released (reload), no arrays or tensors"
     shell.ok(MEANING_CELL.replace("encoder", "other", 1))
     assert shell.session.cache.names() == ["encoder", "other"] and builtins.NBW_LOADS == 3
+
+
+def test_a_cell_re_run_as_it_was_loaded_is_a_hit_without_a_parse(shell: Shell, monkeypatch):
+    """The text the entry was loaded from gives the same tree, so the same key: a re-run of
+    it is not parsed again; any other text is (a layout change is still a hit, by its tree;
+    a change of code loads again)."""
+    from nbworker import kernel
+
+    parsed: list[str] = []
+    real = kernel.parse_cell
+
+    def counting(shell_, cell, **options):
+        parsed.append(cell)
+        return real(shell_, cell, **options)
+
+    monkeypatch.setattr(kernel, "parse_cell", counting)
+    shell.ok(MODEL_CELL)
+    assert len(parsed) == 1
+    for _ in range(3):
+        assert shell.ok(MODEL_CELL).captured.stdout.startswith("encoder: cache hit")
+    assert len(parsed) == 1 and builtins.NBW_LOADS == 1
+    layout = MODEL_CELL.replace("scale = 2.0", "scale = 2.0  # the same code")
+    assert "unchanged code, cache hit" in shell.ok(layout).captured.stdout
+    assert len(parsed) == 2 and builtins.NBW_LOADS == 1
+    changed = MODEL_CELL.replace("scale = 2.0", "scale = 3.0")
+    assert "source changed" in shell.ok(changed).captured.stdout
+    assert builtins.NBW_LOADS == 2 and shell.ipython.user_ns["scale"] == 3.0
+    assert (
+        "reload" in shell.ok(changed.replace("encoder\n", "encoder --reload\n", 1)).captured.stdout
+    )
+    assert builtins.NBW_LOADS == 3
