@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,6 +92,21 @@ def watchdog(seconds: float) -> Iterator[None]:
     finally:
         with lock:
             state["active"] = False
-            if state["fired"]:  # clear it, should it not have been raised yet
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, None)
+            fired = state["fired"]
         done.set()
+        if fired:
+            _absorb_timeout()
+
+
+def _absorb_timeout() -> None:
+    """Let a JobTimeout the watchdog sent this thread land here, should it not have landed
+    yet, and drop it. (Clearing it with `PyThreadState_SetAsyncExc(id, NULL)` instead leaves
+    CPython 3.11's eval breaker armed for good: the next call under a profiler or tracer, on
+    any thread, spins forever.) A GIL hand-over re-signals a pending asynchronous exception,
+    and each call and backward jump checks for one."""
+    try:
+        time.sleep(0)
+        for _ in range(3):
+            pass
+    except JobTimeout:
+        pass

@@ -359,3 +359,50 @@ def test_an_endless_timeout_is_no_timeout_and_a_lost_alarm_still_stops_the_job(s
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert run.status == "TIMED_OUT" and time.monotonic() - started < 3
+
+
+PROFILED_AFTER_TIMEOUTS = """
+import cProfile, sys, threading
+from nbworker.stopping import JobTimeout, watchdog
+
+def spin():
+    with watchdog(0.05):
+        while True:
+            pass
+
+def finish_in_time():
+    with watchdog(30):
+        return 1
+
+outcomes = []
+def work():
+    try:
+        spin()
+    except JobTimeout:
+        outcomes.append("timed out")
+    outcomes.append(finish_in_time())
+
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+assert outcomes == ["timed out", 1], outcomes
+cProfile.Profile().runcall(lambda: sum(range(10)))
+sys.settrace(lambda *args: None)
+(lambda: None)()
+sys.settrace(None)
+print("profiled and traced after a timeout")
+"""
+
+
+def test_a_profiler_or_tracer_after_a_thread_timed_out_does_not_hang_the_process() -> None:
+    """Held: after a watchdog stopped a handler on a thread, cProfile and sys.settrace run
+    (before: the watchdog cleared its fired timeout with PyThreadState_SetAsyncExc(id, NULL),
+    which leaves CPython 3.11's eval breaker armed, and the first profiled call spun)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROFILED_AFTER_TIMEOUTS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "profiled and traced after a timeout" in done.stdout
