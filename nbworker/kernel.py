@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import os
 import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,9 +294,11 @@ def unbind(shell: Any, entry: Entry) -> None:
     """Drop the notebook's references to a released entry's objects so that their memory
     can be freed: the names the entry bound, and IPython's output history (`Out[n]`, `_n`,
     `_`). A name of the user's own that still holds one is left alone (the release then
-    says the object is still referenced)."""
+    says the object is still referenced). Modules stay bound: `sys.modules` keeps them
+    anyway, so unbinding frees nothing, and the cell's `import torch` may be the same
+    binding an earlier cell made, which later cells use."""
     namespace = shell.user_ns
-    ids = {id(obj) for obj in entry.objects.values()}
+    ids = {id(obj) for obj in entry.objects.values() if not isinstance(obj, types.ModuleType)}
     for space in (namespace, shell.user_ns_hidden):  # the displayhook writes both
         for name in list(space):
             if id(space[name]) not in ids:

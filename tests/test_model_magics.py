@@ -114,6 +114,17 @@ def test_evict_unbinds_the_names_and_clears_the_output_history(shell: Shell) -> 
     assert watched() is None
 
 
+def test_evict_leaves_modules_bound(shell: Shell) -> None:
+    """The cell's `import numpy as np` may be the binding an earlier cell made and later
+    cells use: evicting the model frees the model and keeps the module."""
+    shell.ok("import numpy as np")
+    shell.ok("%%model big\nimport numpy as np\nbig = np.ones(1000)")
+    out = shell.ok("%rp_models --evict big").captured.stdout
+    assert out.strip() == "big: released (evicted), 7.8 KiB on cpu"
+    assert "big" not in shell.ipython.user_ns
+    assert shell.ok("np.zeros(2).tolist()").result == [0.0, 0.0]
+
+
 def test_evict_warns_when_the_user_still_holds_the_model(shell: Shell) -> None:
     shell.ok("%%model m\nimport numpy as np\nm = np.ones(10)")
     shell.ok("kept = m")
