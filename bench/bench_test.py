@@ -1,36 +1,46 @@
 #!/usr/bin/env python
-"""Benchmark of `nbworker test` on a notebook with 50 recorded `%rp_test` runs, next to
-running each case in a notebook of its own and next to nbmake.
+"""Benchmark of `nbworker test` on notebooks with 50 and 200 recorded `%rp_test` runs, next
+to running each case in a notebook of its own (papermill), and next to nbmake.
 
-    python bench/bench_test.py           # full run, about 5-6 min on 2 cores
-    python bench/bench_test.py --quick   # fewer repetitions, 10 of the 50 per-case runs
-                                         # (extrapolated), no worker replay: about 1.5 min
-    python bench/bench_test.py --quick --cases 200   # a bigger notebook (about 4 min)
+    python bench/bench_test.py                # full run: 4 rounds, all 50 per-case runs,
+                                              # the worker replay; about 10 min on 2 cores
+    python bench/bench_test.py --quick        # CI-sized: 2 rounds, 10 per-case runs
+                                              # (EXTRAPOLATED, and said so), no worker
+                                              # replay: about 3 min
+    python bench/bench_test.py --cases 50,200 # the two notebook sizes (targets: 30x, 100x)
 
 The notebook is generated in code (`nbformat.v4`): `%load_ext nbworker`, a `%%model` cell
 whose load takes 1 s (`time.sleep(1.0)` standing in for loading weights) and binds a small
-table, a sync `%%handler` cell scoring `job["input"]` with the table, and 50 `%rp_test`
-cells with different inputs. It is recorded by executing it once with papermill in a fresh
-kernel (the executed notebook holds the records). Then, in this same run:
+table, a sync `%%handler` cell scoring `job["input"]` with the table, and 200 `%rp_test`
+cells with different inputs. It is recorded once with papermill in a fresh kernel (per-cell
+saves off); the 50-case notebook is the same with its first 50 cases (records and all).
+Then, in this same run:
 
-(a) `nbworker test recorded.ipynb --notebook-only` in a subprocess (wall time), and the
-    same through the API in-process (`nbworker.testing.test_notebook`): one kernel, one
-    model load, 50 cases. Next to it, its floor: papermill running only the setup cells.
+(a) `nbworker test recorded-N.ipynb --notebook-only` in a subprocess (wall time: process
+    start, imports, kernel, the 1 s load, N cases), for each size, and the same through the
+    API in-process (`nbworker.testing.test_notebook`) for the smaller one. Paired with the
+    floor: rounds of every variant, the order reversed every other round, one warm-up round.
+    Per case: ((a) at 200 - (a) at 50) / 150, next to what the 100x goal leaves per case.
+(floor) papermill running only the three setup cells (kernel start, `%load_ext`, the 1 s
+    load, `%%handler`): what every per-case run of (b) pays, and (a)'s floor too.
 (b) One papermill run per case: the setup cells plus that one `%rp_test` cell, each in a
-    fresh kernel (`papermill.execute_notebook` in-process), 50 of them (with --quick: 10,
-    extrapolated to 50, and said so). Each new run is compared with its record afterwards,
-    outside the timing (plain papermill compares nothing). Target: (b)/(a) >= 10x.
-(c) `pytest --nbmake recorded.ipynb` in a subprocess: one run of the notebook, but nothing
-    about the records is checked (shown: it passes a notebook whose handler changed).
-(d) `nbworker test recorded.ipynb` with the worker replay (each case is `python handler.py
+    fresh kernel (`papermill.execute_notebook` in-process). Every such run does the same
+    work, so (b) for N cases is N x their mean: all 50 cases are run (--quick: every fifth),
+    and any larger total is EXTRAPOLATED from them (said so in its row). Each run is compared
+    with its record afterwards, outside the timing (plain papermill compares nothing).
+    Targets: (b)/(a) >= 30x at 50 cases, >= 100x at 200 cases.
+(c) `pytest --nbmake recorded-50.ipynb` in a subprocess: one run of the notebook, nothing
+    about the records checked (it passes a notebook whose handler changed).
+(d) `nbworker test recorded-50.ipynb` with the worker replay (each case is `python handler.py
     --test_input JOB` under the RunPod SDK): once, full run only; its cost per case.
 
-Before timing, the script checks what it times: the records (50 COMPLETED runs with the
-outputs the handler gives), that (a) exits 0 with 50 passed, that (a) exits 1 with 50
-failed once the handler cell is edited after recording, that nbmake passes both, and that
-no run changes the recorded notebook. Kernels run this venv's interpreter (its
-share/jupyter comes first in JUPYTER_PATH), with a temporary IPYTHONDIR. Only 127.0.0.1 is
-used; files go to a temporary directory, removed at exit.
+Before timing, the script checks what it times: the records (COMPLETED runs with the outputs
+the handler gives), that (a) exits 0 with every case passed (each replay shown 'passed' in
+the executed notebook), that (a) exits 1 with every case failed once the handler cell is
+edited after recording, that nbmake passes both, and that no run changes a recorded
+notebook. Kernels run this venv's interpreter (its share/jupyter first in JUPYTER_PATH),
+with a temporary IPYTHONDIR. Only 127.0.0.1 is used; files go to a temporary directory,
+removed at exit.
 """
 
 from __future__ import annotations
@@ -38,7 +48,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import functools
 import hashlib
 import json
 import os
@@ -59,15 +68,16 @@ from common import (
     log,
     log_banner,
     median,
+    paired,
     print_table,
     setup_workdir,
     timed_run,
 )
 
-CASES = 50
-QUICK_PER_CASE = 10  # --quick: per-case notebooks run in (b), the rest extrapolated
+SIZES = (50, 200)  # cases in the two notebooks
+TARGETS = {50: 30.0, 200: 100.0}  # (b) / (a), CLI
+QUICK_PER_CASE = 10  # --quick: per-case papermill runs in (b), the rest extrapolated
 MODEL_SECONDS = 1.0  # the %%model cell's sleep
-TARGET_RATIO = 10.0  # (b) / (a)
 SUBPROCESS_TIMEOUT = 600.0
 
 MODEL_CELL = f"""\
@@ -118,52 +128,28 @@ def kernel_stderr(path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-@contextlib.contextmanager
-def papermill_saves_off(calls: list[dict[str, Any]]) -> Iterator[None]:
-    """Probe: `papermill.execute_notebook` (as `nbworker.testing` calls it) with
-    `request_save_on_cell_execute=False`, so that papermill writes the executed notebook
-    once at the end instead of before and after every cell. `calls` gets each call's
-    keyword arguments, to check the probe took effect."""
-    import papermill
-
-    original = papermill.execute_notebook
-
-    @functools.wraps(original)
-    def patched(*args: Any, **kwargs: Any) -> Any:
-        kwargs["request_save_on_cell_execute"] = False
-        calls.append(kwargs)
-        return original(*args, **kwargs)
-
-    papermill.execute_notebook = patched
-    try:
-        yield
-    finally:
-        papermill.execute_notebook = original
-
-
 ROWS: list[Row] = []
 
 
-# ----------------------------------------------------------------------------- the notebook
+# ----------------------------------------------------------------------------- the notebooks
 
 
-def case_inputs() -> list[dict[str, Any]]:
-    """50 different inputs: a few words (some not in the table) and a scale (its own)."""
+def case_inputs(count: int) -> list[dict[str, Any]]:
+    """`count` different inputs: a few words (some not in the table) and a scale."""
     rng = random.Random(20240601)
     inputs = [
         {"words": [rng.choice("abcdefxyz") for _ in range(1 + i % 6)], "scale": 0.5 + i / 20}
-        for i in range(CASES)
+        for i in range(count)
     ]
     distinct = {json.dumps(value, sort_keys=True) for value in inputs}
-    check(len(distinct) == CASES, f"{len(distinct)} distinct inputs, not {CASES}")
+    check(len(distinct) == count, f"{len(distinct)} distinct inputs, not {count}")
     return inputs
 
 
 def expected_output(value: dict[str, Any]) -> Any:
     """What the handler gives for `value`, computed here from the cells' own code."""
     namespace: dict[str, Any] = {}
-    table = MODEL_CELL.split("TABLE = ", 1)[1]
-    namespace["TABLE"] = eval(table, {})  # the dict literal of the %%model cell
+    namespace["TABLE"] = eval(MODEL_CELL.split("TABLE = ", 1)[1], {})  # its dict literal
     exec(HANDLER_BODY, namespace)
     return namespace["handler"]({"id": "x", "input": value})
 
@@ -205,32 +191,37 @@ def errors_of(notebook: Any) -> list[str]:
     ]
 
 
-def execute(notebook: Any, output: Path, cwd: Path) -> Any:
+def execute(notebook: Any, output: Path, cwd: Path, *, saves: bool = True) -> Any:
     """papermill in-process, in a fresh kernel; the executed notebook."""
     import nbformat
     import papermill
 
     papermill.execute_notebook(
-        notebook, str(output), kernel_name="python3", cwd=str(cwd), progress_bar=False
+        notebook,
+        str(output),
+        kernel_name="python3",
+        cwd=str(cwd),
+        progress_bar=False,
+        request_save_on_cell_execute=saves,
     )
     return nbformat.read(output, as_version=4)
 
 
-def record(workdir: Path, inputs: list[dict[str, Any]], stderr_log: Path) -> tuple[Path, Any]:
-    """Generate the notebook, execute it once (the recording) and check the records."""
+def record(workdir: Path, sizes: tuple[int, ...], stderr_log: Path) -> dict[int, Path]:
+    """Generate the largest notebook, record it once (papermill, per-cell saves off: the
+    same outputs, written once), check the records; the smaller ones are its first cases."""
     import nbformat
 
-    log(f"[0] generate the notebook and record it (papermill, one run, {CASES} cases)")
-    source = workdir / "source.ipynb"
-    nbformat.write(make_notebook(inputs), source)
-    recorded = workdir / "recorded.ipynb"
+    largest = max(sizes)
+    inputs = case_inputs(largest)
+    log(f"[0] generate the notebook and record it (papermill, one run, {largest} cases)")
     start = time.perf_counter()
     with kernel_stderr(stderr_log):
-        executed = execute(nbformat.read(source, as_version=4), recorded, workdir)
+        executed = execute(make_notebook(inputs), workdir / "recording.ipynb", workdir, saves=False)
     took = time.perf_counter() - start
     check(not errors_of(executed), f"the recording raised: {errors_of(executed)}")
     cases = executed.cells[SETUP_CELLS:]
-    check(len(cases) == CASES, f"{len(cases)} %rp_test cells, not {CASES}")
+    check(len(cases) == largest, f"{len(cases)} %rp_test cells, not {largest}")
     for index, (cell, value) in enumerate(zip(cases, inputs, strict=True)):
         runs = records_of(cell)
         check(len(runs) == 1, f"case {index}: {len(runs)} records, not 1")
@@ -239,21 +230,25 @@ def record(workdir: Path, inputs: list[dict[str, Any]], stderr_log: Path) -> tup
         check(run.get("job", {}).get("input") == value, f"case {index}: recorded another job")
         want = expected_output(value)
         check(run.get("output") == want, f"case {index}: {run.get('output')} != {want}")
+    paths = {}
+    for size in sizes:
+        notebook = copy.deepcopy(executed)
+        notebook.cells = notebook.cells[: SETUP_CELLS + size]
+        folder = workdir / f"n{size}"
+        folder.mkdir()
+        paths[size] = folder / f"recorded-{size}.ipynb"
+        nbformat.write(notebook, paths[size])
     log(
-        f"    recorded.ipynb: {CASES} COMPLETED runs, outputs as the handler gives them; "
-        f"recording took {fmt_s(took)}"
+        f"    {largest} COMPLETED runs, outputs as the handler gives them; recording took "
+        f"{fmt_s(took)}; notebooks of {', '.join(map(str, sizes))} cases"
     )
     ROWS.append(
-        Row("0", "record: papermill, the whole notebook, once", fmt_s(took), result="(context)")
+        Row("0", f"record: papermill, {largest} cases, once", fmt_s(took), result="(context)")
     )
-    return recorded, executed
+    return paths
 
 
 # ----------------------------------------------------------------------------- commands
-
-
-def run(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, Any]:
-    return timed_run(argv, cwd, env, timeout=SUBPROCESS_TIMEOUT)
 
 
 SUMMARY = re.compile(r"(\d+) passed, (\d+) failed, (\d+) notebook error\(s\)")
@@ -298,361 +293,28 @@ def replay_outcomes(executed: Path) -> list[str]:
     ]
 
 
-# ----------------------------------------------------------------------------- checks
-
-
-def checks(workdir: Path, recorded: Path, env: dict[str, str], commands: Any) -> None:
-    """Before timing: (a) passes the recorded notebook, fails it once the handler is
-    edited; nbmake passes both; nothing changes the recorded notebook."""
-    import nbformat
-
-    log("[check] what is timed does what it says (not timed)")
-    before = digest(recorded)
-    _, proc = run(commands.test(recorded, workdir / "check-a"), workdir, env)
-    expect_test(proc, 0, CASES, 0, "nbworker test --notebook-only recorded.ipynb")
-    outcomes = replay_outcomes(workdir / "check-a" / recorded.name)
-    check(
-        outcomes == ["passed"] * CASES,
-        f"the executed notebook shows {len(outcomes)} replays: {sorted(set(outcomes))}",
-    )
-    log(f"    (a) recorded.ipynb: exit 0, {CASES} passed; {CASES} replays shown 'passed'")
-
-    edited_nb = nbformat.read(recorded, as_version=4)
-    handler_cell = edited_nb.cells[SETUP_CELLS - 1]
-    check(handler_cell.source == HANDLER_CELL.rstrip("\n"), "cell 2 is not the %%handler cell")
-    handler_cell.source = EDITED_HANDLER_CELL.rstrip("\n")  # the records stay
-    edited_dir = workdir / "edited"
-    edited_dir.mkdir()
-    edited = edited_dir / "recorded.ipynb"
-    nbformat.write(edited_nb, edited)
-    _, proc = run(commands.test(edited, workdir / "check-edited"), edited_dir, env)
-    expect_test(proc, 1, 0, CASES, "nbworker test --notebook-only, handler edited")
-    check(
-        proc.stdout.count("output['n']: got ") == CASES,
-        f"the differences do not name output['n'] {CASES} times: {proc.stdout[-1500:]}",
-    )
-    log(
-        f"    (a) the handler cell edited after recording: exit 1, {CASES} failed, each "
-        "naming output['n']"
-    )
-
-    _, proc = run(commands.nbmake(recorded), workdir, env)
-    expect_nbmake(proc, "pytest --nbmake recorded.ipynb")
-    _, proc = run(commands.nbmake(edited), edited_dir, env)
-    expect_nbmake(proc, "pytest --nbmake on the edited notebook")
-    log(
-        "    (c) nbmake: 1 passed on recorded.ipynb, and 1 passed on the edited one too "
-        "(it runs the cells, it compares no record)"
-    )
-    check(digest(recorded) == before, "a run changed recorded.ipynb")
-    log("    recorded.ipynb unchanged by these runs")
-
-
-# ----------------------------------------------------------------------------- (a), (c)
-
-
-def bench_one_kernel(
-    workdir: Path, recorded: Path, env: dict[str, str], commands: Any, rounds: int, log2: Path
-) -> dict[str, Any]:
-    """(a) CLI and API, (c) nbmake and the floor (papermill, setup cells only), interleaved."""
-    import nbformat
-
-    from nbworker.testing import Options, test_notebook
-
-    log(f"[a, c] one kernel for the {CASES} cases: {rounds} rounds, interleaved")
-    recorded_nb = nbformat.read(recorded, as_version=4)
-    setup = copy.deepcopy(recorded_nb)
-    setup.cells = setup.cells[:SETUP_CELLS]
-    for cell in setup.cells:
-        cell.outputs, cell.execution_count = [], None
-    counter = iter(range(1_000_000))
-    in_kernel: list[float] = []
-
-    def cli() -> None:
-        _, proc = run(commands.test(recorded, workdir / f"a-{next(counter)}"), workdir, env)
-        expect_test(proc, 0, CASES, 0, "nbworker test --notebook-only")
-
-    def api(probe: bool = False) -> None:
-        options = Options(worker=False, output_dir=str(workdir / f"api-{next(counter)}"))
-        calls: list[dict[str, Any]] = []
-        saves = papermill_saves_off(calls) if probe else contextlib.nullcontext()
-        with kernel_stderr(log2), saves:
-            report = test_notebook(recorded, options)
-        check(not probe or len(calls) == 1, f"the probe patched {len(calls)} papermill calls")
-        check(report.exit_code == 0, f"test_notebook: exit code {report.exit_code}")
-        results = [case.notebook_result for case in report.cases]
-        check(results == ["passed"] * CASES, f"test_notebook: {sorted(set(results))}")
-        if not probe:
-            in_kernel.extend(case.notebook_ms or 0.0 for case in report.cases)
-
-    def nbmake() -> None:
-        _, proc = run(commands.nbmake(recorded), workdir, env)
-        expect_nbmake(proc, "pytest --nbmake")
-
-    def floor() -> None:
-        with kernel_stderr(log2):
-            executed = execute(
-                copy.deepcopy(setup), workdir / f"floor-{next(counter)}.ipynb", workdir
-            )
-        check(not errors_of(executed), f"setup cells raised: {errors_of(executed)}")
-
-    variants: dict[str, Callable[[], None]] = {
-        "nbworker test --notebook-only (CLI)": cli,
-        "test_notebook(path, Options(worker=False))": api,
-        "pytest --nbmake recorded.ipynb": nbmake,
-        "papermill, setup cells only (floor)": floor,
-        "test_notebook, papermill per-cell saves off (probe)": lambda: api(probe=True),
-    }
-    api()  # warm-up: imports (papermill, nbclient) of this process; not timed
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    # The floor is cheap, and now and then a kernel takes about 3.4 s more to shut down (in
-    # nbclient's cleanup, with or without nbworker): it runs twice a round, so that its
-    # median holds.
-    repeat = {"papermill, setup cells only (floor)": 2}
-    for _ in range(rounds):
-        for name, function in variants.items():
-            for _ in range(repeat.get(name, 1)):
-                start = time.perf_counter()
-                function()
-                times[name].append(time.perf_counter() - start)
-    for name, values in times.items():
-        log(
-            f"    {name:<52} median {fmt_s(median(values)):>9}  min {fmt_s(min(values)):>9}  "
-            f"max {fmt_s(max(values)):>9}  ({len(values)} runs)"
-        )
-    log(f"    a %rp_test run in the replay kernel: median {fmt_s(median(in_kernel) / 1e3)}")
-    return {name: median(values) for name, values in times.items()} | {
-        "in_kernel": median(in_kernel) / 1e3,
-        "names": list(variants),
-    }
-
-
-# ----------------------------------------------------------------------------- (b)
-
-
-def bench_per_case(workdir: Path, recorded: Path, quick: bool, log2: Path) -> dict[str, Any]:
-    """(b) one papermill run per case: setup cells + that one %rp_test cell, fresh kernel."""
-    import nbformat
-
-    from nbworker.replay import compare_runs
-
-    recorded_nb = nbformat.read(recorded, as_version=4)
-    picked = list(range(0, CASES, CASES // QUICK_PER_CASE)) if quick else list(range(CASES))
-    extrapolated = len(picked) < CASES
-    log(
-        "[b] one papermill run per case (setup cells + that %rp_test cell, fresh kernel): "
-        + (
-            f"{len(picked)} of {CASES} cases run, EXTRAPOLATED to {CASES} (--quick)"
-            if extrapolated
-            else f"all {CASES} cases"
-        )
-    )
-    notebooks = []
-    for index in picked:
-        notebook = copy.deepcopy(recorded_nb)
-        notebook.cells = [*notebook.cells[:SETUP_CELLS], notebook.cells[SETUP_CELLS + index]]
-        recorded_run = records_of(notebook.cells[-1])[0]
-        for cell in notebook.cells:
-            cell.outputs, cell.execution_count = [], None
-        notebooks.append((index, notebook, recorded_run))
-    out = workdir / "per-case"
-    out.mkdir()
-    times: list[float] = []
-    for index, notebook, recorded_run in notebooks:
-        path = out / f"case-{index:02d}.ipynb"
-        start = time.perf_counter()
-        with kernel_stderr(log2):
-            executed = execute(notebook, path, workdir)
-        times.append(time.perf_counter() - start)
-        # Outside the timing: plain papermill compares nothing, so compare here.
-        check(not errors_of(executed), f"case {index}: {errors_of(executed)}")
-        runs = records_of(executed.cells[-1])
-        check(len(runs) == 1, f"case {index}: {len(runs)} runs in the executed notebook")
-        differences = compare_runs(runs[0], recorded_run)
-        check(not differences, f"case {index}: the run differs from its record: {differences}")
-    total = sum(times)
-    estimate = total / len(times) * CASES
-    slow = sum(value > 2 * median(times) for value in times)
-    log(
-        f"    per case: median {fmt_s(median(times))}  min {fmt_s(min(times))}  "
-        f"max {fmt_s(max(times))} (each pays a kernel start and the {MODEL_SECONDS:g} s load); "
-        f"{slow} of {len(times)} runs over 2x the median (counted in the total)"
-    )
-    if extrapolated:
-        log(
-            f"    {len(times)} runs took {fmt_s(total)}; {CASES} cases EXTRAPOLATED: "
-            f"{CASES} x mean {fmt_s(total / len(times))} = {fmt_s(estimate)}"
-        )
-    else:
-        log(f"    all {CASES} runs took {fmt_s(total)}")
-    log(f"    each new run compared with its record afterwards (not timed): {len(times)} equal")
-    return {
-        "total": estimate,
-        "median": median(times),
-        "run": len(times),
-        "extrapolated": extrapolated,
-    }
-
-
-# ----------------------------------------------------------------------------- (d)
-
-
-def bench_worker(
-    workdir: Path, recorded: Path, env: dict[str, str], commands: Any
-) -> dict[str, Any]:
-    """(d) `nbworker test recorded.ipynb`: the notebook replay, then the worker replay."""
-    log(f"[d] nbworker test recorded.ipynb, with the worker replay ({CASES} worker cases): once")
-    junit = workdir / "worker-junit.xml"
-    took, proc = run(commands.test(recorded, workdir / "d", worker=True, junit=junit), workdir, env)
-    expect_test(proc, 0, CASES, 0, "nbworker test (with the worker)")
-    check(junit.is_file(), "no JUnit XML written")
-    worker_times = []
-    notebook_suite = 0.0
-    for suite in ElementTree.parse(junit).getroot().iter("testsuite"):
-        notebook_suite = float(suite.get("time") or 0.0)
-        for case in suite.iter("testcase"):
-            if not case.get("name", "").endswith("[worker]"):
-                continue
-            check(
-                case.find("failure") is None and case.find("error") is None,
-                f"worker case failed: {case.get('name')}",
-            )
-            check(case.find("skipped") is None, f"worker case skipped: {case.get('name')}")
-            worker_times.append(float(case.get("time") or 0.0))
-    check(len(worker_times) == CASES, f"{len(worker_times)} worker cases in the JUnit XML")
-    worker_sum = sum(worker_times)
-    log(
-        f"    wall {fmt_s(took)} (exit 0, {CASES} passed on both sides); the worker cases: "
-        f"sum {fmt_s(worker_sum)}, per case median {fmt_s(median(worker_times))}, "
-        f"min {fmt_s(min(worker_times))}, max {fmt_s(max(worker_times))}"
-    )
-    log(
-        f"    (each worker case is a new `python handler.py --test_input JOB`: interpreter, "
-        f"runpod import and the {MODEL_SECONDS:g} s model load every time)"
-    )
-    return {
-        "wall": took,
-        "worker_sum": worker_sum,
-        "worker_median": median(worker_times),
-        "reported": notebook_suite,
-    }
-
-
-# ----------------------------------------------------------------------------- table
-
-
-ORDER = ["0", "a", "b", "c", "d"]
-HEADERS = ("#", "measured", "value", "compared with", "its value", "comparison", "target", "")
-
-
-def add_rows(one: dict[str, Any], per_case: dict[str, Any], worker: dict[str, Any] | None) -> None:
-    cli, api, nbmake, floor, probe = (one[name] for name in one["names"])
-    total = per_case["total"]
-    b_label = (
-        f"(b) {CASES} papermill runs, EXTRAPOLATED from {per_case['run']}"
-        if per_case["extrapolated"]
-        else f"(b) {CASES} papermill runs, one per case"
-    )
-    ROWS.extend(
-        [
-            Row(
-                "a",
-                f"(a) nbworker test --notebook-only, CLI, {CASES} cases",
-                fmt_s(cli),
-                b_label,
-                fmt_s(total),
-                f"(b)/(a) = {total / cli:.1f}x",
-                f">= {TARGET_RATIO:g}x",
-                total / cli >= TARGET_RATIO,
-            ),
-            Row(
-                "a",
-                "(a) test_notebook(...) in-process (API)",
-                fmt_s(api),
-                b_label,
-                fmt_s(total),
-                f"(b)/(a) = {total / api:.1f}x",
-            ),
-            Row(
-                "a",
-                "  floor: papermill, setup cells only",
-                fmt_s(floor),
-                "(a) API minus the floor, per case",
-                fmt_s((api - floor) / CASES),
-                f"{CASES} cases + replay cost {fmt_s(api - floor, signed=True)}",
-            ),
-            Row(
-                "a",
-                "  probe: (a) API, papermill's per-cell saves off",
-                fmt_s(probe),
-                "(a) API",
-                fmt_s(api),
-                f"the saves: {fmt_s(api - probe, signed=True)} ({(api - probe) / api:.0%} of (a))",
-            ),
-            Row(
-                "a",
-                "  a %rp_test run in the replay kernel",
-                fmt_s(one["in_kernel"]),
-                "",
-                "",
-                "median of the cases",
-            ),
-            Row(
-                "b",
-                "(b) one papermill run per case, median",
-                fmt_s(per_case["median"]),
-                "the floor (kernel start + 1 s load)",
-                fmt_s(floor),
-                f"{per_case['median'] / floor:.2f}x",
-            ),
-            Row(
-                "c",
-                "(c) pytest --nbmake recorded.ipynb (no record checked)",
-                fmt_s(nbmake),
-                "(a) nbworker test --notebook-only, CLI",
-                fmt_s(cli),
-                f"(c)/(a) = {nbmake / cli:.2f}x ({fmt_s(nbmake - cli, signed=True)})",
-            ),
-        ]
-    )
-    if worker is not None:
-        ROWS.extend(
-            [
-                Row(
-                    "d",
-                    f"(d) nbworker test, with the worker, {CASES} cases",
-                    fmt_s(worker["wall"]),
-                    "(a) nbworker test --notebook-only, CLI",
-                    fmt_s(cli),
-                    f"{worker['wall'] / cli:.1f}x ({fmt_s(worker['wall'] - cli, signed=True)})",
-                ),
-                Row(
-                    "d",
-                    "  a worker case (python handler.py --test_input)",
-                    fmt_s(worker["worker_median"]),
-                    "(b) one papermill run per case, median",
-                    fmt_s(per_case["median"]),
-                    f"{worker['worker_median'] / per_case['median']:.2f}x",
-                ),
-            ]
-        )
-
-
-# ----------------------------------------------------------------------------- main
-
-
 class Commands:
     """The command lines timed, in this venv."""
 
-    def __init__(self) -> None:
-        bin_dir = Path(sys.executable).parent
-        self.nbworker = bin_dir / "nbworker"
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.nbworker = Path(sys.executable).parent / "nbworker"
         check(self.nbworker.is_file(), f"no console script {self.nbworker}: install the package")
+        self.workdir, self.env = workdir, env
+
+    def run(self, argv: list[str], cwd: Path | None = None) -> tuple[float, Any]:
+        return timed_run(argv, cwd or self.workdir, self.env, timeout=SUBPROCESS_TIMEOUT)
 
     def test(
-        self, notebook: Path, out: Path, *, worker: bool = False, junit: Path | None = None
+        self,
+        notebook: Path,
+        out: Path | None = None,
+        *,
+        worker: bool = False,
+        junit: Path | None = None,
     ) -> list[str]:
-        argv = [str(self.nbworker), "test", str(notebook), "--output-dir", str(out)]
+        argv = [str(self.nbworker), "test", str(notebook)]
+        if out is not None:
+            argv += ["--output-dir", str(out)]
         if not worker:
             argv.append("--notebook-only")
         if junit is not None:
@@ -672,24 +334,346 @@ class Commands:
         ]
 
 
+# ----------------------------------------------------------------------------- checks
+
+
+def checks(workdir: Path, recorded: dict[int, Path], commands: Commands) -> None:
+    """Before timing: (a) passes each recorded notebook (every replay shown 'passed'), fails
+    the smaller one once its handler is edited; nbmake passes both; nothing changes them."""
+    import nbformat
+
+    log("[check] what is timed does what it says (not timed)")
+    before = {size: digest(path) for size, path in recorded.items()}
+    for size, path in recorded.items():
+        _, proc = commands.run(commands.test(path, workdir / f"check-{size}"))
+        expect_test(proc, 0, size, 0, f"nbworker test --notebook-only {path.name}")
+        outcomes = replay_outcomes(workdir / f"check-{size}" / path.name)
+        check(
+            outcomes == ["passed"] * size,
+            f"the executed notebook shows {len(outcomes)} replays: {sorted(set(outcomes))}",
+        )
+        log(f"    (a) {path.name}: exit 0, {size} passed; {size} replays shown 'passed'")
+
+    small = min(recorded)
+    edited_nb = nbformat.read(recorded[small], as_version=4)
+    handler_cell = edited_nb.cells[SETUP_CELLS - 1]
+    check(handler_cell.source == HANDLER_CELL.rstrip("\n"), "cell 2 is not the %%handler cell")
+    handler_cell.source = EDITED_HANDLER_CELL.rstrip("\n")  # the records stay
+    edited = workdir / "edited" / recorded[small].name
+    edited.parent.mkdir()
+    nbformat.write(edited_nb, edited)
+    _, proc = commands.run(commands.test(edited), edited.parent)
+    expect_test(proc, 1, 0, small, "nbworker test --notebook-only, handler edited")
+    check(
+        proc.stdout.count("output['n']: got ") == small,
+        f"the differences do not name output['n'] {small} times: {proc.stdout[-1500:]}",
+    )
+    log(
+        f"    (a) the handler cell edited after recording: exit 1, {small} failed, each "
+        "naming output['n']"
+    )
+
+    _, proc = commands.run(commands.nbmake(recorded[small]))
+    expect_nbmake(proc, f"pytest --nbmake {recorded[small].name}")
+    _, proc = commands.run(commands.nbmake(edited), edited.parent)
+    expect_nbmake(proc, "pytest --nbmake on the edited notebook")
+    log(
+        "    (c) nbmake: 1 passed on the recorded notebook, and on the edited one too (it "
+        "compares no record)"
+    )
+    for size, path in recorded.items():
+        check(digest(path) == before[size], f"a run changed {path.name}")
+    log("    the recorded notebooks are unchanged by these runs")
+
+
+# ----------------------------------------------------------------------------- (a), (c)
+
+
+def bench_one_kernel(
+    workdir: Path, recorded: dict[int, Path], commands: Commands, rounds: int, log2: Path
+) -> dict[str, Any]:
+    """(a) CLI per size and API, (c) nbmake, and the floor (papermill, setup cells only):
+    paired rounds."""
+    import nbformat
+
+    from nbworker.testing import Options, test_notebook
+
+    small = min(recorded)
+    log(f"[a, c] one kernel per notebook: {rounds} rounds after a warm-up round, paired")
+    setup = nbformat.read(recorded[small], as_version=4)
+    setup.cells = setup.cells[:SETUP_CELLS]
+    for cell in setup.cells:
+        cell.outputs, cell.execution_count = [], None
+    counter = iter(range(1_000_000))
+    in_kernel: list[float] = []
+
+    def cli(size: int) -> Callable[[], None]:
+        def run() -> None:
+            _, proc = commands.run(commands.test(recorded[size]))
+            expect_test(proc, 0, size, 0, f"nbworker test --notebook-only, {size} cases")
+
+        return run
+
+    def api() -> None:
+        with kernel_stderr(log2):
+            report = test_notebook(recorded[small], Options(worker=False))
+        check(report.exit_code == 0, f"test_notebook: exit code {report.exit_code}")
+        results = [case.notebook_result for case in report.cases]
+        check(results == ["passed"] * small, f"test_notebook: {sorted(set(results))}")
+        in_kernel.extend(case.notebook_ms or 0.0 for case in report.cases)
+
+    def nbmake() -> None:
+        _, proc = commands.run(commands.nbmake(recorded[small]))
+        expect_nbmake(proc, "pytest --nbmake")
+
+    def floor() -> None:
+        with kernel_stderr(log2):
+            executed = execute(
+                copy.deepcopy(setup), workdir / f"floor-{next(counter)}.ipynb", workdir
+            )
+        check(not errors_of(executed), f"setup cells raised: {errors_of(executed)}")
+
+    variants: dict[str, Callable[[], None]] = {
+        f"cli-{size}": cli(size) for size in sorted(recorded)
+    } | {"api": api, "floor": floor, "nbmake": nbmake}
+    measured = paired(variants, rounds=rounds, warmup=1)
+    labels = {
+        **{
+            f"cli-{size}": f"nbworker test --notebook-only, {size} cases (CLI)" for size in recorded
+        },
+        "api": f"test_notebook(path, Options(worker=False)), {small} cases",
+        "floor": "papermill, setup cells only (floor)",
+        "nbmake": f"pytest --nbmake, {small} cases",
+    }
+    for name, values in measured.samples.items():
+        log(
+            f"    {labels[name]:<52} median {fmt_s(median(values)):>9}  "
+            f"min {fmt_s(min(values)):>9}  max {fmt_s(max(values)):>9}  ({len(values)} runs)"
+        )
+    log(f"    a %rp_test run in the replay kernel: median {fmt_s(median(in_kernel) / 1e3)}")
+    return {"medians": measured.medians, "paired": measured, "in_kernel": median(in_kernel) / 1e3}
+
+
+# ----------------------------------------------------------------------------- (b)
+
+
+def bench_per_case(
+    workdir: Path, recorded: Path, size: int, quick: bool, log2: Path
+) -> dict[str, Any]:
+    """(b) one papermill run per case: setup cells + that one %rp_test cell, fresh kernel."""
+    import nbformat
+
+    from nbworker.replay import compare_runs
+
+    recorded_nb = nbformat.read(recorded, as_version=4)
+    picked = list(range(0, size, size // QUICK_PER_CASE)) if quick else list(range(size))
+    log(
+        f"[b] one papermill run per case (setup cells + that %rp_test cell, fresh kernel): "
+        f"{len(picked)} of the {size} cases run"
+        + (", the total EXTRAPOLATED (--quick)" if len(picked) < size else "")
+    )
+    out = workdir / "per-case"
+    out.mkdir()
+    times: list[float] = []
+    for index in picked:
+        notebook = copy.deepcopy(recorded_nb)
+        notebook.cells = [*notebook.cells[:SETUP_CELLS], notebook.cells[SETUP_CELLS + index]]
+        recorded_run = records_of(notebook.cells[-1])[0]
+        for cell in notebook.cells:
+            cell.outputs, cell.execution_count = [], None
+        start = time.perf_counter()
+        with kernel_stderr(log2):
+            executed = execute(notebook, out / f"case-{index:03d}.ipynb", workdir)
+        times.append(time.perf_counter() - start)
+        # Outside the timing: plain papermill compares nothing, so compare here.
+        check(not errors_of(executed), f"case {index}: {errors_of(executed)}")
+        runs = records_of(executed.cells[-1])
+        check(len(runs) == 1, f"case {index}: {len(runs)} runs in the executed notebook")
+        differences = compare_runs(runs[0], recorded_run)
+        check(not differences, f"case {index}: the run differs from its record: {differences}")
+    mean = sum(times) / len(times)
+    slow = sum(value > 2 * median(times) for value in times)
+    log(
+        f"    per case: median {fmt_s(median(times))}  mean {fmt_s(mean)}  "
+        f"min {fmt_s(min(times))}  max {fmt_s(max(times))} (each pays a kernel start and "
+        f"the {MODEL_SECONDS:g} s load); "
+        f"{slow} of {len(times)} runs over 2x the median (counted in the mean)"
+    )
+    log(f"    each new run compared with its record afterwards (not timed): {len(times)} equal")
+    return {"mean": mean, "median": median(times), "run": len(times)}
+
+
+# ----------------------------------------------------------------------------- (d)
+
+
+def bench_worker(workdir: Path, recorded: Path, size: int, commands: Commands) -> dict[str, Any]:
+    """(d) `nbworker test recorded.ipynb`: the notebook replay, then the worker replay."""
+    log(f"[d] nbworker test {recorded.name}, with the worker replay ({size} worker cases): once")
+    junit = workdir / "worker-junit.xml"
+    took, proc = commands.run(commands.test(recorded, workdir / "d", worker=True, junit=junit))
+    expect_test(proc, 0, size, 0, "nbworker test (with the worker)")
+    check(junit.is_file(), "no JUnit XML written")
+    worker_times = []
+    for suite in ElementTree.parse(junit).getroot().iter("testsuite"):
+        for case in suite.iter("testcase"):
+            if not case.get("name", "").endswith("[worker]"):
+                continue
+            check(
+                case.find("failure") is None and case.find("error") is None,
+                f"worker case failed: {case.get('name')}",
+            )
+            check(case.find("skipped") is None, f"worker case skipped: {case.get('name')}")
+            worker_times.append(float(case.get("time") or 0.0))
+    check(len(worker_times) == size, f"{len(worker_times)} worker cases in the JUnit XML")
+    log(
+        f"    wall {fmt_s(took)} (exit 0, {size} passed on both sides); the worker cases: "
+        f"sum {fmt_s(sum(worker_times))}, per case median {fmt_s(median(worker_times))} "
+        f"(each a new `python handler.py --test_input JOB`: interpreter, runpod import and "
+        f"the {MODEL_SECONDS:g} s load every time)"
+    )
+    return {"wall": took, "worker_median": median(worker_times)}
+
+
+# ----------------------------------------------------------------------------- table
+
+
+ORDER = ["0", "a", "b", "c", "d"]
+HEADERS = ("#", "measured", "value", "compared with", "its value", "comparison", "target", "")
+
+
+def add_rows(
+    one: dict[str, Any], per_case: dict[str, Any], sizes: list[int], worker: dict[str, Any] | None
+) -> None:
+    medians = one["medians"]
+    small, large = sizes[0], sizes[-1]
+    floor = medians["floor"]
+    for size in sizes:
+        cli = medians[f"cli-{size}"]
+        total = per_case["mean"] * size
+        label = (
+            f"(b) {size} papermill runs, one per case"
+            if per_case["run"] == size
+            else f"(b) {size} x mean of {per_case['run']} runs, EXTRAPOLATED"
+        )
+        target = TARGETS.get(size)
+        ROWS.append(
+            Row(
+                "a",
+                f"(a) nbworker test --notebook-only, CLI, {size} cases",
+                fmt_s(cli),
+                label,
+                fmt_s(total),
+                f"(b)/(a) = {total / cli:.1f}x",
+                f">= {target:g}x" if target else "",
+                None if target is None else total / cli >= target,
+            )
+        )
+    api = medians["api"]
+    ROWS.append(
+        Row(
+            "a",
+            f"(a) test_notebook(...) in-process (API), {small} cases",
+            fmt_s(api),
+            "(a) CLI, same notebook",
+            fmt_s(medians[f"cli-{small}"]),
+            f"the CLI's start-up {fmt_s(medians[f'cli-{small}'] - api, signed=True)}",
+        )
+    )
+    if large > small:
+        marginal = one["paired"].samples
+        per = median(
+            (b - a) / (large - small)
+            for a, b in zip(marginal[f"cli-{small}"], marginal[f"cli-{large}"], strict=True)
+        )
+        fixed = medians[f"cli-{small}"] - small * per
+        budget = (per_case["mean"] * large / TARGETS.get(large, 100.0) - fixed) / large
+        ROWS.append(
+            Row(
+                "a",
+                f"  per case: ((a) {large} - (a) {small}) / {large - small}, paired",
+                fmt_s(per),
+                f"left per case by >= {TARGETS.get(large, 100.0):g}x at {large}",
+                fmt_s(budget),
+                f"(a)'s fixed part {fmt_s(fixed)} (floor {fmt_s(floor)})",
+            )
+        )
+    ROWS.extend(
+        [
+            Row(
+                "a",
+                "  floor: papermill, setup cells only",
+                fmt_s(floor),
+                "(a) CLI minus the floor",
+                fmt_s(medians[f"cli-{small}"] - floor),
+                f"start-up and {small} cases",
+            ),
+            Row(
+                "a",
+                "  a %rp_test run in the replay kernel",
+                fmt_s(one["in_kernel"]),
+                result="median of the cases",
+            ),
+            Row(
+                "b",
+                "(b) one papermill run per case, mean",
+                fmt_s(per_case["mean"]),
+                "the floor (kernel start + 1 s load)",
+                fmt_s(floor),
+                f"{per_case['mean'] / floor:.2f}x",
+            ),
+            Row(
+                "c",
+                f"(c) pytest --nbmake, {small} cases (no record checked)",
+                fmt_s(medians["nbmake"]),
+                "(a) nbworker test --notebook-only, CLI",
+                fmt_s(medians[f"cli-{small}"]),
+                f"(c)/(a) = {medians['nbmake'] / medians[f'cli-{small}']:.2f}x",
+            ),
+        ]
+    )
+    if worker is not None:
+        ROWS.extend(
+            [
+                Row(
+                    "d",
+                    f"(d) nbworker test, with the worker, {small} cases",
+                    fmt_s(worker["wall"]),
+                    "(a) nbworker test --notebook-only, CLI",
+                    fmt_s(medians[f"cli-{small}"]),
+                    f"{worker['wall'] / medians[f'cli-{small}']:.1f}x",
+                ),
+                Row(
+                    "d",
+                    "  a worker case (python handler.py --test_input)",
+                    fmt_s(worker["worker_median"]),
+                    "(b) one papermill run per case, median",
+                    fmt_s(per_case["median"]),
+                    f"{worker['worker_median'] / per_case['median']:.2f}x",
+                ),
+            ]
+        )
+
+
+# ----------------------------------------------------------------------------- main
+
+
 def main() -> int:
-    global CASES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"3 rounds, {QUICK_PER_CASE} per-case runs (extrapolated), no worker replay",
+        help=f"2 rounds, {QUICK_PER_CASE} per-case runs (extrapolated), no worker replay",
     )
     parser.add_argument(
         "--cases",
-        type=int,
-        default=CASES,
-        help=f"%%rp_test cells in the notebook (default {CASES}, at least {QUICK_PER_CASE})",
+        default=",".join(map(str, SIZES)),
+        help="the notebook sizes, comma-separated (default 50,200; each at least "
+        f"{QUICK_PER_CASE}); the targets: 30x at 50 cases, 100x at 200",
     )
     args = parser.parse_args()
-    if args.cases < QUICK_PER_CASE:
+    sizes = sorted({int(size) for size in args.cases.split(",")})
+    if sizes[0] < QUICK_PER_CASE:
         parser.error(f"--cases: at least {QUICK_PER_CASE}")
-    CASES = args.cases
 
     started = time.perf_counter()
     # Kernels and subprocesses: a throw-away IPython profile, this venv's kernelspec first,
@@ -701,7 +685,6 @@ def main() -> int:
     )
     os.environ["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    env = dict(os.environ)
     stderr_log = workdir / "kernels-stderr.log"
 
     from importlib import metadata
@@ -723,20 +706,21 @@ def main() -> int:
         args.quick,
     )
     try:
-        commands = Commands()
-        inputs = case_inputs()
-        recorded, _ = record(workdir, inputs, stderr_log)
-        recorded_digest = digest(recorded)
-        checks(workdir, recorded, env, commands)
-        one = bench_one_kernel(workdir, recorded, env, commands, 3 if args.quick else 4, stderr_log)
-        per_case = bench_per_case(workdir, recorded, args.quick, stderr_log)
+        commands = Commands(workdir, dict(os.environ))
+        recorded = record(workdir, tuple(sizes), stderr_log)
+        digests = {size: digest(path) for size, path in recorded.items()}
+        checks(workdir, recorded, commands)
+        one = bench_one_kernel(workdir, recorded, commands, 2 if args.quick else 4, stderr_log)
+        small = sizes[0]
+        per_case = bench_per_case(workdir, recorded[small], small, args.quick, stderr_log)
         worker = None
         if args.quick:
             log("[d] the worker replay: skipped with --quick (about 2.5 s a case; full run only)")
         else:
-            worker = bench_worker(workdir, recorded, env, commands)
-        check(digest(recorded) == recorded_digest, "a run changed recorded.ipynb")
-        add_rows(one, per_case, worker)
+            worker = bench_worker(workdir, recorded[small], small, commands)
+        for size, path in recorded.items():
+            check(digest(path) == digests[size], f"a run changed {path.name}")
+        add_rows(one, per_case, sizes, worker)
     except BenchFailure as err:
         log(f"BENCHMARK CHECK FAILED: {err}")
         return 2

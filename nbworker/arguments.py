@@ -207,9 +207,17 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+# (id of the declaration, prog) -> (the declaration, its parser): built once, as a notebook
+# of a thousand `%rp_test` cells is read line by line (parse_args leaves a parser as it is)
+_parsers: dict[tuple[int, str], tuple[Arguments, _Parser]] = {}
+
+
 def parse(arguments: Arguments, line: str, *, prog: str) -> argparse.Namespace:
     """Parse a magic's line outside IPython; ValueError with argparse's message."""
-    parser = _Parser(prog=prog, add_help=False)
-    for names, options in arguments:
-        parser.add_argument(*names, **options)
+    declared, parser = _parsers.get((id(arguments), prog), (None, None))
+    if declared is not arguments or parser is None:
+        parser = _Parser(prog=prog, add_help=False)
+        for names, options in arguments:
+            parser.add_argument(*names, **options)
+        _parsers[(id(arguments), prog)] = (arguments, parser)
     return parser.parse_args(shlex.split(line))

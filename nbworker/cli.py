@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "test",
         help="replay the runs recorded in notebooks, in a fresh kernel and against the worker",
         description="Every %%rp_test run recorded in a notebook is a test case. The notebook "
-        "runs top to bottom in a fresh kernel (papermill), each %%rp_test comparing its run "
+        "runs top to bottom in a fresh kernel, each %%rp_test comparing its run "
         "with the recorded one; then the notebook is exported and the same cases run against "
         "handler.py under the runpod SDK. A folder stands for every notebook under it. "
         "Exit codes: 0 all passed, 1 a case mismatched, 2 usage error, 3 a notebook failed "
@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar=("NAME", "VALUE"),
-        help="a papermill parameter (VALUE read as YAML: 3, 0.5, true, text)",
+        help="a parameter, as papermill's -p: set in a cell after the one tagged `parameters` "
+        "(VALUE read as YAML: 3, 0.5, true, text)",
     )
     test.add_argument("-j", "--jobs", type=int, metavar="N", help="notebooks run at once")
     test.add_argument("--kernel", metavar="NAME", help="kernel name (default: the notebook's)")
@@ -166,10 +167,10 @@ def _run_tests(args: argparse.Namespace) -> int:
     notebooks = _notebooks(args.notebooks)
     if args.jobs is not None and args.jobs < 1:
         raise _UsageError(f"--jobs must be at least 1, not {args.jobs}")
-    import yaml  # papermill's own way of reading -p values
-
     parameters = {}
     for name, value in args.parameter:
+        import yaml  # papermill's own way of reading -p values (imported only for them)
+
         if not name.isidentifier() or keyword.iskeyword(name):  # papermill writes it as code
             raise _UsageError(f"-p {name!r}: a parameter is a Python name")
         try:

@@ -25,6 +25,7 @@ from nbworker import compare
 from nbworker.errors import MalformedRecord, ReplayMismatch
 
 __all__ = [
+    "CELL_MIMETYPE",
     "REPLAY_MIMETYPE",
     "Expected",
     "MalformedRecord",
@@ -34,11 +35,13 @@ __all__ = [
     "compare_runs",
     "current",
     "record_problem",
+    "run_cells",
     "start",
     "stop",
 ]
 
 REPLAY_MIMETYPE = "application/vnd.nbworker.replay+json"
+CELL_MIMETYPE = "application/vnd.nbworker.cell+json"  # run_cells' marks
 DEFAULT_RTOL = compare.DEFAULT_REL_TOL
 
 
@@ -172,7 +175,10 @@ class Replay:
         self.expected = list(expected)
         self.rtol = rtol
         self.outcomes: list[Outcome] = []
-        self._used: set[int] = set()  # positions in self.expected already matched
+        # source -> the stored cells with that source not yet matched, the first last
+        self._unmatched: dict[str, list[Expected]] = {}
+        for cell in reversed(self.expected):
+            self._unmatched.setdefault(cell.source, []).append(cell)
         self._cell: Expected | None = None
         self._runs = 0  # runs checked in the current cell
         self._lock = threading.Lock()
@@ -182,11 +188,9 @@ class Replay:
         the same source)."""
         with self._lock:
             self._cell, self._runs = None, 0
-            for position, expected in enumerate(self.expected):
-                if position not in self._used and expected.source == source:
-                    self._used.add(position)
-                    self._cell = expected
-                    return
+            waiting = self._unmatched.get(source)
+            if waiting:
+                self._cell = waiting.pop()
 
     def check(
         self, record: Mapping[str, Any], *, compare: bool = True, ignore: Iterable[str] = ()
@@ -219,12 +223,13 @@ class Replay:
 
 
 def expected_runs(notebook: Any) -> list[Expected]:
-    """The recorded runs of an nbformat notebook, cell by cell (cells with none left out).
+    """The recorded runs of a notebook (nbformat's, or its JSON dicts), cell by cell (cells
+    with none left out).
     MalformedRecord names the first record that is no run record."""
     from nbworker.record import recorded_runs
 
     found = []
-    for index, cell in enumerate(notebook.cells):
+    for index, cell in enumerate(notebook["cells"]):
         if cell.get("cell_type") != "code":
             continue
         records = recorded_runs(cell)
@@ -235,7 +240,8 @@ def expected_runs(notebook: Any) -> list[Expected]:
                     cell=index, cell_id=cell.get("id"), record=number, problem=problem
                 )
         if records:
-            source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+            source = cell["source"]
+            source = source if isinstance(source, str) else "".join(source)
             found.append(Expected(index, cell.get("id"), source, records))
     return found
 
@@ -265,11 +271,27 @@ def start(expected: str | list[dict[str, Any]], *, rtol: float = DEFAULT_RTOL) -
     shell = get_ipython()
     if shell is not None:
         shell.events.register("pre_run_cell", _pre_run_cell)
+        _defer_history(shell)
     return _current
 
 
+# A replay kernel runs a notebook once and is thrown away: IPython writes its history to
+# SQLite after every cell (a thread woken per cell, a commit), a third of what a `%rp_test`
+# cell costs there. Deferred, it is written once, as the kernel exits.
+_DEFERRED_HISTORY = 1 << 30
+_history_cache_size: int | None = None  # IPython's own, restored by stop()
+
+
+def _defer_history(shell: Any) -> None:
+    global _history_cache_size
+    manager = getattr(shell, "history_manager", None)
+    if manager is not None and _history_cache_size is None:
+        _history_cache_size = manager.db_cache_size
+        manager.db_cache_size = _DEFERRED_HISTORY
+
+
 def stop() -> None:
-    global _current
+    global _current, _history_cache_size
     _current = None
     try:
         from IPython import get_ipython
@@ -279,9 +301,50 @@ def stop() -> None:
     if shell is not None:
         with contextlib.suppress(ValueError):  # not registered
             shell.events.unregister("pre_run_cell", _pre_run_cell)
+        manager = getattr(shell, "history_manager", None)
+        if manager is not None and _history_cache_size is not None:
+            manager.db_cache_size = _history_cache_size
+            _history_cache_size = None
 
 
 def _pre_run_cell(info: Any) -> None:
     replay = _current
     if replay is not None:
         replay.start_cell(info.raw_cell)
+
+
+def run_cells(sources: list[str], allowed: list[str]) -> None:
+    """Run cells one after the other in this kernel, each as a cell of its own (IPython's
+    `run_cell`: its history entry, execution count, events and outputs), for `nbworker
+    test` to send a run of `%rp_test` cells in one request. A display_data of
+    `CELL_MIMETYPE` after each says how it ended (`{"index": i, "status",
+    "execution_count", "ename", "evalue"}`); displaying flushes stdout and stderr first, so
+    each cell's output comes before its mark and after the one before it (one mark a cell:
+    each display costs two flushes, each a round trip to ipykernel's IOPub thread). The
+    first cell that fails with an error not named in `allowed` ends the run, as it would
+    end a run of the notebook."""
+    import sys
+
+    from IPython import get_ipython
+    from IPython.display import publish_display_data
+
+    from nbworker.record import safe_str
+
+    shell = get_ipython()
+    for index, source in enumerate(sources):
+        result = shell.run_cell(source, store_history=True)
+        error = result.error_before_exec or result.error_in_exec
+        end: dict[str, Any] = {
+            "index": index,
+            "status": "ok" if error is None else "error",
+            "execution_count": result.execution_count,
+        }
+        if error is not None:
+            end.update(ename=type(error).__name__, evalue=safe_str(error))
+        publish_display_data({CELL_MIMETYPE: end})
+        # and wait until ipykernel's IOPub thread has sent it: a next cell that kills the
+        # kernel (os._exit, a crash) must not take this cell's end with it, or the report
+        # would blame this one (a flush waits for the thread, as a cell's reply does)
+        sys.stdout.flush()
+        if error is not None and end["ename"] not in allowed:
+            return

@@ -703,3 +703,75 @@ def test_unusable_notebook_names_are_refused(tmp_path, name: str, expected: str)
         notebook.metadata["nbworker_name"] = name
     result = build(notebook)
     assert isinstance(result, ExportError) and str(result) == expected, result
+
+
+# ------------------------------------------------------------- Python that IPython leaves as is
+
+# Lines that are Python, IPython syntax, or Python only in some places (inside a string, a
+# bracket or a block), mixed at random: `as_python` may skip IPython's transformation only
+# where the transformation would leave the text as it is.
+FRAGMENTS = [
+    "x = 1",
+    "",
+    "   ",
+    "    y = 2",
+    "def f(a):",
+    "    return a % 2",
+    "s = '''",
+    ">>> print(1)",
+    "In [1]: x",
+    "%time x = 1",
+    "%%time",
+    "!ls -la",
+    "a = !ls",
+    "b = %pwd",
+    "x?",
+    "?x",
+    "/f 1",
+    ",f a b",
+    ";f a",
+    "'''",
+    "z = (1,",
+    "     2)",
+    "w = 3 \\",
+    "    + 4",
+    "# %not a magic",
+    "async def g():",
+    "    await h()",
+    "await h()",
+    "get_ipython().run_line_magic('time', 'x')",
+    "if x:",
+    "    %time y",
+    "\tt = 1",
+    "q = '%s' % x",
+    "d = {",
+    "    ...: 1,",
+    "...: 2",
+    "}",
+    "[nav] In [2]: x",
+    "    >>> doctest()",
+    "\r",
+]
+
+
+@examples(400)
+@given(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=6), st.booleans())
+def test_as_python_skips_ipythons_transform_only_where_it_changes_nothing(
+    lines: list[str], newline_at_end: bool
+) -> None:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from nbworker.export.cells import as_python
+
+    text = "\n".join(lines) + ("\n" if newline_at_end else "")
+    try:
+        transformed = TransformerManager().transform_cell(text)
+        expected: object = (transformed, ast.dump(ast.parse(transformed)))
+    except (SyntaxError, ValueError) as err:
+        expected = type(err)
+    try:
+        got, tree = as_python(text)
+        found: object = (got, ast.dump(tree))
+    except (SyntaxError, ValueError) as err:
+        found = type(err)
+    assert found == expected, text

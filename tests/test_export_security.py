@@ -169,6 +169,35 @@ def test_the_example_notebooks_have_no_finding() -> None:
         assert find_in_files(files) == [], path.name
 
 
+def test_the_files_every_worker_gets_as_they_are_hold_nothing_of_the_notebook() -> None:
+    """export scans every file it writes but these (`testfiles.FIXED`): they are nbworker's
+    own text, the same whatever the notebook; scanned here, once for all workers."""
+    from nbworker import compare
+    from nbworker.export import testfiles
+
+    texts = {
+        "tests/compare.py": {Path(compare.__file__).read_text(encoding="utf-8")},
+        "tests/test_handler.py": {
+            testfiles.template("handler_tests.py"),
+            testfiles.template("stream_handler_tests.py"),
+        },
+        "tests/test_notebook.py": {testfiles.template("notebook_tests.py")},
+    }
+    paths = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("tests/data/*.ipynb"))
+    requirements = set()
+    for path in paths:
+        files = build_worker(path).files
+        assert set(files) >= testfiles.FIXED, path.name
+        for name, allowed in texts.items():
+            assert files[name] in allowed, (path.name, name)
+        requirements.add(files["tests/requirements.txt"])
+    assert len(requirements) == 1
+    every = {name: text for name, options in texts.items() for text in options}
+    every["tests/requirements.txt"] = requirements.pop()
+    for name, text in every.items():
+        assert find_in_files({name: text}) == [], name
+
+
 @pytest.mark.parametrize(
     "source",
     [

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -161,6 +160,10 @@ class _Pins:
 
     def add_spec(self, spec: str) -> None:
         """A `pip install` argument: pinned if it names an installed distribution."""
+        # here, not at the top: packaging's requirement parser is a third of what pinning
+        # imports, and most notebooks have no %pip line
+        from packaging.requirements import InvalidRequirement, Requirement
+
         try:
             requirement = Requirement(spec)
         except InvalidRequirement:

@@ -37,6 +37,7 @@ __all__ = [
     "CASE_STATUSES",
     "DEFAULT_CUDA_VERSIONS",
     "DEFAULT_GPU_TYPE",
+    "FIXED",
     "TEMPLATES",
     "cases_json",
     "example_job",
@@ -47,6 +48,16 @@ __all__ = [
 ]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# The files of `tests/` that are the same in every worker (nbworker's own text, nothing of
+# the notebook in them); tests/test_export_security.py scans them once for all workers.
+FIXED = frozenset(
+    {
+        "tests/compare.py",
+        "tests/test_handler.py",
+        "tests/test_notebook.py",
+        "tests/requirements.txt",
+    }
+)
 # the worker's test file -> its template, for a plain handler and for a generator
 _HANDLER_TESTS = {False: "handler_tests.py", True: "stream_handler_tests.py"}
 _NOTEBOOK_TESTS = "notebook_tests.py"

@@ -24,32 +24,38 @@ __all__ = ["kept_fields", "records_text", "trimmed_notebook"]
 _KEPT_METADATA = ("kernelspec", "language_info")
 
 
-def trimmed_notebook(notebook: Any) -> Any:
-    """A new nbformat notebook: `notebook` with only what the worker's tests need."""
-    import nbformat
+def trimmed_notebook(notebook: Any) -> dict[str, Any]:
+    """A new notebook (JSON dicts, as `nbformat.v4.new_notebook` builds it): `notebook` with
+    only what the worker's tests need. A cell without an id gets a random one, as
+    nbformat's `new_code_cell` gives it."""
+    import uuid
 
     cells = []
-    for raw in notebook.cells:
-        source = raw.source if isinstance(raw.source, str) else "".join(raw.source)
+    for raw in notebook["cells"]:
+        source = raw["source"] if isinstance(raw["source"], str) else "".join(raw["source"])
         tags = raw.get("metadata", {}).get("tags")
         metadata = {"tags": list(tags)} if isinstance(tags, list) and tags else {}
-        if raw.cell_type == "code":
-            cell = nbformat.v4.new_code_cell(source, metadata=metadata)
-            cell.outputs = [
-                nbformat.v4.new_output("display_data", data={RECORD_MIMETYPE: record})
+        cell_id = raw.get("id")
+        cell: dict[str, Any] = {
+            "id": cell_id if isinstance(cell_id, str) else uuid.uuid4().hex[:8],
+            "cell_type": raw["cell_type"] if raw["cell_type"] in ("code", "markdown") else "raw",
+            "metadata": metadata,
+            "source": source,
+        }
+        if cell["cell_type"] == "code":
+            cell["execution_count"] = None
+            cell["outputs"] = [
+                {"output_type": "display_data", "metadata": {}, "data": {RECORD_MIMETYPE: record}}
                 for record in _records(raw)
             ]
-        elif raw.cell_type == "markdown":
-            cell = nbformat.v4.new_markdown_cell(source, metadata=metadata)
-        else:
-            cell = nbformat.v4.new_raw_cell(source, metadata=metadata)
-        if isinstance(raw.get("id"), str):
-            cell.id = raw.id
         cells.append(cell)
-    metadata = {key: notebook.metadata[key] for key in _KEPT_METADATA if key in notebook.metadata}
-    trimmed = nbformat.v4.new_notebook(cells=cells, metadata=metadata)
-    trimmed.nbformat_minor = max(int(notebook.get("nbformat_minor", 5)), 5)  # cell ids: 4.5
-    return trimmed
+    kept = notebook.get("metadata", {})
+    return {
+        "nbformat": 4,
+        "nbformat_minor": max(int(notebook.get("nbformat_minor", 5)), 5),  # cell ids: 4.5
+        "metadata": {key: kept[key] for key in _KEPT_METADATA if key in kept},
+        "cells": cells,
+    }
 
 
 def kept_fields(copy: Any) -> list[tuple[int, str, str]]:
@@ -57,15 +63,15 @@ def kept_fields(copy: Any) -> list[tuple[int, str, str]]:
     what the trimmed `copy` keeps besides sources and records, for the secret scan. The ids
     stay: papermill's report and `nbworker test` name cells by them."""
     fields = []
-    for index, cell in enumerate(copy.cells):
+    for index, cell in enumerate(copy["cells"]):
         if "id" in cell:
-            fields.append((index, "id", str(cell.id)))
+            fields.append((index, "id", str(cell["id"])))
         tags = cell.get("metadata", {}).get("tags")
         if tags:
             fields.append((index, "tags", _json_lines(tags)))
     for key in _KEPT_METADATA:
-        if key in copy.metadata:
-            fields.append((-1, key, _json_lines(copy.metadata[key])))
+        if key in copy["metadata"]:
+            fields.append((-1, key, _json_lines(copy["metadata"][key])))
     return fields
 
 
@@ -91,6 +97,6 @@ def records_text(notebook: Any) -> list[tuple[int, int, str]]:
     line (so that a finding names a line of it), for the secret scan."""
     return [
         (index, number, _json_lines(record))
-        for index, cell in enumerate(notebook.cells)
+        for index, cell in enumerate(notebook["cells"])
         for number, record in _numbered_records(cell)
     ]

@@ -1,6 +1,6 @@
 """`nbworker test`: the runs a notebook recorded are its test cases, replayed twice.
 
-1. In the notebook (`notebook.py`): papermill runs it top to bottom in a fresh kernel, with a
+1. In the notebook (`notebook.py`): it runs top to bottom in a fresh kernel, with a
    first cell that turns on replay (`nbworker.replay`), so each `%rp_test` compares its new
    run with the recorded one. One kernel per notebook, whatever the number of cases.
 2. In the worker (`worker.py`): the notebook is exported to a temporary folder and the
@@ -11,7 +11,8 @@ This module reads the cases a notebook holds, runs both replays per notebook
 (`test_notebook`) and notebooks in parallel processes (`test_notebooks`), and gives the exit
 code. The data is in `model.py`, the summary and JUnit XML in `report.py`, the pytest plugin
 (`pytest --nbworker notebooks/`) in `plugin.py`. pytest loads this package in every run in an
-environment with nbworker, so papermill, nbformat and the kernel stay unimported until used.
+environment with nbworker, so jupyter_client and the kernel stay unimported until used (and
+nbformat and papermill are not imported at all: `notebook.py`).
 
 Exit codes: 0 all passed, 1 a case mismatched (or the worker could not be built), 2 usage,
 3 a notebook failed outside a test (a cell raised, a UsageError included, the kernel died, a
@@ -49,7 +50,7 @@ from nbworker.testing.model import (
     Options,
     Result,
 )
-from nbworker.testing.notebook import replay_notebook
+from nbworker.testing.notebook import NOT_VALID, replay_notebook
 from nbworker.testing.report import Progress, junit_xml, summary, verdict
 from nbworker.testing.worker import replay_worker
 
@@ -153,21 +154,25 @@ def test_notebook(
     executed notebook goes: a relative path (default: the file name). A notebook none of
     whose cases is selected (none recorded, or -k) is not run.
     """
-    import nbformat
+    from nbworker.export import ipynb
 
     options = options or Options()
     path = Path(path)
     name = name or path.name
     started = time.perf_counter()
     try:
-        stored = nbformat.read(path, as_version=4)
-    except Exception as err:  # not JSON, not a notebook, unreadable: the notebook failed
-        error = f"not a readable notebook: {type(err).__name__}: {' '.join(str(err).split())}"
+        stored = ipynb.read(path)
+    except (OSError, ValueError) as err:  # not JSON, not a notebook, unreadable: it failed
+        problem = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        error = f"not a readable notebook: {' '.join(str(problem).split())}"
         return NotebookReport(str(path), error=error[:500], name=name)
     try:
         cases = recorded_cases(stored, name)
     except MalformedRecord as err:  # hand-edited or hostile: nothing of it is replayed
         return NotebookReport(str(path), error=str(err), name=name)
+    except (AttributeError, KeyError, TypeError):  # outputs of a shape no notebook has
+        problem = ipynb.schema_problem(stored) or "its cells are not what nbformat's schema allows"
+        return NotebookReport(str(path), error=f"{NOT_VALID}: {problem}"[:500], name=name)
     selected = [case for case in cases if _selected(case, options.select)]
     if not selected:
         report = NotebookReport(str(path), name=name, deselected=len(cases))
@@ -183,8 +188,9 @@ def test_notebook(
         report = replay_notebook(path, stored, cases, options, out, name=name)
     elif options.notebook:  # the executed notebook is not kept
         with tempfile.TemporaryDirectory(prefix="nbworker-out-") as scratch:
-            report = replay_notebook(path, stored, cases, options, Path(scratch), name=name)
-        report.executed = None
+            report = replay_notebook(
+                path, stored, cases, options, Path(scratch), name=name, keep=False
+            )
     else:
         report = NotebookReport(str(path), cases, name=name)
         for case in cases:

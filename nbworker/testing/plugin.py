@@ -125,11 +125,11 @@ class Notebook(pytest.File):
     """A .ipynb file: a `Cell` per code cell with recorded runs."""
 
     def collect(self) -> Iterable[Cell]:
-        import nbformat
+        from nbworker.export import ipynb
 
         try:
-            stored = nbformat.read(self.path, as_version=4)
-        except Exception as err:
+            stored = ipynb.read(self.path)
+        except (OSError, ValueError) as err:
             raise self.CollectError(f"{self.path.name}: not a readable notebook: {err}") from err
         try:
             cases = recorded_cases(stored, _pytest_name(self.path, self.config))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nbworker.testing.model import PASSING, Case, NotebookReport, Result
 
@@ -23,20 +24,21 @@ class Progress:
     notebook elsewhere (CI logs)."""
 
     def __init__(self, notebooks: int) -> None:
-        from tqdm.auto import tqdm
-
         self.passed = self.failed = 0
         self.interactive = sys.stderr.isatty()
-        self.bar = tqdm(
-            total=notebooks, unit="notebook", desc="nbworker test", disable=not self.interactive
-        )
+        self.bar: Any = None
+        if self.interactive:  # tqdm only then: its import is ~0.1 s of a CI run's start
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=notebooks, unit="notebook", desc="nbworker test")
 
     def done(self, report: NotebookReport) -> None:
         passed = sum(case.passed for case in report.cases)
         self.passed += passed
         self.failed += len(report.cases) - passed
-        self.bar.set_postfix(cases=f"{self.passed} passed, {self.failed} failed")
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.set_postfix(cases=f"{self.passed} passed, {self.failed} failed")
+            self.bar.update(1)
         if not self.interactive:
             state = f"{passed}/{len(report.cases)} cases passed" if report.cases else "no case"
             state = "ERROR" if report.error else state
@@ -44,7 +46,8 @@ class Progress:
             print(f"{report.name}: {state} ({took:.1f} s)", file=sys.stderr)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def summary(reports: Sequence[NotebookReport]) -> str:
