@@ -210,6 +210,25 @@ def test_a_notebook_that_fails_the_schema_is_a_notebook_error(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # a kernel starts: the notebook is checked against the schema as it boots
+def test_a_notebook_the_schema_refuses_is_a_notebook_error_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "odd.ipynb", "x = 1", '%rp_test {"input": {}}', record=True)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0]["unexpected"] = True  # what nbformat's schema allows no cell
+    path.write_text(nbformat.writes(nb), encoding="utf-8")
+
+    done = main(capsys, tmp_path, "odd.ipynb", "--notebook-only")
+
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (
+        "ERROR: odd.ipynb: not a valid notebook (nbformat's schema): cells[0] must not "
+        "contain {'unexpected'} properties" in done.stdout
+    )
+    assert "Traceback" not in done.stderr
+
+
 # ------------------------------------------------------------------------ folders
 
 
