@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -96,3 +98,11 @@ def package_frames(traceback_text: str) -> list[str]:
         if Path(name).expanduser().resolve().is_relative_to(PACKAGE):
             frames.append(name)
     return frames
+
+
+def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`code` run by this interpreter in a process of its own (text output captured); a
+    hang fails the caller with subprocess.TimeoutExpired."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )

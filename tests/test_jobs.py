@@ -15,6 +15,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 import nbworker
 from nbworker import HandlerError, HandlerNotFound, JobError, Session
@@ -398,11 +399,6 @@ def test_a_profiler_or_tracer_after_a_thread_timed_out_does_not_hang_the_process
     """Held: after a watchdog stopped a handler on a thread, cProfile and sys.settrace run
     (before: the watchdog cleared its fired timeout with PyThreadState_SetAsyncExc(id, NULL),
     which leaves CPython 3.11's eval breaker armed, and the first profiled call spun)."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROFILED_AFTER_TIMEOUTS],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(PROFILED_AFTER_TIMEOUTS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "profiled and traced after a timeout" in done.stdout

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from helpers import run_python
 
 from nbworker import serve
 from nbworker.session import Session
@@ -301,6 +302,27 @@ def test_an_exception_sent_to_an_idle_worker_leaves_it_serving(servers, exceptio
     assert servers.main.health()["workers"] == {"idle": 1, "running": 0}
 
 
+def fail_the_next_job_twice(jobs: Any, second: type[BaseException]) -> None:
+    """Make the next job of `jobs` raise SystemExit as it runs, then `second` while it is
+    settled; later jobs run as usual."""
+    raised: list[str] = []
+    real_execute, real_settle = jobs._execute, jobs._settle
+
+    def execute(*args: Any) -> None:
+        if not raised:
+            raised.append("execute")
+            raise SystemExit("first")
+        real_execute(*args)
+
+    def settle(*args: Any, **kwargs: Any) -> None:
+        if raised == ["execute"]:
+            raised.append("settle")
+            raise second("while handling the first")
+        real_settle(*args, **kwargs)
+
+    jobs._execute, jobs._settle = execute, settle
+
+
 def test_a_worker_thread_that_ends_anyway_is_replaced_and_its_job_failed(caplog) -> None:
     """An exception while the worker handles another ends its thread: the job it held fails,
     a new thread serves, and /health keeps the counts."""
@@ -309,23 +331,8 @@ def test_a_worker_thread_that_ends_anyway_is_replaced_and_its_job_failed(caplog)
     server = serve.serve(session)
     try:
         assert runsync(server, {"n": 0})["output"] == {"n": 0}
-        raised = []
         jobs = server._queue
-        real_execute, real_settle = jobs._execute, jobs._settle
-
-        def execute(*args: Any) -> None:
-            if not raised:
-                raised.append("execute")
-                raise SystemExit("first")
-            real_execute(*args)
-
-        def settle(*args: Any, **kwargs: Any) -> None:
-            if raised == ["execute"]:
-                raised.append("settle")
-                raise SystemExit("while handling the first")
-            real_settle(*args, **kwargs)
-
-        jobs._execute, jobs._settle = execute, settle  # type: ignore[method-assign]
+        fail_the_next_job_twice(jobs, SystemExit)
         answer = run(server, {"n": 1})
         assert answer["status"] == "FAILED" and "worker thread ended" in answer["error"]
         assert run(server, {"n": 2})["output"] == {"n": 2}
@@ -358,23 +365,8 @@ def test_exceptions_while_a_runsync_job_ends_on_its_request_thread_fail_only_it(
                 ).json()
 
             assert post(0)["output"] == {"n": 0}
-            raised = []
             jobs = server._queue
-            real_execute, real_settle = jobs._execute, jobs._settle
-
-            def execute(*args: Any) -> None:
-                if not raised:
-                    raised.append("execute")
-                    raise SystemExit("first")
-                real_execute(*args)
-
-            def settle(*args: Any, **kwargs: Any) -> None:
-                if raised == ["execute"]:
-                    raised.append("settle")
-                    raise KeyboardInterrupt("while handling the first")
-                real_settle(*args, **kwargs)
-
-            jobs._execute, jobs._settle = execute, settle  # type: ignore[method-assign]
+            fail_the_next_job_twice(jobs, KeyboardInterrupt)
             answer = post(1)
             assert answer["status"] == "FAILED" and "KeyboardInterrupt" in answer["error"]
             assert post(2)["output"] == {"n": 2}
@@ -426,15 +418,7 @@ def test_a_profiler_or_tracer_after_serving_does_not_hang_the_process() -> None:
     """Held: after jobs served, ended and cancelled, cProfile and sys.settrace run (before:
     clearing each job's pending interrupt with PyThreadState_SetAsyncExc(id, NULL) left
     CPython 3.11's eval breaker armed, and the first profiled call spun forever)."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", PROFILED_AFTER_SERVING],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(PROFILED_AFTER_SERVING)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "profiled and traced after serving" in done.stdout
 
