@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from nbworker import serve
+from nbworker.session import Session
 
 ECHO = """
 %%handler
@@ -922,3 +923,36 @@ def test_a_runsync_job_past_the_wait_is_answered_with_its_status_as_runpod_does(
             assert made.runsync({"n": 3})["status"] == "COMPLETED"  # answered when it ends
     finally:
         made.close()
+
+
+def test_a_result_that_cannot_be_sent_fails_the_job_with_why() -> None:
+    """A deployed worker could not post a result holding a set: the job would hang there.
+    The server fails it, saying why, and serves on."""
+    session = Session()
+    session.register_handler(
+        lambda job: {"tags": {1, 2}} if job["input"].get("bad") else job["input"], name="handler"
+    )
+    server = serve.serve(session)
+    try:
+        for route in ("/runsync", "/run"):
+            answer = requests.post(
+                f"{server.url}{route}", json={"input": {"bad": True}}, timeout=10
+            ).json()
+            if route == "/run":
+                answer = _wait_final(server, answer["id"])
+            assert answer["status"] == "FAILED", answer
+            assert answer["error"].startswith("the handler's result is "), answer
+            assert "set" in answer["error"], answer
+        good = requests.post(f"{server.url}/runsync", json={"input": {"n": 1}}, timeout=10)
+        assert good.json()["output"] == {"n": 1}
+    finally:
+        server.stop(grace=0.2)
+        session.close()
+
+
+def _wait_final(server: Any, job_id: str) -> dict:
+    with requests.Session() as http:
+        while True:
+            answer = http.get(f"{server.url}/status/{job_id}", timeout=10).json()
+            if answer["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
+                return answer
