@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from nbworker.errors import MalformedRecord, ReplayMismatch
 
 __all__ = [
     "CELL_MIMETYPE",
+    "LEDGER_WIDTH",
     "REPLAY_MIMETYPE",
     "Expected",
     "MalformedRecord",
@@ -42,6 +44,7 @@ __all__ = [
 
 REPLAY_MIMETYPE = "application/vnd.nbworker.replay+json"
 CELL_MIMETYPE = "application/vnd.nbworker.cell+json"  # run_cells' marks
+LEDGER_WIDTH = 8  # digits of a cell's index in run_cells' ledger
 DEFAULT_RTOL = compare.DEFAULT_REL_TOL
 
 
@@ -313,7 +316,7 @@ def _pre_run_cell(info: Any) -> None:
         replay.start_cell(info.raw_cell)
 
 
-def run_cells(sources: list[str], allowed: list[str]) -> None:
+def run_cells(sources: list[str], allowed: list[str], ledger: str | None = None) -> None:
     """Run cells one after the other in this kernel, each as a cell of its own (IPython's
     `run_cell`: its history entry, execution count, events and outputs), for `nbworker
     test` to send a run of `%rp_test` cells in one request. A display_data of
@@ -322,7 +325,12 @@ def run_cells(sources: list[str], allowed: list[str]) -> None:
     each cell's output comes before its mark and after the one before it (one mark a cell:
     each display costs two flushes, each a round trip to ipykernel's IOPub thread). The
     first cell that fails with an error not named in `allowed` ends the run, as it would
-    end a run of the notebook."""
+    end a run of the notebook.
+
+    `ledger`, a file's path, gets the index of each cell as it starts (`LEDGER_WIDTH`
+    digits at its start, one write each): a message still in ZeroMQ's queue dies with a
+    kernel that a cell kills (`os._exit`, a crash), a write to a file does not, so the
+    caller can name the cell that killed it."""
     import sys
 
     from IPython import get_ipython
@@ -331,20 +339,27 @@ def run_cells(sources: list[str], allowed: list[str]) -> None:
     from nbworker.record import safe_str
 
     shell = get_ipython()
-    for index, source in enumerate(sources):
-        result = shell.run_cell(source, store_history=True)
-        error = result.error_before_exec or result.error_in_exec
-        end: dict[str, Any] = {
-            "index": index,
-            "status": "ok" if error is None else "error",
-            "execution_count": result.execution_count,
-        }
-        if error is not None:
-            end.update(ename=type(error).__name__, evalue=safe_str(error))
-        publish_display_data({CELL_MIMETYPE: end})
-        # and wait until ipykernel's IOPub thread has sent it: a next cell that kills the
-        # kernel (os._exit, a crash) must not take this cell's end with it, or the report
-        # would blame this one (a flush waits for the thread, as a cell's reply does)
-        sys.stdout.flush()
-        if error is not None and end["ename"] not in allowed:
-            return
+    fd = None if ledger is None else os.open(ledger, os.O_WRONLY)
+    try:
+        for index, source in enumerate(sources):
+            if fd is not None:
+                os.pwrite(fd, b"%0*d" % (LEDGER_WIDTH, index), 0)
+            result = shell.run_cell(source, store_history=True)
+            error = result.error_before_exec or result.error_in_exec
+            end: dict[str, Any] = {
+                "index": index,
+                "status": "ok" if error is None else "error",
+                "execution_count": result.execution_count,
+            }
+            if error is not None:
+                end.update(ename=type(error).__name__, evalue=safe_str(error))
+            publish_display_data({CELL_MIMETYPE: end})
+            # and wait until ipykernel's IOPub thread has handed it to ZeroMQ (a flush
+            # waits for the thread, as a cell's reply does); the ledger names a cell that
+            # kills the kernel before ZeroMQ has sent this
+            sys.stdout.flush()
+            if error is not None and end["ename"] not in allowed:
+                return
+    finally:
+        if fd is not None:
+            os.close(fd)

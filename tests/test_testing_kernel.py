@@ -232,10 +232,29 @@ def test_a_kernel_that_dies_in_a_batch_is_named_with_the_cell(kernel: execute.Ke
     assert (run.stopped, run.failure, run.ran) == (1, "DeadKernelError: Kernel died", {0, 1})
 
 
+def killed_after_starting_the_second(sources: list[str], allowed: list[str], ledger: str) -> str:
+    """A batch whose kernel dies in its second cell before ZeroMQ sent any mark."""
+    return (
+        f"import os\nfd = os.open({ledger!r}, os.O_WRONLY)\n"
+        "os.pwrite(fd, b'00000001', 0)\nos._exit(1)"
+    )
+
+
+def test_a_kernel_killed_before_its_marks_were_sent_is_named_by_the_ledger(
+    kernel: execute.Kernel,
+) -> None:
+    lost = execute.Batch(printing, killed_after_starting_the_second, CELL_MIMETYPE)
+    cells = [cell("print(1)"), cell("print(2)"), cell("print(3)")]
+    run = kernel.run(cells, batch=lost)
+    assert (run.stopped, run.failure, run.ran) == (1, "DeadKernelError: Kernel died", {0, 1})
+
+
 def test_a_kernel_that_cannot_run_a_batch_gets_the_cells_one_by_one(
     kernel: execute.Kernel,
 ) -> None:
-    old = execute.Batch(printing, lambda sources, allowed: "raise AttributeError('old')", "x/y")
+    old = execute.Batch(
+        printing, lambda sources, allowed, ledger: "raise AttributeError('old')", "x/y"
+    )
     cells = [cell("print(1)"), cell("print(2)")]
     run = kernel.run(cells, batch=old)
     assert run.stopped is None and run.ran == {0, 1}

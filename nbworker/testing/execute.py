@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import os
 import queue
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,10 +45,13 @@ class Batch:
     each ended with a display_data of the `marker` mimetype (`{"index": i, "status",
     "execution_count", "ename", "evalue"}`; streams are flushed before it, so what comes
     between two marks is the next cell's) and stops after a cell whose error is not
-    `allowed`. A kernel that fails the request before any mark gets the cells one by one."""
+    `allowed`. A kernel that fails the request before any mark gets the cells one by one.
+    `code(sources, allowed, ledger)` may also write the index of each cell as it starts to
+    the file `ledger` (digits at its start): a kernel killed by a cell loses the marks
+    ZeroMQ had not sent yet, not what it wrote to a file, so the cell is named right."""
 
     accepts: Callable[[dict[str, Any]], bool]
-    code: Callable[[list[str], list[str]], str]
+    code: Callable[[list[str], list[str], str], str]
     marker: str
 
 
@@ -86,6 +90,7 @@ class Kernel:
         self.client: Any = None
         self._closed = False
         self._displays: dict[str, list[tuple[list[Any], int]]] = {}  # display_id -> places
+        self._ledger: str | None = None  # the file batches write their running cell to
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +149,9 @@ class Kernel:
         if self.manager.has_kernel:
             self.manager.finish_shutdown()
         self.manager.cleanup_resources()
+        if self._ledger is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._ledger)
 
     # ------------------------------------------------------------------ cells
 
@@ -239,8 +247,9 @@ class Kernel:
         """The cells `group` names, in one request: the kernel marks how each ended (the
         next one starts then). Their replies (as an execute_reply's content) in order, up to
         the first failure the kernel stopped at; None when the kernel ran none of them."""
+        ledger = self._fresh_ledger()
         msg_id = self.client.execute(
-            batch.code([str(cells[index]["source"]) for index in group], sorted(allowed)),
+            batch.code([str(cells[index]["source"]) for index in group], sorted(allowed), ledger),
             store_history=False,
             allow_stdin=False,
             stop_on_error=False,
@@ -258,6 +267,11 @@ class Kernel:
             try:
                 message = self._next(self.client.get_iopub_msg, deadline, timeout)
             except _Stop as stop:  # the cell running when the time was up, or the kernel died
+                started = _read_ledger(ledger) if stop.dead else None
+                if started is not None and position <= started < len(group):
+                    for later in group[position : started + 1]:  # their marks were lost
+                        run.ran.add(later)
+                    position = started
                 stop.cell = group[min(position, len(group) - 1)]
                 raise
             if message["parent_header"].get("msg_id") != msg_id:
@@ -293,6 +307,16 @@ class Kernel:
             replies.append((group[position], reply))
         return replies
 
+    def _fresh_ledger(self) -> str:
+        """The batches' ledger file, emptied (made at the first batch)."""
+        if self._ledger is None:
+            fd, self._ledger = tempfile.mkstemp(prefix="nbworker-cells-", suffix=".txt")
+            os.close(fd)
+        else:
+            with open(self._ledger, "wb"):
+                pass
+        return self._ledger
+
     def _reply(self, msg_id: str, deadline: float | None, timeout: Any) -> dict[str, Any]:
         while True:  # a request's reply is sent before its idle status
             reply = self._next(self.client.get_shell_msg, deadline, timeout)
@@ -316,7 +340,7 @@ class Kernel:
                     f"{timeout:g} seconds."
                 )
             if not self.alive():
-                raise _Stop("DeadKernelError: Kernel died")
+                raise _Stop("DeadKernelError: Kernel died", dead=True)
 
 
 class _Outputs:
@@ -396,9 +420,18 @@ class _Outputs:
 
 
 class _Stop(Exception):  # private: never leaves Kernel.run
-    def __init__(self, reason: str, cell: int | None = None) -> None:
+    def __init__(self, reason: str, cell: int | None = None, *, dead: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.cell = reason, cell
+        self.reason, self.cell, self.dead = reason, cell, dead
+
+
+def _read_ledger(path: str) -> int | None:
+    """The index of the last cell a batch started, as its ledger says; None if unreadable."""
+    try:
+        with open(path, "rb") as ledger:
+            return int(ledger.read().strip() or b"-1")
+    except (OSError, ValueError):
+        return None
 
 
 def ready(kernel: Kernel, *, attempts: int, notes: list[str]) -> Kernel:

@@ -139,11 +139,10 @@ def _one_case(cell: dict[str, Any]) -> bool:
     return source.startswith("%rp_test ") and "\n" not in source and not tags
 
 
-def _run_cases(sources: list[str], allowed: list[str]) -> str:
+def _run_cases(sources: list[str], allowed: list[str], ledger: str) -> str:
     """The code of a request that runs `sources` as cells (`nbworker.replay.run_cells`)."""
-    return (
-        f"__import__('nbworker.replay', fromlist=['run_cells']).run_cells({sources!r}, {allowed!r})"
-    )
+    call = f"run_cells({sources!r}, {allowed!r}, {ledger!r})"
+    return f"__import__('nbworker.replay', fromlist=['run_cells']).{call}"
 
 
 def _work_copy(stored: dict[str, Any]) -> dict[str, Any]:
