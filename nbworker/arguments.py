@@ -25,6 +25,8 @@ __all__ = [
     "rp_test_comparison",
     "sizing_conflict",
     "split_job_json",
+    "without_comment",
+    "words",
 ]
 
 Arguments = list[tuple[tuple[str, ...], dict[str, Any]]]
@@ -130,18 +132,85 @@ RP_TEST: Arguments = [
 ]
 
 
+_DECODER = json.JSONDecoder()
+
+
+def _json_end(line: str, index: int) -> int | None:
+    """Where the JSON value that starts at `line[index]` ends, or None if none does."""
+    try:
+        _, end = _DECODER.raw_decode(line, index)
+    except (ValueError, RecursionError):  # JSONDecodeError, an int of 5000 digits
+        return None
+    return int(end)
+
+
+def _scan(line: str) -> tuple[int, int | None, int | None]:
+    """(where the line's comment starts, else its length; where its first `{` or `[` that
+    begins a word is, before the comment; where the JSON value that starts there ends, or
+    None when none does).
+
+    A comment starts at a `#` that begins a word outside quotes (as the shell reads them:
+    `'...'` literal, `"..."` and a bare backslash escaping one character) and outside a
+    JSON value that begins a word (`{...}` or `[...]`, a word of its own)."""
+    quote = ""
+    at_word = True  # the next character would begin a word
+    json_start = json_end = None
+    index, length = 0, len(line)
+    while index < length:
+        char = line[index]
+        if quote:
+            if char == quote:
+                quote = ""
+            elif char == "\\" and quote == '"':
+                index += 1
+        elif char.isspace():
+            at_word = True
+        elif at_word and char == "#":
+            return index, json_start, json_end
+        elif at_word and char in "{[" and (end := _json_end(line, index)) is not None:
+            if json_start is None:
+                json_start, json_end = index, end
+            index = end
+            continue
+        else:
+            if at_word and char in "{[" and json_start is None:  # JSON that does not parse
+                json_start = index
+            at_word = False
+            if char in "'\"":
+                quote = char
+            elif char == "\\":
+                index += 1
+        index += 1
+    return length, json_start, json_end
+
+
+def without_comment(line: str) -> str:
+    """A magic's line without its trailing comment, which starts at a `#` that begins a
+    word outside quotes and outside JSON (`encoder  # loads once` -> `encoder`)."""
+    end, _, _ = _scan(line)
+    return line[:end].rstrip() if end < len(line) else line
+
+
+def words(line: str) -> list[str]:
+    """The words of a magic's line as a shell splits them (`'a b'` and `"a b"` one word,
+    their quotes gone), without its trailing comment; ValueError for an unclosed quote."""
+    try:
+        return shlex.split(without_comment(line))
+    except ValueError as err:  # shlex: "No closing quotation", "No escaped character"
+        raise ValueError(f"{str(err)[0].lower()}{str(err)[1:]}: {line.strip()}") from None
+
+
 def split_job_json(line: str) -> tuple[str, str | None]:
     """Split `%rp_test` arguments into options and the job JSON, which starts at the first
-    `{` or `[` that begins a word. Options may stand before and after the JSON."""
-    for index, char in enumerate(line):
-        if char in "{[" and (index == 0 or line[index - 1].isspace()):
-            text = line[index:]
-            try:
-                _, end = json.JSONDecoder().raw_decode(text)
-            except (ValueError, RecursionError):  # JSONDecodeError, an int of 5000 digits
-                return line[:index], text  # parse_job names the position of the error
-            return f"{line[:index]} {text[end:]}", text[:end]
-    return line, None
+    `{` or `[` that begins a word, and drop a trailing comment (`without_comment`).
+    Options may stand before and after the JSON. JSON that does not parse runs to the
+    comment, or to the end of the line (`parse_job` names the position of its error)."""
+    end, start, stop = _scan(line)
+    if start is None:
+        return line[:end].rstrip(), None
+    if stop is None:
+        return line[:start], line[start:end]
+    return f"{line[:start]} {line[stop:end]}".rstrip(), line[start:stop]
 
 
 class Comparison(NamedTuple):
@@ -213,11 +282,12 @@ _parsers: dict[tuple[int, str], tuple[Arguments, _Parser]] = {}
 
 
 def parse(arguments: Arguments, line: str, *, prog: str) -> argparse.Namespace:
-    """Parse a magic's line outside IPython; ValueError with argparse's message."""
+    """Parse a magic's line outside IPython, as the magic does (a trailing comment
+    dropped); ValueError with argparse's message."""
     declared, parser = _parsers.get((id(arguments), prog), (None, None))
     if declared is not arguments or parser is None:
         parser = _Parser(prog=prog, add_help=False)
         for names, options in arguments:
             parser.add_argument(*names, **options)
         _parsers[(id(arguments), prog)] = (arguments, parser)
-    return parser.parse_args(shlex.split(line))
+    return parser.parse_args(words(line))

@@ -88,9 +88,10 @@ class Entry:
         return dict(self.objects)
 
     @property
-    def data_names(self) -> list[str]:
-        """The names bound to data (not to modules, classes or functions)."""
-        return [name for name, obj in self.objects.items() if _is_data(obj)]
+    def names(self) -> list[str]:
+        """The names the entry binds, whatever they hold (a function, a dict, a tensor),
+        but modules: the cell's imports bind the same module as any other cell's."""
+        return [name for name, obj in self.objects.items() if not isinstance(obj, types.ModuleType)]
 
     @property
     def total_bytes(self) -> int:

@@ -1,21 +1,37 @@
 """`nbworker export` and `nbworker test`: the command line. Imports stay lazy so that
-`nbworker --help` is quick."""
+`nbworker --help` is quick; tqdm is imported only when a progress bar shows (on a terminal).
+
+Every error is one line, `nbworker COMMAND: error: ...`, and an exit code: 2 a usage error
+(both commands); `export` 1 when the export failed; `test` 1 a case mismatched, 3 a
+notebook failed outside a test, 5 no case was compared; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
 import keyword
 import sys
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 __all__ = ["main"]
+
+EXIT_INTERRUPTED = 130  # as a shell reports a command that SIGINT ended
+EXPORT_BAR_DELAY = 0.5  # seconds: an export done sooner shows no bar (nor imports tqdm)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors one line (`nbworker test: error: ...`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
     from nbworker import __version__
     from nbworker.compare import DEFAULT_REL_TOL  # standard library only: --help stays quick
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nbworker",
         description="Write, test and ship RunPod serverless workers from a Jupyter notebook.",
     )
@@ -42,11 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--force", action="store_true", help="overwrite files edited since the last export"
     )
+    export.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it shows on a terminal only, for an export over 0.5 s)",
+    )
     test = commands.add_parser(
         "test",
         help="replay the runs recorded in notebooks, in a fresh kernel and against the worker",
-        description="Every %%rp_test run recorded in a notebook is a test case. The notebook "
-        "runs top to bottom in a fresh kernel, each %%rp_test comparing its run "
+        description="Every %rp_test run recorded in a notebook is a test case. The notebook "
+        "runs top to bottom in a fresh kernel, each %rp_test comparing its run "
         "with the recorded one; then the notebook is exported and the same cases run against "
         "handler.py under the runpod SDK. A folder stands for every notebook under it. "
         "Exit codes: 0 all passed, 1 a case mismatched, 2 usage error, 3 a notebook failed "
@@ -92,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument("-j", "--jobs", type=int, metavar="N", help="notebooks run at once")
     test.add_argument("--kernel", metavar="NAME", help="kernel name (default: the notebook's)")
+    test.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (a bar of cells and cases on a terminal, else a line "
+        "per notebook)",
+    )
     return parser
 
 
@@ -113,7 +140,7 @@ def _notebooks(arguments: list[str]) -> list[str]:
         if path.is_dir():
             inside = notebooks_under(path)
             if not inside:
-                raise _UsageError(f"no notebook (*.ipynb) under {argument} (hidden ones skipped)")
+                raise _UsageError(_no_notebook_under(path, argument))
         elif path.is_file():
             if path.suffix != ".ipynb":
                 raise _UsageError(f"not a notebook (*.ipynb): {argument}")
@@ -126,6 +153,17 @@ def _notebooks(arguments: list[str]) -> list[str]:
                 raise _UsageError(f"not a notebook: {notebook} ({problem})")
             found.setdefault(os.path.abspath(notebook), str(notebook))
     return list(found.values())
+
+
+def _no_notebook_under(folder: Any, argument: str) -> str:
+    """What is wrong with a folder argument that stands for no notebook."""
+    left_out = sum(1 for _ in folder.rglob("*.ipynb"))
+    if not left_out:
+        return f"{argument} is a folder with no notebook (*.ipynb) in it or under it"
+    return (
+        f"{argument} is a folder with no notebook to test: its {left_out} *.ipynb file(s) are "
+        "hidden (a dot-name, .ipynb_checkpoints) or in exported workers; name one to test it"
+    )
 
 
 def _not_a_notebook(path: Any) -> str | None:
@@ -208,9 +246,17 @@ def _run_tests(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise _UsageError(f"--{err}") from None
-    progress = testing.Progress(len(notebooks))
-    reports = testing.test_notebooks(notebooks, options, jobs=args.jobs, on_done=progress.done)
-    progress.close()
+    progress = testing.Progress(len(notebooks), quiet=args.no_progress)
+    try:
+        reports = testing.test_notebooks(
+            notebooks,
+            options,
+            jobs=args.jobs,
+            on_done=progress.done,
+            on_step=progress.step if progress.interactive else None,
+        )
+    finally:
+        progress.close()
     print(testing.summary(reports))
     code = testing.exit_code(reports)
     if junit is not None:
@@ -229,27 +275,70 @@ def _run_tests(args: argparse.Namespace) -> int:
     return code
 
 
+class _ExportBar:
+    """`nbworker export`'s steps as a tqdm bar on stderr, from the first step that begins
+    `EXPORT_BAR_DELAY` seconds after the start: a quick export shows nothing and imports
+    nothing more. Only on a terminal."""
+
+    def __init__(self, steps: tuple[str, ...]) -> None:
+        self.steps = steps
+        self.started = time.monotonic()
+        self.done = 0
+        self.bar: Any = None
+
+    def step(self, name: str) -> None:
+        if self.bar is None and time.monotonic() - self.started >= EXPORT_BAR_DELAY:
+            from tqdm.std import tqdm
+
+            self.bar = tqdm(
+                total=len(self.steps), initial=self.done, desc="nbworker export", file=sys.stderr
+            )
+        self.done = self.steps.index(name)
+        if self.bar is not None:
+            self.bar.set_postfix_str(name, refresh=False)
+            self.bar.update(self.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(len(self.steps) - self.bar.n)
+            self.bar.close()
+
+
+def _export(args: argparse.Namespace) -> int:
+    from nbworker.export import STEPS, ExportError, export_notebook
+
+    bar = _ExportBar(STEPS) if sys.stderr.isatty() and not args.no_progress else None
+    try:
+        report = export_notebook(
+            args.notebook,
+            args.output,
+            handler=args.handler,
+            force=args.force,
+            on_step=(lambda step: None) if bar is None else bar.step,
+        )
+    except ExportError as err:
+        print(f"nbworker export: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # what write_files did not foresee (a full disk): one line too
+        where = f": {err.filename}" if err.filename else ""
+        print(f"nbworker export: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    print(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `nbworker` command: its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "test":
-        return _test(args)
-    if args.command == "export":
-        from nbworker.export import ExportError, export_notebook
-
-        try:
-            report = export_notebook(
-                args.notebook, args.output, handler=args.handler, force=args.force
-            )
-        except ExportError as err:
-            print(f"nbworker export: error: {err}", file=sys.stderr)
-            return 1
-        except OSError as err:  # what write_files did not foresee (a full disk): one line too
-            where = f": {err.filename}" if err.filename else ""
-            print(f"nbworker export: error: {err.strerror or err}{where}", file=sys.stderr)
-            return 1
-        print(report)
-    return 0
+    try:
+        return _test(args) if args.command == "test" else _export(args)
+    except KeyboardInterrupt:
+        print(f"nbworker {args.command}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,76 +1,103 @@
 """How runs look in a notebook: HTML and plain text for people, and a JSON record of the
 run under nbworker's own mimetype for export and replay. Pure functions returning
-mimebundles; nothing here runs jobs or imports IPython."""
+mimebundles; nothing here runs jobs or imports IPython.
+
+The HTML takes its colours from JupyterLab's theme variables (light, dark and high
+contrast alike), with fallbacks for other front ends; a status colour marks (the border,
+the symbol) and the text is the theme's own text colour, which every theme makes legible.
+Values sit in scroll boxes of bounded height. Each block element is on its own line and a
+value's newlines are written `&#10;`, so the HTML is one block with no blank line in it
+when nbconvert embeds it in markdown (a blank line would end the block mid-value).
+"""
 
 from __future__ import annotations
 
 import html
 import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from nbworker import memory
+from nbworker import memory, values
 from nbworker.cache import Entry, Released
-from nbworker.record import RECORD_MIMETYPE, Run, safe_repr, scrub
+from nbworker.record import RECORD_MIMETYPE, Run, scrub
+from nbworker.values import MAX_SHOWN, progress_fraction, progress_line
 
 __all__ = [
-    "LiveRun",
-    "LiveStream",
+    "MARKS",
     "ago",
     "cache_bundle",
+    "card_open",
+    "chunks_view",
+    "duration",
     "entry_line",
+    "plural",
+    "progress_fraction",
+    "progress_html",
+    "progress_line",
     "released_line",
     "run_bundle",
-    "stream_bundle",
+    "run_html",
+    "run_text",
+    "status_color",
     "traceback_tidier",
+    "value_html",
 ]
 
+# Symbols in DejaVu Sans and DejaVu Sans Mono (the fonts Debian's Chromium falls back to):
+# "⏱" is in neither and shows as an empty box.
+MARKS = {"COMPLETED": "✓", "FAILED": "✗", "TIMED_OUT": "◷", "CANCELLED": "■", "IN_PROGRESS": "…"}
+# Marks and borders only, never text: in JupyterLab's themes each is at least 3:1 against
+# the background (success and warn are under 4.5:1 in the light theme, too low for text).
+# The fallbacks are at least 3:1 on white and on a dark editor's #1e1e1e.
 COLORS = {
-    "COMPLETED": "#1a7f37",
-    "FAILED": "#cf222e",
-    "TIMED_OUT": "#bc4c00",
-    "CANCELLED": "#6e7781",
-    "IN_PROGRESS": "#0969da",
+    "COMPLETED": "var(--jp-success-color1, #2e8540)",
+    "FAILED": "var(--jp-error-color1, #d93f3f)",
+    "TIMED_OUT": "var(--jp-warn-color0, #c26100)",
+    "CANCELLED": "var(--jp-content-font-color2, #808080)",
+    "IN_PROGRESS": "var(--jp-brand-color1, #2f7fd6)",
 }
-MARKS = {"COMPLETED": "✓", "FAILED": "✗", "TIMED_OUT": "⏱", "CANCELLED": "■", "IN_PROGRESS": "…"}
-STREAM_UPDATE_SECONDS = 0.02  # at most 50 live updates a second; none is held back longer
-MAX_SHOWN = 4000  # characters of one value shown; the record keeps everything
-MAX_CHUNKS_SHOWN = 50
+TEXT_COLOR = "var(--jp-content-font-color1, inherit)"
+DIM_COLOR = "var(--jp-content-font-color2, inherit)"
+VALUE_BACKGROUND = "var(--jp-cell-editor-background, rgba(127, 127, 127, 0.08))"
+NOTE_BACKGROUND = "rgba(255, 152, 0, 0.14)"  # translucent: right on light and dark alike
+MAX_HTML = 100_000  # characters of a stream's chunks or joined text in the HTML view
+MAX_CHUNKS_SHOWN = 50  # the last chunks listed in the text view
 
-_STYLE = (
-    "border-left:4px solid {color};padding:4px 10px;margin:2px 0;"
-    "font-family:var(--jp-code-font-family,monospace);font-size:12px;line-height:1.45"
+_CARD = (
+    "border-left:4px solid {color};padding:4px 10px;margin:2px 0;color:" + TEXT_COLOR + ";"
+    "font-family:var(--jp-code-font-family, monospace);"
+    "font-size:var(--jp-code-font-size, 13px);line-height:1.45"
 )
-_PRE = "margin:2px 0 4px 0;padding:4px 6px;white-space:pre-wrap;background:rgba(127,127,127,.08)"
+_VALUE = (
+    "max-height:24em;overflow:auto;margin:2px 0 4px 0;padding:4px 6px;white-space:pre-wrap;"
+    "overflow-wrap:anywhere;background:" + VALUE_BACKGROUND + ";color:inherit;"
+    "font-family:inherit;font-size:inherit;line-height:inherit;border-radius:2px"
+)
+_SUMMARY = f"cursor:pointer;color:{DIM_COLOR}"
+_NOTE = f"background:{NOTE_BACKGROUND};padding:2px 6px;margin:2px 0"
 
 
-def _dump(value: Any, text: str | None = None) -> str:
-    """JSON on one line when it is short, indented when it is not, cut at MAX_SHOWN
-    characters. `text` is the value's one-line JSON where the caller has it (a run's
-    output). A long value is indented only as far as it is shown: the view is the start of
-    `json.dumps(value, indent=2)` whatever the value's size (with an indent, json's encoder
-    is the lazy one in Python, so it stops once that much is out)."""
-    try:
-        text = text if text is not None else json.dumps(value, ensure_ascii=False)
-        if len(text) <= 100:
-            return text
-        shown, whole = "", f"{len(text):,} in one line of JSON"
-        for chunk in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(value):
-            shown += chunk
-            if len(shown) > MAX_SHOWN:
-                break
-    except (TypeError, ValueError, RecursionError):
-        shown = safe_repr(value)
-        whole = f"{len(shown):,}"
-    if len(shown) > MAX_SHOWN:
-        return f"{shown[:MAX_SHOWN]}\n… (cut at {MAX_SHOWN:,} characters of {whole})"
-    return shown
+def status_color(status: str) -> str:
+    """The CSS colour of a status (a theme variable with a fallback), for marks and borders."""
+    return COLORS[status]
 
 
-def _duration(ms: float) -> str:
+def card_open(status: str, *, live: bool = False) -> str:
+    """The opening `<div>` of a run's card: classes `nbworker-run nbworker-<status>` (and
+    `nbworker-live` while it runs), a border in the status colour, the theme's text colour."""
+    classes = f"nbworker-run nbworker-{status.lower()}" + (" nbworker-live" if live else "")
+    return f'<div class="{classes}" style="{_CARD.format(color=status_color(status))}">'
+
+
+def plural(n: int, word: str) -> str:
+    """`1 chunk`, `3 chunks`, `1,200 chunks`."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def duration(ms: float) -> str:
+    """A duration in milliseconds for people: `412 µs`, `3.20 ms`, `4.00 s`."""
     if ms < 1:
         return f"{ms * 1000:.0f} µs"
     if ms < 1000:
@@ -78,78 +105,29 @@ def _duration(ms: float) -> str:
     return f"{ms / 1000:.2f} s"
 
 
-def _error_text(run: Run) -> str:
-    """The error for people: RunPod's error JSON is summarised as `Type: message`."""
-    error = run.error
-    if isinstance(error, str) and error.startswith("{"):
-        try:
-            info = json.loads(error)
-        except ValueError:
-            return error
-        if isinstance(info, dict) and "error_type" in info:
-            kind = re.sub(r"^<class '(?:builtins\.)?(.*)'>$", r"\1", info["error_type"])
-            return f"{kind}: {info.get('error_message', '')}"
-    if isinstance(error, str) and error.startswith("handler: "):
-        return error.split(" \ntraceback: ", 1)[0]
-    return error if isinstance(error, str) else _dump(error)
+def _esc(text: str) -> str:
+    """`text` escaped for HTML, its newlines as `&#10;` (see the module's docstring)."""
+    return html.escape(text).replace("\r", "&#13;").replace("\n", "&#10;")
 
 
-_FRACTION = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
-_PROGRESS_KEYS = ("progress", "percent", "percentage", "fraction")
-BAR_WIDTH = 20
+def value_html(text: str) -> str:
+    """A value for the HTML view: escaped, in a scroll box of bounded height
+    (`pre.nbworker-value`, at most 24em high)."""
+    return f'<pre class="nbworker-value" style="{_VALUE}">{_esc(text)}</pre>'
 
 
-def progress_fraction(value: Any) -> float | None:
-    """How far along a `progress_update` value says the job is, in [0, 1], when it says:
-    a number (a fraction up to 1, else a percentage), "3/10", "40%", or a dict holding one
-    of those under progress/percent/fraction (or step and total)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-        if not number >= 0:  # NaN too
-            return None
-        if isinstance(value, float) and number <= 1:
-            return number
-        return min(number / 100, 1.0)
-    if isinstance(value, str):
-        match = _PERCENT.search(value)
-        if match:
-            return min(float(match[1]) / 100, 1.0)
-        match = _FRACTION.search(value)
-        if match and float(match[2]) > 0:
-            return min(float(match[1]) / float(match[2]), 1.0)
-        return None
-    if isinstance(value, dict):
-        for key in _PROGRESS_KEYS:
-            if key in value:
-                return progress_fraction(value[key])
-        step, total = value.get("step"), value.get("total")
-        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
-            return progress_fraction(f"{step}/{total}")
-    return None
+def _details(summary: str, body: str, *, is_open: bool) -> str:
+    """A collapsible section: `summary` is HTML, `body` a block of HTML."""
+    return (
+        f"<details{' open' if is_open else ''}>\n"
+        f'<summary style="{_SUMMARY}">{summary}</summary>\n{body}\n</details>'
+    )
 
 
-def _progress_text(value: Any) -> str:
-    text = value if isinstance(value, str) else _dump(value)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def progress_line(value: Any) -> str:
-    """One progress update for people: the value, and a bar when it says how far."""
-    text = _progress_text(value)
+def progress_html(value: Any) -> str:
+    """One progress update as HTML: a `<progress>` bar when it says how far, and the value."""
     fraction = progress_fraction(value)
-    if fraction is None:
-        return text
-    filled = round(fraction * BAR_WIDTH)
-    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-    return f"[{bar}] {fraction:.0%}  {text}"
-
-
-def _progress_html(value: Any) -> str:
-    fraction = progress_fraction(value)
-    text = html.escape(_progress_text(value))
+    text = _esc(values.progress_text(value))
     if fraction is None:
         return f"<div>progress: {text}</div>"
     return (
@@ -158,95 +136,196 @@ def _progress_html(value: Any) -> str:
     )
 
 
-def _sections(run: Run) -> list[tuple[str, str]]:
-    """(title, text) pairs shared by the text and HTML views."""
-    sections = []
-    if run.progress:
-        updates = len(run.progress)
-        last = run.progress[-1]
-        sections.append(
-            (
-                f"progress ({updates} update{'s' if updates != 1 else ''}, last at "
-                f"{_duration(last['seconds'] * 1000)})",
-                progress_line(last["value"]),
+# --------------------------------------------------------------------------- streams
+
+
+def _joined(chunks: list[Any]) -> tuple[str, str] | None:
+    """(what, text): the chunks joined, when they are strings or dicts whose one string
+    field has the same key in every chunk (`{"token": "..."}`); None otherwise."""
+    if len(chunks) < 2:
+        return None
+    if all(isinstance(chunk, str) for chunk in chunks):
+        return "the chunks joined", "".join(chunks)
+    key = None
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            return None
+        keys = [name for name, item in chunk.items() if isinstance(item, str)]
+        if len(keys) != 1 or key not in (None, keys[0]):
+            return None
+        key = keys[0]
+    return f"the chunks' {values.json_key(key)} joined", "".join(chunk[key] for chunk in chunks)
+
+
+def _chunk_lines(chunks: list[Any], start: int, stop: int, budget: int) -> tuple[list[str], int]:
+    """`[i] <json>` lines for chunks[start:stop] until `budget` characters; and the index
+    where they stopped."""
+    lines: list[str] = []
+    for index in range(start, stop):
+        line = f"[{index}] {values.one_line_json(chunks[index])}"
+        budget -= len(line) + 1
+        if budget < 0 and lines:
+            return lines, index
+        lines.append(line)
+    return lines, stop
+
+
+def chunks_view(chunks: list[Any]) -> tuple[str, str]:
+    """(text, html) of a stream's chunks. The text lists the last MAX_CHUNKS_SHOWN and
+    says how many came before; the HTML lists the last ones and the earlier ones in a
+    closed <details> (MAX_HTML characters of them at most). Both add the joined text when
+    the chunks are strings or dicts with one string field (a token stream)."""
+    total = len(chunks)
+    first = max(total - MAX_CHUNKS_SHOWN, 0)
+    last, _ = _chunk_lines(chunks, first, total, MAX_HTML)
+    text = [f"… {plural(first, 'earlier chunk')}: the Run's .stream has all {total:,}"]
+    text = text[: bool(first)] + [line if len(line) <= 300 else line[:299] + "…" for line in last]
+    parts = []
+    if first:
+        earlier, stopped = _chunk_lines(chunks, 0, first, MAX_HTML)
+        if stopped < first:
+            earlier.append(f"… {plural(first - stopped, 'chunk')} more: see the Run's .stream")
+        parts.append(
+            _details(
+                _esc(plural(first, "earlier chunk")),
+                value_html("\n".join(earlier)),
+                is_open=False,
             )
         )
-    if run.stream is not None:
-        sections.append((f"stream ({len(run.stream)} chunks)", _chunks_text(run.stream)))
-    if run.status == "COMPLETED" or run.output is not None:
-        sections.append(("output", _dump(run.output, run.output_json)))
+    parts.append(value_html("\n".join(last)))
+    joined = _joined(chunks)
+    if joined is not None:
+        what, whole = joined
+        cut = whole if len(whole) <= MAX_SHOWN else whole[:MAX_SHOWN] + "\n… (cut)"
+        text.append(f"{what}: {cut}" if "\n" not in cut else f"{what}:\n{cut}")
+        shown = whole[:MAX_HTML] + ("\n… (cut)" if len(whole) > MAX_HTML else "")
+        parts.append(f"<div>{_esc(what)}:</div>\n{value_html(shown)}")
+    return "\n".join(text), "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- finished runs
+
+# (title, text for the text view, HTML summary, HTML body, open in the HTML view)
+Section = tuple[str, str, str, str, bool]
+
+
+def _error_text(run: Run) -> str:
+    """The error for people, as `Type: message`: RunPod's error JSON summarised, and a
+    generator's `handler: <message> \\ntraceback: ...` given the type its traceback ends with."""
+    error = run.error
+    if isinstance(error, str) and error.startswith("{"):
+        try:
+            info = json.loads(error)
+        except ValueError:
+            return error
+        if isinstance(info, dict) and "error_type" in info:
+            kind = re.sub(r"^<class '(?:builtins\.)?(.*)'>$", r"\1", str(info["error_type"]))
+            return f"{kind}: {info.get('error_message', '')}"
+    if isinstance(error, str) and error.startswith("handler: "):
+        message, _, trace = error[len("handler: ") :].partition(" \ntraceback: ")
+        return f"{_exception_type(trace, message) or 'handler'}: {message}"
+    return error if isinstance(error, str) else values.dump_text(error)
+
+
+def _exception_type(trace: str, message: str) -> str | None:
+    """The type an exception's traceback names on its `Type: message` line (the last)."""
+    first = message.split("\n", 1)[0]
+    for line in reversed(trace.splitlines()):
+        kind = line[: -len(first) - 2] if first else line
+        if (line.endswith(f": {first}") or not first) and re.fullmatch(r"[A-Za-z_][\w.]*", kind):
+            return kind
+    return None
+
+
+def _is_aggregate(run: Run) -> bool:
+    """Whether the output is the list of the chunks (`--aggregate`); the run does not say,
+    so the output tells."""
+    return bool(run.stream) and isinstance(run.output, list) and run.output == run.stream
+
+
+def _output_section(run: Run) -> Section:
+    if _is_aggregate(run):
+        said = f"the list of the {plural(len(run.stream or []), 'chunk')} above (--aggregate)"
+        return "output", said, "output", f"<div>{_esc(said)}</div>", True
+    shown, whole = values.dump(run.output, run.output_json)
+    if run.stream and run.output == []:
+        said = "[] (the chunks are the result; with --aggregate the output is their list)"
+        return "output", said, "output", f"<div>{_esc(said)}</div>", True
+    if whole is None:
+        return "output", shown, "output", value_html(shown), True
+    note = f"… (cut at {MAX_SHOWN:,} characters of {whole})"
+    size = ""
+    if isinstance(run.output, (list, dict)):
+        size = plural(len(run.output), "item" if isinstance(run.output, list) else "key") + ", "
+    title = f"output ({size}{whole.replace(' in one line of JSON', ' characters of JSON')})"
+    return "output", f"{shown}\n{note}", _esc(title), value_html(f"{shown}\n{note}"), False
+
+
+def _sections(run: Run) -> list[Section]:
+    """The sections of both views, after the headline and the notes."""
+    sections: list[Section] = []
+    if run.progress:
+        last = run.progress[-1]
+        title = (
+            f"progress ({plural(len(run.progress), 'update')}, last at "
+            f"{duration(last['seconds'] * 1000)})"
+        )
+        line, body = progress_line(last["value"]), progress_html(last["value"])
+        sections.append((title, line, _esc(title), body, True))
+    if run.stream or (run.stream is not None and run.ok):
+        text, body = chunks_view(run.stream)
+        title = f"stream ({plural(len(run.stream), 'chunk')})"
+        sections.append((title, text, _esc(title), body, True))
+    if run.ok or run.output is not None:
+        sections.append(_output_section(run))
     if run.error is not None:
-        sections.append(("error", _error_text(run)))
-    if run.traceback and run.status != "COMPLETED":
-        sections.append(("traceback", run.traceback.rstrip()))
+        error = _error_text(run)
+        sections.append(("error", error, "error", value_html(error), True))
+    if run.traceback and not run.ok:
+        trace = run.traceback.rstrip()
+        is_open = run.status == "FAILED"
+        sections.append(("traceback", trace, "traceback", value_html(trace), is_open))
     return sections
 
 
-def _chunks_text(chunks: list[Any]) -> str:
-    shown = chunks[-MAX_CHUNKS_SHOWN:]
-    skipped = len(chunks) - len(shown)
-    lines = [f"… {skipped} earlier chunks"] if skipped else []
-    lines += [f"[{skipped + index}] {_one_line_json(chunk)}" for index, chunk in enumerate(shown)]
-    return "\n".join(lines)
-
-
-def _one_line_json(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=safe_repr)
-    except (ValueError, RecursionError):  # circular, too deep, an int of 5000 digits
-        return safe_repr(value)
-
-
-def _headline(run: Run) -> str:
-    return (
-        f"{MARKS[run.status]} {run.status}  {run.handler}  {_duration(run.duration_ms)}"
-        f"  job {run.job.get('id')}"
-    )
-
-
 def _notes(run: Run) -> list[str]:
-    notes = []
+    notes = [f"⚠ {warning}" for warning in run.warnings]
     if run.refresh_worker:
         notes.append("refresh_worker: RunPod would restart this worker after the job.")
-    return notes + [f"⚠ {warning}" for warning in run.warnings]
+    return notes
 
 
-def run_text(run: Run, sections: list[tuple[str, str]] | None = None) -> str:
-    lines = [_headline(run)]
-    for title, text in _sections(run) if sections is None else sections:
+def run_text(run: Run, sections: list[Section] | None = None) -> str:
+    """The text view of a finished run: the headline, the notes, then each section."""
+    lines = [
+        f"{MARKS[run.status]} {run.status}  {run.handler}  {duration(run.duration_ms)}"
+        f"  job {run.job.get('id')}",
+        *_notes(run),
+    ]
+    for title, text, *_ in _sections(run) if sections is None else sections:
         if "\n" in text:
             lines.append(f"{title}:")
             lines.extend(f"  {line}" for line in text.splitlines())
         else:
             lines.append(f"{title}: {text}")
-    lines.extend(_notes(run))
     return "\n".join(lines)
 
 
-def run_html(run: Run, sections: list[tuple[str, str]] | None = None) -> str:
-    color = COLORS[run.status]
-    esc = html.escape
+def run_html(run: Run, sections: list[Section] | None = None) -> str:
+    """The HTML view of a finished run: a card in the status colour, the headline, the
+    notes, the input (closed) and each section in its scroll box."""
     parts = [
-        f'<div class="nbworker-run" style="{_STYLE.format(color=color)}">',
-        f'<div><b style="color:{color}">{MARKS[run.status]} {run.status}</b>'
-        f" · <code>{esc(run.handler)}</code> · {_duration(run.duration_ms)}"
-        f" · job <code>{esc(str(run.job.get('id')))}</code></div>",
-        f'<details><summary>input</summary><pre style="{_PRE}">'
-        f"{esc(_dump(run.job.get('input')))}</pre></details>",
+        card_open(run.status),
+        f'<div><span style="color:{status_color(run.status)}">{MARKS[run.status]}</span>'
+        f" <b>{run.status}</b> · <code>{_esc(run.handler)}</code> · "
+        f"{duration(run.duration_ms)} · job <code>{_esc(str(run.job.get('id')))}</code></div>",
+        *(f'<div style="{_NOTE}">{_esc(note)}</div>' for note in _notes(run)),
+        _details("input", value_html(values.dump_text(run.job.get("input"))), is_open=False),
     ]
-    for title, text in _sections(run) if sections is None else sections:
-        is_open = " open" if title != "traceback" or run.status == "FAILED" else ""
-        parts.append(
-            f"<details{is_open}><summary>{esc(title)}</summary>"
-            f'<pre style="{_PRE}">{esc(text)}</pre></details>'
-        )
-    for note in _notes(run):
-        parts.append(
-            '<div style="background:rgba(212,167,44,.15);padding:2px 6px;margin:2px 0">'
-            f"{esc(note)}</div>"
-        )
+    for _, _, summary, body, is_open in _sections(run) if sections is None else sections:
+        parts.append(_details(summary, body, is_open=is_open))
     parts.append("</div>")
-    return "".join(parts)
+    return "\n".join(parts)
 
 
 _FRAME_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
@@ -289,160 +368,6 @@ def run_bundle(run: Run, *, tidy: Callable[[str], str] | None = None) -> dict[st
     }
 
 
-_NO_PROGRESS = object()
-
-
-def stream_bundle(
-    handler: str,
-    chunks: list[Any] | None,
-    elapsed_ms: float,
-    progress: Any = _NO_PROGRESS,
-) -> dict[str, Any]:
-    """The live view of a run in progress: its chunks so far (None for a handler that does
-    not stream) and its last progress update."""
-    color = COLORS["IN_PROGRESS"]
-    head = f"… IN_PROGRESS  {handler}  {_duration(elapsed_ms)}"
-    if chunks is not None:
-        head += f"  {len(chunks)} chunks"
-    lines, parts = [head], [f'<div><b style="color:{color}">{html.escape(head)}</b></div>']
-    if progress is not _NO_PROGRESS:
-        lines.append(f"progress: {progress_line(progress)}")
-        parts.append(_progress_html(progress))
-    if chunks is not None:
-        text = _chunks_text(chunks)
-        lines.append(text)
-        parts.append(f'<pre style="{_PRE}">{html.escape(text)}</pre>')
-    return {
-        "text/plain": scrub("\n".join(lines), "backslashreplace"),
-        "text/html": scrub(
-            f'<div class="nbworker-run" style="{_STYLE.format(color=color)}">'
-            + "".join(parts)
-            + "</div>",
-            "backslashreplace",
-        ),
-    }
-
-
-class LiveStream:
-    """Shows a stream's chunks as they come, at most one update per `interval` seconds.
-
-    A chunk that comes too soon after the last update is not lost: a timer shows it once
-    the interval has passed, so a burst followed by a long pause is on screen during the
-    pause. `update` gets a mimebundle; it may be called from the timer's thread (display
-    updates by id are safe from any thread in ipykernel).
-    """
-
-    def __init__(
-        self,
-        handler: str,
-        update: Callable[[dict[str, Any]], None],
-        *,
-        interval: float = STREAM_UPDATE_SECONDS,
-        streams: bool = True,
-    ) -> None:
-        self.handler = handler
-        self.interval = interval
-        self.streams = streams  # False: a handler that only reports progress
-        self._update = update
-        self._chunks: list[Any] = []
-        self._progress: Any = _NO_PROGRESS
-        self._version = 0  # bumped by every chunk and progress update
-        self._started = time.perf_counter()
-        self._lock = threading.Lock()
-        self._shown = 0  # chunks on screen (the caller shows the empty view first)
-        self._last = 0.0
-        self._timer: threading.Timer | None = None
-        self._closed = False
-
-    def add(self, chunk: Any, index: int | None = None) -> None:
-        with self._lock:
-            self._chunks.append(chunk)
-            self._version += 1
-            if self._timer is None and not self._closed:
-                self._show_or_wait()
-
-    def progress(self, value: Any, seconds: float | None = None) -> None:
-        """A `progress_update` of the run: shown as its progress line (and bar)."""
-        with self._lock:
-            self._progress = value
-            self._version += 1
-            if self._timer is None and not self._closed:
-                self._show_or_wait()
-
-    def _on_timer(self) -> None:
-        with self._lock:
-            self._timer = None
-            if not self._closed:
-                self._show_or_wait()
-
-    def _show_or_wait(self) -> None:
-        """Show the chunks so far, or arm the one timer if the last update is too recent.
-        Called with the lock held."""
-        now = time.perf_counter()
-        wait = self._last + self.interval - now
-        if wait > 0:
-            self._timer = threading.Timer(wait, self._on_timer)
-            self._timer.daemon = True
-            self._timer.start()
-            return
-        if self._version != self._shown:
-            self._shown, self._last = self._version, now
-            chunks = self._chunks[: len(self._chunks)] if self.streams else None
-            self._update(
-                stream_bundle(self.handler, chunks, (now - self._started) * 1000, self._progress)
-            )
-
-    def close(self, final: dict[str, Any]) -> None:
-        """Replace the live view with `final`; no update comes after it."""
-        with self._lock:
-            self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-            self._update(final)
-
-
-class LiveRun:
-    """The live view of one run, opened when there is something to show: at once for a
-    streaming handler, at the first progress update for any other (a quick run that
-    reports nothing shows only its result). `open_view(bundle)` displays a bundle and
-    returns the function that updates it in place."""
-
-    def __init__(
-        self,
-        handler: str,
-        open_view: Callable[[dict[str, Any]], Callable[[dict[str, Any]], None]],
-        *,
-        streams: bool,
-    ) -> None:
-        self.handler = handler
-        self._open = open_view
-        self._streams = streams
-        self._lock = threading.Lock()
-        self._live: LiveStream | None = None
-        if streams:
-            self._live = LiveStream(handler, open_view(stream_bundle(handler, [], 0.0)))
-
-    def chunk(self, chunk: Any, index: int | None = None) -> None:
-        if self._live is not None:
-            self._live.add(chunk, index)
-
-    def progress(self, value: Any, seconds: float) -> None:
-        with self._lock:
-            if self._live is None:
-                update = self._open(stream_bundle(self.handler, None, seconds * 1000, value))
-                self._live = LiveStream(self.handler, update, streams=False)
-        self._live.progress(value, seconds)
-
-    def close(self, final: dict[str, Any]) -> bool:
-        """Replace the live view with `final`; False when none was opened (show `final`)."""
-        with self._lock:
-            live = self._live
-        if live is None:
-            return False
-        live.close(final)
-        return True
-
-
 def ago(seconds: float) -> str:
     """A duration as `12 s`, `4 min` or `1.5 h`."""
     if seconds < 60:
@@ -452,27 +377,39 @@ def ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def since(seconds: float) -> str:
+    """How long ago something was: `just now` under a second, else `12 s ago`."""
+    return "just now" if seconds < 1 else f"{ago(seconds)} ago"
+
+
+def _names(entry: Entry) -> str:
+    return ", ".join(entry.names) or "binds no names"
+
+
 def entry_line(entry: Entry, *, hit: bool) -> str:
-    """`encoder: cache hit, loaded 4 min ago in 12.3 s, 1.2 GiB on cuda:0`"""
-    names = ", ".join(entry.data_names) or "no data"
+    """`encoder: cache hit, loaded 4 min ago in 12.3 s, 1.2 GiB on cuda:0 (encoder)`"""
     if hit:
         return (
-            f"{entry.name}: cache hit, loaded {ago(time.time() - entry.loaded_at)} ago "
-            f"in {entry.load_seconds:.2f} s, {entry.describe_memory()} ({names})"
+            f"{entry.name}: cache hit, loaded {since(time.time() - entry.loaded_at)} "
+            f"in {entry.load_seconds:.2f} s, {entry.describe_memory()} ({_names(entry)})"
         )
     cuda = f"; {entry.describe_cuda()}" if entry.describe_cuda() else ""
     return (
         f"{entry.name}: loaded in {entry.load_seconds:.2f} s, {entry.describe_memory()} "
-        f"({names}){cuda}"
+        f"({_names(entry)}){cuda}"
     )
 
 
 def released_line(released: Released) -> str:
+    """`encoder: released (evicted), 1.2 GiB on cuda:0`, and what is still referenced."""
     freed = ", ".join(f"{memory.format_bytes(n)} on {d}" for d, n in released.memory.items())
     line = f"{released.name}: released ({released.reason}), {freed or 'no arrays or tensors'}"
     if released.still_referenced:
         line += f"; ⚠ still referenced elsewhere, not freed: {', '.join(released.still_referenced)}"
     return line
+
+
+_CELL = "text-align:left;padding:2px 14px 2px 0;vertical-align:top"
 
 
 def cache_bundle(entries: list[Entry], *, budget: int | None) -> dict[str, Any]:
@@ -483,11 +420,11 @@ def cache_bundle(entries: list[Entry], *, budget: int | None) -> dict[str, Any]:
     rows = [
         [
             entry.name,
-            ", ".join(entry.data_names),
+            _names(entry),
             *(memory.format_bytes(entry.memory[d]) if d in entry.memory else "" for d in devices),
             f"{entry.load_seconds:.2f} s",
             str(entry.hits),
-            f"{ago(now - entry.last_used)} ago",
+            since(now - entry.last_used),
         ]
         for entry in entries
     ]
@@ -495,22 +432,28 @@ def cache_bundle(entries: list[Entry], *, budget: int | None) -> dict[str, Any]:
     summary = f"{len(entries)} cached, {memory.format_bytes(total)}" + (
         f" of a {memory.format_bytes(budget)} budget" if budget is not None else ", no budget"
     )
+    if not rows:
+        empty = f"the model cache is empty ({summary})"
+        return {
+            "text/plain": empty,
+            "text/html": f'<div class="nbworker-models">{html.escape(empty)}</div>',
+        }
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     text = "\n".join(
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     )
-    esc = html.escape
-    cells = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left'>{esc(str(c))}</td>" for c in row) + "</tr>"
+    cells = "".join(f'<th style="{_CELL}">{_esc(h)}</th>' for h in header)
+    body = "\n".join(
+        "<tr>" + "".join(f'<td style="{_CELL}">{_esc(str(c))}</td>' for c in row) + "</tr>"
         for row in rows
     )
     return {
-        "text/plain": f"{text}\n{summary}" if rows else f"the model cache is empty ({summary})",
+        "text/plain": f"{text}\n{summary}",
         "text/html": (
-            f'<div class="nbworker-models"><table><thead><tr>{cells}</tr></thead>'
-            f"<tbody>{body}</tbody></table><div>{esc(summary)}</div></div>"
+            f'<div class="nbworker-models" style="color:{TEXT_COLOR}">\n'
+            f'<table style="border-collapse:collapse">\n<thead><tr>{cells}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody>\n</table>\n<div>{_esc(summary)}</div>\n</div>"
         ),
     }
 

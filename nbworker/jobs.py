@@ -21,6 +21,7 @@ import copy
 import inspect
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -275,7 +276,7 @@ class JobRunner:
         progress.close()
         if stopped is not None:  # where the handler was when it was stopped
             run.result, run.output, run.refresh_worker = None, None, False
-            run.traceback = user_traceback(stopped)
+            run.traceback = _stop_traceback(stopped)
         return run
 
     def _call(self, spec: HandlerSpec, job: dict[str, Any], run: Run) -> tuple[Any, dict[str, Any]]:
@@ -373,6 +374,17 @@ class JobRunner:
         if problem is False:
             problem = checks.serialization_problem(result)
         run.delivered = problem is None
+
+
+def _stop_traceback(err: BaseException) -> str:
+    """Where the handler was when it was stopped. A timeout's last line names the stop as
+    `JobTimeout: the job's 2 s were up`, not by nbworker's module: the user's frames are
+    the story, the class is nbworker's own."""
+    text = user_traceback(err)
+    if isinstance(err, JobTimeout):
+        qualified = f"{type(err).__module__}.{type(err).__qualname__}"
+        text = re.sub(rf"^{re.escape(qualified)}\b", type(err).__name__, text, flags=re.M)
+    return text
 
 
 def _failure_warnings(err: BaseException) -> list[str]:

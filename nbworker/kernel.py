@@ -13,6 +13,7 @@ message is the one line the magic shows after its own name.
   the namespace back; a hit binds the cached names again.
 - `unbind`: drop the notebook's references to a released entry, so its memory is freed.
 - `job_from`: `%rp_test`'s job, from JSON, a file or a variable.
+- `QuietRuns`: an AST transformer: a bare `%rp_test` line is not the cell's value.
 - `sharing_output`: while a run's bundle is shown, ipykernel's message reuses the output's
   JSON, encoded once by the runner, instead of encoding a big output again.
 
@@ -40,6 +41,7 @@ from nbworker.registry import DEFAULT_NAME, HandlerSpec
 from nbworker.session import Session
 
 __all__ = [
+    "QuietRuns",
     "Registered",
     "cell_number",
     "execute",
@@ -368,6 +370,39 @@ def job_from(
     if isinstance(value, str):
         return name, parse_job(value, source=var)
     return name, build_job(value, source=var)
+
+
+class QuietRuns(ast.NodeTransformer):
+    """IPython's AST transformer that makes a bare `%rp_test ...` line of a cell show no
+    value (`x = %rp_test ...` still gets the Run): its card is shown already, and as the
+    cell's value the Run would only make a terminal print an empty `Out[n]:` (and cost the
+    display hook's work). The call becomes `(call, None)[1]`: the same call, value None."""
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        for index, statement in enumerate(node.body):
+            if isinstance(statement, ast.Expr) and _is_rp_test(statement.value):
+                quiet = ast.Subscript(
+                    ast.Tuple([statement.value, ast.Constant(None)], ast.Load()),
+                    ast.Constant(1),
+                    ast.Load(),
+                )
+                node.body[index] = ast.copy_location(ast.Expr(quiet), statement)
+        return node
+
+
+def _is_rp_test(node: ast.expr) -> bool:
+    """Whether `node` is IPython's `get_ipython().run_line_magic('rp_test', ...)`."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "run_line_magic"
+        and isinstance(node.func.value, ast.Call)
+        and isinstance(node.func.value.func, ast.Name)
+        and node.func.value.func.id == "get_ipython"
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value == "rp_test"
+    )
 
 
 SHARED_OVER = 100_000  # characters of output JSON; below, encoding it again costs little

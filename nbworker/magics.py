@@ -1,10 +1,16 @@
 """The IPython magics: parse arguments, call the plain functions, display.
 
 Each magic parses its line (`IPython.core.magic_arguments`, so `%rp_test?` prints real
-help), calls a plain function that anyone can call from Python (`kernel`, `session`,
-`client`, `serve`, `export`), and prints or displays what it returns. Misuse raises
-`UsageError` (one line in the notebook); a handler that fails is a result, shown and
-recorded, never an error of the cell.
+help; the words split as a shell splits them, a trailing `# comment` dropped:
+`arguments.words`), calls a plain function that anyone can call from Python (`kernel`,
+`session`, `client`, `serve`, `export`), and prints or displays what it returns. Misuse
+raises `UsageError` (one line in the notebook, after the magic's name); a handler that
+fails is a result, shown and recorded, never an error of the cell.
+
+`install` also hooks IPython in three places: a `Run` shown as a cell's value
+(`display_run`); an interrupted `%rp_test`, whose CANCELLED card is its only output
+(`CancelledRuns`); a bare `%rp_test` line, whose Run is not the cell's value (no empty
+`Out[n]:` in a terminal; `kernel.QuietRuns`).
 """
 
 from __future__ import annotations
@@ -17,32 +23,39 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from nbworker import arguments, kernel, memory, replay
+from nbworker import arguments, kernel, live, memory, replay
 from nbworker import display as views
 from nbworker.cache import Entry
 from nbworker.errors import CellError, HandlerError, LoadCycle, NbworkerError
 from nbworker.record import Run
 from nbworker.session import Session
 
-__all__ = ["NbworkerMagics", "install", "uninstall"]
+__all__ = ["CancelledRuns", "NbworkerMagics", "install", "uninstall"]
 
 
 def _usage(magic: str, err: NbworkerError) -> UsageError:
     return UsageError(f"{magic}: {err}")
 
 
-def _arguments(declared: arguments.Arguments) -> Callable[[Any], Any]:
-    """IPython's magic_arguments decorators for options declared in nbworker.arguments."""
+def _arguments(declared: arguments.Arguments, *, cell: bool = False) -> Callable[[Any], Any]:
+    """IPython's magic_arguments decorators for options declared in nbworker.arguments
+    (`cell`: a cell magic, whose usage line starts `%%`)."""
 
     def decorate(function: Any) -> Any:
         for names, options in reversed(declared):
             function = argument(*names, **options)(function)
-        return magic_arguments()(function)
+        # IPython's help writes `%` before the parser's name: `%handler` is `%%handler`
+        return magic_arguments(f"%{function.__name__}" if cell else None)(function)
 
     return decorate
+
+
+def _prog(magic: Any) -> str:
+    """How a magic is written: `%%handler`, `%rp_test`."""
+    return f"%{magic.parser.prog}"
 
 
 @magics_class
@@ -59,15 +72,22 @@ class NbworkerMagics(Magics):
         self.remove_hook: Callable[[], None] = lambda: None  # set by install()
         self.tidy = views.traceback_tidier(shell)  # kernel file names -> `Cell In[n]`
         self._parsed: dict[tuple[str, str], argparse.Namespace] = {}
+        self.ticker = live.Ticker()  # draws the live views of running jobs
+        self.cancelled = CancelledRuns(shell)
+        self.quiet = kernel.QuietRuns()
 
     def _args(self, magic: Any, line: str) -> argparse.Namespace:
-        """`parse_argstring(magic, line)`, kept for the next cell with the same line (a cell
-        re-run as it is, `%rp_test` without options): argparse costs more than the rest of
-        a cache hit. Each call gets a copy."""
+        """`magic`'s arguments in `line` (`arguments.words`), kept for the next cell with
+        the same line (a cell re-run as it is, `%rp_test` without options): argparse costs
+        more than the rest of a cache hit. Each call gets a copy. A bad line is a
+        UsageError after the magic's name."""
         key = (magic.__name__, line)
         parsed = self._parsed.get(key)
         if parsed is None:
-            parsed = parse_argstring(magic, line)
+            try:
+                parsed = magic.parser.parse_args(arguments.words(line))
+            except (UsageError, ValueError) as err:  # argparse's error, an unclosed quote
+                raise UsageError(f"{_prog(magic)}: {err}") from None
             if len(self._parsed) >= 64:
                 self._parsed.clear()
             self._parsed[key] = parsed
@@ -77,6 +97,15 @@ class NbworkerMagics(Magics):
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_id = getattr(info, "cell_id", None)
+        self.cancelled.forget()
+        # The AST transformer only for a cell that may hold `%rp_test`: with any
+        # transformer, IPython walks every cell's whole tree once more.
+        transformers = self.shell.ast_transformers
+        if "rp_test" in (getattr(info, "raw_cell", None) or ""):
+            if self.quiet not in transformers:
+                transformers.append(self.quiet)
+        elif self.quiet in transformers:
+            transformers.remove(self.quiet)
 
     def display_run(self, run: Run) -> None:
         """Displays a Run with `display(run)` or as a cell's value, unless `%rp_test` has
@@ -89,7 +118,7 @@ class NbworkerMagics(Magics):
 
     # ----------------------------------------------------------------- %%handler
 
-    @_arguments(arguments.HANDLER)
+    @_arguments(arguments.HANDLER, cell=True)
     @no_var_expand
     @cell_magic
     def handler(self, line: str, cell: str) -> None:
@@ -114,8 +143,8 @@ class NbworkerMagics(Magics):
             options.append(f"concurrency {spec.concurrency}")
         if modifier_name is not None:
             options.append(f"concurrency_modifier {modifier_name}")
-        lines = [f"registered handler {spec.name} ({', '.join(options)})"]
-        lines += [f"replaces {old}" for old in replaced]
+        lines = [f"registered `{spec.name}` ({', '.join(options)})"]
+        lines += [f"replaces `{old}`" for old in replaced]
         lines += [f"⚠ {warning}" for warning in spec.warnings]
         print("\n".join(lines))
 
@@ -127,9 +156,10 @@ class NbworkerMagics(Magics):
     def rp_test(self, line: str) -> Run:
         """Run a job against a registered handler in this kernel, with RunPod's semantics.
 
-        Shows streamed chunks as they come, then the result, and records the run in the
-        cell (mimetype application/vnd.nbworker.run+json). A FAILED or TIMED_OUT job is a
-        result, not an error of the cell. Returns the Run.
+        Shows the run live as it goes (time, chunks, progress), then the result in its
+        place, and records the run in the cell (mimetype application/vnd.nbworker.run+json).
+        A FAILED or TIMED_OUT job is a result, not an error of the cell; an interrupted one
+        shows its CANCELLED card and stops the rest of a "Run all". Returns the Run.
         """
         __tracebackhide__ = True
         options, job_text = arguments.split_job_json(line)
@@ -150,24 +180,29 @@ class NbworkerMagics(Magics):
         except NbworkerError as err:
             raise _usage("%rp_test", err) from None
 
-        live = views.LiveRun(spec.name, _open_view, streams=spec.streams)
-        run = self.session.run_job(
-            job,
-            spec,
-            timeout=args.timeout,
-            on_chunk=live.chunk if spec.streams else None,
-            on_progress=live.progress,
-        )
+        view = live.LiveRun(spec.name, _open_view, streams=spec.streams, ticker=self.ticker)
+        try:
+            run = self.session.run_job(
+                job,
+                spec,
+                timeout=args.timeout,
+                on_chunk=view.chunk if spec.streams else None,
+                on_progress=view.progress,
+            )
+        except BaseException:
+            view.close({"text/plain": ""})  # nbworker's own failure: no live card left
+            raise
         bundle = views.run_bundle(run, tidy=self.tidy)
         with kernel.sharing_output(self.shell, bundle, run):
-            if not live.close(bundle):
+            if not view.close(bundle):
                 display(bundle, raw=True)
         self._shown = (self.shell.execution_count, id(run))
         if run.interrupt is not None:
-            # Stop the rest of a "Run all" as any interrupted cell does, showing where the
-            # handler was; the kernel, the handlers and the loaded models live on.
+            # Stop the rest of a "Run all" as any interrupted cell does; the card is the
+            # cell's only output (CancelledRuns); the kernel, the handlers and the loaded
+            # models live on.
             interrupt, run.interrupt = run.interrupt, None
-            raise interrupt
+            raise self.cancelled.shown(interrupt)
         active = replay.current()
         if active is not None:  # under `nbworker test`: compare with the recorded run
             compared = arguments.comparison(args)
@@ -204,7 +239,7 @@ class NbworkerMagics(Magics):
 
     # ----------------------------------------------------------------- %%model
 
-    @_arguments(arguments.MODEL)
+    @_arguments(arguments.MODEL, cell=True)
     @no_var_expand
     @cell_magic
     def model(self, line: str, cell: str) -> None:
@@ -356,11 +391,62 @@ class NbworkerMagics(Magics):
         """Show the nbworker panel: pick a handler, edit the job JSON (checked as you type),
         Run (streams live), status, duration and memory, a history to re-run, and the model
         cache with an Evict button. It runs jobs as %rp_test does. Returns the panel."""
-        if line.strip():
-            raise UsageError(f"%rp_panel: takes no arguments, not {line.strip()!r}")
+        line = arguments.without_comment(line).strip()
+        if line:
+            raise UsageError(f"%rp_panel: takes no arguments, not {line!r}")
         from nbworker.widgets import Panel
 
         return Panel(self.session, tidy=self.tidy)
+
+
+class CancelledRuns:
+    """IPython's handler of the KeyboardInterrupt that `%rp_test` raises after showing a
+    CANCELLED card: the cell fails (ipykernel's reply is an error, so the rest of a "Run
+    all" is aborted, and nbclient and papermill stop) with no traceback under the card.
+
+    IPython runs a cell's exceptions of `shell.custom_exceptions` through `CustomTB`
+    instead of showing them, so `install` adds KeyboardInterrupt there. Any other
+    KeyboardInterrupt is shown as IPython shows it; an exception the handler installed
+    before this one handled goes to it still; `uninstall` puts that one back."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self._previous: tuple[tuple[type[BaseException], ...], Any] | None = None
+        self._mine: Any = None  # shell.CustomTB as set_custom_exc made it from `handle`
+        self._shown: KeyboardInterrupt | None = None
+
+    def shown(self, interrupt: KeyboardInterrupt) -> KeyboardInterrupt:
+        """`interrupt`, marked as one whose run's card is shown: raise it."""
+        self._shown = interrupt
+        return interrupt
+
+    def forget(self) -> None:
+        """Forget a marked interrupt that the cell caught itself (and the frames it holds)."""
+        self._shown = None
+
+    def install(self) -> None:
+        """Make this the shell's custom exception handler, after the one it had."""
+        previous = (tuple(self.shell.custom_exceptions), self.shell.CustomTB)
+        self.shell.set_custom_exc((*previous[0], KeyboardInterrupt), self.handle)
+        self._previous, self._mine = previous, self.shell.CustomTB
+
+    def uninstall(self) -> None:
+        """Give the shell back its handler from before, unless another replaced this one."""
+        if self._previous is not None and self.shell.CustomTB is self._mine:
+            self.shell.custom_exceptions, self.shell.CustomTB = self._previous
+        self._previous = self._mine = self._shown = None
+
+    def handle(
+        self, shell: Any, etype: Any, value: Any, tb: Any, tb_offset: int | None = None
+    ) -> list[str]:
+        """IPython's CustomTB: nothing for the marked interrupt, else what would have been."""
+        if value is self._shown:
+            self._shown = None  # no frames kept past the cell
+            return []
+        if self._previous is not None and isinstance(value, self._previous[0]):
+            return list(self._previous[1](etype, value, tb, tb_offset=tb_offset))
+        shell.showtraceback((etype, value, tb), running_compiled_code=True)
+        return []
 
 
 def _open_view(bundle: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -376,6 +462,7 @@ def install(shell: Any, session: Session) -> NbworkerMagics:
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
     shell.display_formatter.ipython_display_formatter.for_type(Run, magics.display_run)
+    magics.cancelled.install()
     magics.remove_hook = session.cache.on_release(magics.unbind)
     return magics
 
@@ -391,4 +478,8 @@ def uninstall(shell: Any) -> None:
             manager.magics[kind].pop(name, None)
     shell.events.unregister("pre_run_cell", magics.pre_run_cell)
     shell.display_formatter.ipython_display_formatter.pop(Run, None)
+    if magics.quiet in shell.ast_transformers:
+        shell.ast_transformers.remove(magics.quiet)
+    magics.cancelled.uninstall()
+    magics.ticker.close()
     magics.remove_hook()

@@ -3,9 +3,10 @@ replays share.
 
 A `Run` is what a job did, as RunPod reports it (status, output, error, stream) plus what
 the notebook shows (duration, warnings, progress). `Run.to_record()` is the JSON kept in
-the cell under `RECORD_MIMETYPE`; `recorded_runs` reads those back from a notebook cell,
-and `Run.from_record` makes a run of one again. Nothing here runs or shows a job: `jobs`
-runs them, `display` shows them.
+the cell under `RECORD_MIMETYPE` (one display a run); the panel keeps the records of its
+runs in one display of its cell, under `PANEL_MIMETYPE`, each marked `"origin": "panel"`.
+`recorded_runs` reads both back from a notebook cell, and `Run.from_record` makes a run of
+one again. Nothing here runs or shows a job: `jobs` runs them, `display` shows them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, ClassVar, Literal, get_args
 
 __all__ = [
     "FINAL_STATUSES",
+    "PANEL_MIMETYPE",
+    "PANEL_ORIGIN",
     "RECORD_MIMETYPE",
     "RECORD_STREAM_LIMIT",
     "Run",
@@ -37,15 +40,29 @@ Status = Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
 # client and the magics test against (IN_QUEUE and IN_PROGRESS are the others RunPod has).
 FINAL_STATUSES: frozenset[str] = frozenset(get_args(Status))
 RECORD_MIMETYPE = "application/vnd.nbworker.run+json"
+# The panel's runs: `{"runs": [record, ...]}` in one display, updated in place as it runs.
+PANEL_MIMETYPE = "application/vnd.nbworker.panel+json"
+PANEL_ORIGIN = "panel"  # a record's "origin" when it is a panel run (%rp_test's have none)
 
 
 def recorded_runs(cell: Any) -> list[dict[str, Any]]:
-    """The runs a notebook cell (an nbformat cell or its JSON) recorded, in order."""
-    return [
-        output["data"][RECORD_MIMETYPE]
-        for output in cell.get("outputs", [])
-        if RECORD_MIMETYPE in output.get("data", {})
-    ]
+    """The runs a notebook cell (an nbformat cell or its JSON) recorded, in order: a
+    `%rp_test` record per display, and the runs a panel kept in its display. A panel display
+    that holds no list of runs is given back as it is, one record that is none, for the
+    callers' checks to name."""
+    runs = []
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if RECORD_MIMETYPE in data:
+            runs.append(data[RECORD_MIMETYPE])
+        if PANEL_MIMETYPE in data:
+            kept = data[PANEL_MIMETYPE]
+            listed = kept.get("runs") if isinstance(kept, dict) else None
+            if isinstance(listed, list):
+                runs.extend(listed)
+            else:
+                runs.append(kept)
+    return runs
 
 
 def safe_str(value: Any) -> str:

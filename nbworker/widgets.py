@@ -2,8 +2,14 @@
 it, watch its stream, re-run past runs, see and evict the model cache.
 
 The panel adds no job logic: jobs are parsed by `jobs.parse_job`, run by
-`Session.run_job`, shown by `display.LiveStream`/`run_bundle`, and evicted by
+`Session.run_job`, shown by `live.LiveRun` and `display.run_bundle`, and evicted by
 `ModelCache.evict`, the same calls the magics make. ipywidgets is imported here only.
+
+A widget lives in the kernel, and a notebook does not save what it shows. So where the
+panel is first displayed it also displays its runs' records (`record.PANEL_MIMETYPE`, a
+display with an id, updated in place after each run): the saved notebook keeps them, and
+`nbworker export` makes test cases of them as of `%rp_test` runs. Its own view carries a
+short text and HTML for readers without the widget (nbconvert, GitHub, a closed kernel).
 """
 
 from __future__ import annotations
@@ -19,16 +25,21 @@ from typing import Any
 import ipywidgets as widgets
 
 from nbworker import display as views
-from nbworker import memory
+from nbworker import live, memory
 from nbworker.errors import NbworkerError
 from nbworker.jobs import parse_job
-from nbworker.record import Run
+from nbworker.record import PANEL_MIMETYPE, PANEL_ORIGIN, Run
+from nbworker.registry import default_choice
 from nbworker.session import Session, default_session
 
-__all__ = ["Panel", "panel"]
+__all__ = ["Panel", "panel", "runs_bundle"]
 
 DEFAULT_JOB = '{\n  "input": {}\n}'
+JOB_SOURCE = "the job"  # how the job box's errors name it: "the job is not valid JSON: ..."
 _NO_MODEL = "(no cached model)"
+OUTPUT_HEIGHT = "24em"  # the run's card scrolls inside this, above the history and cache
+PRINTED_HEIGHT = "12em"
+_DIM = f"color:{views.DIM_COLOR};font-size:var(--jp-ui-font-size1, 13px)"
 # The panel's key widgets, by attribute; each has the CSS class nbworker-<name, _ as ->.
 WIDGETS = (
     "handler",
@@ -56,6 +67,58 @@ def _display_data(bundle: dict[str, Any]) -> dict[str, Any]:
 
 def _signed(size: int) -> str:
     return f"{'+' if size >= 0 else '-'}{memory.format_bytes(abs(size))}"
+
+
+def _marked(status: str, text: str) -> str:
+    """`text` after its status mark, the mark alone in the status colour (text stays in the
+    theme's text colour: the status colours are too light for text)."""
+    mark = f'<span style="color:{views.status_color(status)}">{views.MARKS[status]}</span>'
+    return f"{mark} {html.escape(text)}"
+
+
+def _run_line(number: int, handler: str, status: str, duration_ms: float, job: Any) -> str:
+    """`2. ✓ COMPLETED handler 412 µs {"text": "hi"}`: a run in a list of runs."""
+    given = job.get("input") if isinstance(job, dict) else None
+    shown = json.dumps(given, ensure_ascii=False, default=repr)
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    mark = views.MARKS.get(status, "?")
+    return f"{number}. {mark} {status} {handler} {views.duration(duration_ms)} {shown}"
+
+
+def _record_line(number: int, record: dict[str, Any]) -> str:
+    return _run_line(
+        number,
+        str(record.get("handler")),
+        str(record.get("status")),
+        float(record.get("duration_ms") or 0.0),
+        record.get("job"),
+    )
+
+
+def runs_bundle(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The display that keeps a panel's runs in the notebook: their records under
+    `PANEL_MIMETYPE` (`{"runs": [...]}`), and a list of them in text and HTML."""
+    if records:
+        head = (
+            f"nbworker panel: {views.plural(len(records), 'run')} kept in this notebook "
+            "(nbworker export makes test cases of them)"
+        )
+    else:
+        head = "nbworker panel: the runs made with it are kept here, in the notebook (none yet)"
+    lines = [_record_line(number, record) for number, record in enumerate(records, 1)]
+    items = "".join(f"<li>{html.escape(line.split('. ', 1)[1])}</li>" for line in lines)
+    listing = (
+        f'<ol style="max-height:12em;overflow:auto;margin:2px 0;padding-left:2.5em">{items}</ol>'
+        if items
+        else ""
+    )
+    return {
+        "text/plain": "\n".join([head, *(f"  {line}" for line in lines)]),
+        "text/html": (
+            f'<div class="nbworker-panel-runs" style="{_DIM}">{html.escape(head)}{listing}</div>'
+        ),
+        PANEL_MIMETYPE: {"runs": records},
+    }
 
 
 class _Memory:
@@ -87,6 +150,7 @@ class Panel(widgets.VBox):
     handler, refresh_button, job, validation, timeout, run_button, status, output (the run:
     live stream, then the run's bundle with its record), printed (what the handler printed or
     logged), history, rerun_button, models, model, evict_button, cache_status.
+    `kept` holds the records of the runs made with the panel, as its cell keeps them.
     """
 
     def __init__(
@@ -101,8 +165,12 @@ class Panel(widgets.VBox):
         self.runs: list[Run] = []  # the history shown, newest first
         self.last_run: Run | None = None
         self.chunks: list[Any] = []  # the chunks of the last run, as they came
+        self.kept: list[dict[str, Any]] = []  # records of the panel's runs, oldest first
         self._job: dict[str, Any] | None = None
         self._running = False
+        self._chosen: str | None = None  # the handler the user picked, kept while it exists
+        self._refreshing = False
+        self._kept_view: Any = None  # the DisplayHandle of the display that keeps the runs
         self._unhook: Callable[[], None] = lambda: None
 
         layout = widgets.Layout
@@ -123,8 +191,9 @@ class Panel(widgets.VBox):
         )  # fmt: skip
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.status = widgets.HTML()
-        self.output = widgets.Output(layout=layout(width="100%"))
-        self.printed = widgets.Output(layout=layout(width="100%"))
+        bounded = {"width": "100%", "overflow": "auto"}  # scrolls inside, never pushes below
+        self.output = widgets.Output(layout=layout(max_height=OUTPUT_HEIGHT, **bounded))
+        self.printed = widgets.Output(layout=layout(max_height=PRINTED_HEIGHT, **bounded))
         self.history = widgets.Select(description="history", rows=5, layout=layout(width="100%"))
         self.rerun_button = widgets.Button(description="Re-run", icon="repeat", disabled=True)
         self.models = widgets.HTML()
@@ -136,7 +205,7 @@ class Panel(widgets.VBox):
             getattr(self, attribute).add_class(f"nbworker-{attribute.replace('_', '-')}")
 
         self.job.observe(self._on_job, names="value")
-        self.handler.observe(lambda change: self._update_run_button(), names="value")
+        self.handler.observe(self._on_handler, names="value")
         self.history.observe(lambda change: self._update_rerun_button(), names="value")
         self.refresh_button.on_click(lambda button: self.refresh())
         self.run_button.on_click(lambda button: self.run())
@@ -163,6 +232,43 @@ class Panel(widgets.VBox):
         self.refresh()
         self._hook_cells()
 
+    # ----------------------------------------------------------------- showing the panel
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget's view, and for a reader without the widget (nbconvert, GitHub, a
+        notebook reopened without its kernel) a line saying what it is. The line is written
+        once, as the panel is shown: it names no count that later runs would make wrong
+        (the display below the panel lists its runs)."""
+        name = self.handler.value
+        text = (
+            f"nbworker panel: handler `{name}`" if name else "nbworker panel: no handler yet"
+        ) + (
+            " (a widget: run this cell with the notebook's kernel to use it; the runs made "
+            "with it are kept in the output below)"
+        )
+        bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = text
+        bundle["text/html"] = (
+            f'<div class="nbworker-panel-fallback" style="{_DIM}">{html.escape(text)}</div>'
+        )
+        return bundle
+
+    def _ipython_display_(self) -> None:
+        """Show the panel; the first time, and below it, the display that keeps its runs
+        (with a display id, so that each run updates it in place)."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+        if self._kept_view is None:
+            self._kept_view = display(runs_bundle(self.kept), raw=True, display_id=True)
+
+    def _keep(self, run: Run) -> None:
+        """Keep the run's record in the panel's display of its runs (a front end applies
+        the update, by its id, to the cell that displayed the panel)."""
+        self.kept.append({**run.to_record(), "origin": PANEL_ORIGIN})
+        if self._kept_view is not None:
+            self._kept_view.update(runs_bundle(self.kept), raw=True)
+
     # ----------------------------------------------------------------- refreshing
 
     def refresh(self) -> None:
@@ -172,28 +278,31 @@ class Panel(widgets.VBox):
         self.refresh_models()
 
     def refresh_handlers(self) -> None:
+        """The registered handlers; chosen: the one the user picked while it exists, else
+        the one named `handler`, else the only one, else the first."""
         names = self.session.registry.names()
-        if list(self.handler.options) != names:
-            current = self.handler.value
-            self.handler.options = names
-            if current in names:
-                self.handler.value = current
-            elif names:
-                try:
-                    self.handler.value = self.session.registry.get(None).name
-                except NbworkerError:
-                    self.handler.value = names[0]
+        wanted: str | None = self._chosen if self._chosen in names else default_choice(names)
+        if wanted is None and names:
+            wanted = names[0]
+        if list(self.handler.options) != names or self.handler.value != wanted:
+            self._refreshing = True
+            try:
+                self.handler.options = names
+                self.handler.value = wanted
+            finally:
+                self._refreshing = False
+        self._update_run_button()
+
+    def _on_handler(self, change: Any) -> None:
+        if not self._refreshing:
+            self._chosen = change["new"]
         self._update_run_button()
 
     def refresh_history(self) -> None:
         self.runs = list(reversed(self.session.history))
         total = len(self.runs)
         options = [
-            (
-                f"{total - index}. {views.MARKS[run.status]} {run.status} {run.handler} "
-                f"{views._duration(run.duration_ms)} {json.dumps(run.job.get('input'))[:60]}",
-                index,
-            )
+            (_run_line(total - index, run.handler, run.status, run.duration_ms, run.job), index)
             for index, run in enumerate(self.runs)
         ]
         self.history.options = options
@@ -245,12 +354,12 @@ class Panel(widgets.VBox):
     def _validate(self) -> None:
         """Parse the job as %rp_test does; show 'valid job' or the error with its position."""
         try:
-            self._job = parse_job(self.job.value)
+            self._job = parse_job(self.job.value, source=JOB_SOURCE)
         except NbworkerError as err:
             self._job = None
-            self.validation.value = f'<span style="color:#cf222e">✗ {html.escape(str(err))}</span>'
+            self.validation.value = _marked("FAILED", str(err))
         else:
-            self.validation.value = '<span style="color:#1a7f37">✓ valid job</span>'
+            self.validation.value = _marked("COMPLETED", "valid job")
         self._update_run_button()
 
     @property
@@ -266,34 +375,33 @@ class Panel(widgets.VBox):
     # ----------------------------------------------------------------- running
 
     def run(self) -> Run | None:
-        """Run the job in the editor against the chosen handler, as %rp_test does."""
+        """Run the job in the editor against the chosen handler, as %rp_test does; keep its
+        record in the notebook (the display below the panel)."""
         self.refresh_handlers()
         if self._job is None or not self.handler.value:
             return None
         try:
             spec = self.session.registry.get(self.handler.value)
         except NbworkerError as err:
-            self._show_status(f'<span style="color:#cf222e">✗ {html.escape(str(err))}</span>')
+            self._show_status(_marked("FAILED", str(err)))
             return None
         timeout = self.timeout.value or None
         self._running = True
         self._update_run_button()
         self._update_rerun_button()
         self.chunks = []
-        self.printed.outputs = ()
-        if not spec.streams:
-            self.output.outputs = ()
+        self.printed.outputs = self.output.outputs = ()
 
         def open_view(bundle: dict[str, Any]) -> Any:
             self._show(bundle)
             return self._show
 
-        live = views.LiveRun(spec.name, open_view, streams=spec.streams)
-        self._show_status(f"… running {html.escape(spec.name)}")
+        view = live.LiveRun(spec.name, open_view, streams=spec.streams)
+        self._show_status(html.escape(f"started at {time.strftime('%H:%M:%S')}"))
 
         def on_chunk(chunk: Any, index: int) -> None:
             self.chunks.append(chunk)
-            live.chunk(chunk, index)
+            view.chunk(chunk, index)
 
         measured = _Memory()
         started = time.perf_counter()
@@ -304,31 +412,35 @@ class Panel(widgets.VBox):
                     spec,
                     timeout=timeout,
                     on_chunk=on_chunk,
-                    on_progress=live.progress,
+                    on_progress=view.progress,
                 )
-        except Exception as err:  # a usage problem, e.g. the timeout; the handler's own is a Run
-            live.close({"text/plain": ""})
-            self._show_status(
-                f'<span style="color:#cf222e">✗ {html.escape(type(err).__name__)}: '
-                f"{html.escape(str(err))}</span>"
-            )
+        except BaseException as err:  # a usage problem (the timeout); the handler's is a Run
+            view.close({"text/plain": ""})  # no live card left ticking
+            if not isinstance(err, Exception):
+                raise
+            self._show_status(_marked("FAILED", f"{type(err).__name__}: {err}"))
             return None
         finally:
             self._running = False
-            elapsed = time.perf_counter() - started
+            elapsed_ms = (time.perf_counter() - started) * 1000
             self._update_run_button()
             self._update_rerun_button()
         run.interrupt = None  # a panel run ends at its click; it stops nothing else
         bundle = views.run_bundle(run, tidy=self.tidy)
-        if not live.close(bundle):
+        if not view.close(bundle):
             self._show(bundle)
         self.last_run = run
-        color = views.COLORS[run.status]
+        self._keep(run)  # outside the printed Output: its front end would take the update
+        kept = (
+            f"kept in this notebook as panel run {len(self.kept)}"
+            if self._kept_view is not None
+            else "not kept in the notebook (display the panel in a cell to keep its runs)"
+        )
         self._show_status(
-            f'<b style="color:{color}">{views.MARKS[run.status]} {run.status}</b>'
-            f" · <code>{html.escape(run.handler)}</code>"
-            f" · {views._duration(run.duration_ms)} ({elapsed:.2f} s wall)"
-            f" · memory: {html.escape(measured.describe())}"
+            html.escape(
+                f"{views.duration(elapsed_ms)} wall in the panel · "
+                f"memory: {measured.describe()} · {kept}"
+            )
         )
         self.refresh()
         return run
@@ -344,10 +456,7 @@ class Panel(widgets.VBox):
         if past.handler in self.handler.options:
             self.handler.value = past.handler
         else:
-            self._show_status(
-                f'<span style="color:#cf222e">✗ handler {html.escape(past.handler)} '
-                "is no longer registered</span>"
-            )
+            self._show_status(_marked("FAILED", f"handler {past.handler} is no longer registered"))
             return None
         return self.run()
 
@@ -355,7 +464,7 @@ class Panel(widgets.VBox):
         self.output.outputs = (_display_data(bundle),)
 
     def _show_status(self, text: str) -> None:
-        self.status.value = f'<div class="nbworker-status-line">{text}</div>'
+        self.status.value = f'<div class="nbworker-status-line" style="{_DIM}">{text}</div>'
 
     # ----------------------------------------------------------------- the cache
 

@@ -1,18 +1,39 @@
-"""Print the %rp_test runs recorded in executed notebooks, one line each."""
+"""Print the %rp_test runs recorded in executed notebooks, one line each.
+
+    python scripts/show_runs.py NOTEBOOK.ipynb ...
+
+Exit 0; 2 with no notebook named (the usage is printed); 1 when a notebook cannot be read
+(one line: `show_runs: error: ...`).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 
-import nbformat
-
 RECORD = "application/vnd.nbworker.run+json"
+USAGE = "usage: python scripts/show_runs.py NOTEBOOK.ipynb [NOTEBOOK.ipynb ...]"
 
 
 def main(paths: list[str]) -> int:
+    if not paths or any(path in ("-h", "--help") for path in paths):
+        out = sys.stdout if paths else sys.stderr  # asked for, or a usage error
+        print(
+            f"{USAGE}\nPrints the %rp_test runs recorded in each notebook, one line each.", file=out
+        )
+        return 0 if paths else 2
+    import nbformat  # after the usage: its import takes about a second
+
     for path in paths:
-        notebook = nbformat.read(path, as_version=4)
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except OSError as err:
+            print(f"show_runs: error: {path}: {err.strerror or err}", file=sys.stderr)
+            return 1
+        except Exception as err:  # not JSON, not a notebook: nbformat's many error types
+            why = " ".join(str(err).split())[:200]
+            print(f"show_runs: error: {path} is not a notebook: {why}", file=sys.stderr)
+            return 1
         records = [
             (index, output["data"][RECORD])
             for index, cell in enumerate(notebook.cells)

@@ -8,7 +8,7 @@
 # shared kernel or worker starts once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dev
 export JUPYTER_PATH="$PWD/.venv/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"  # the venv's python3 kernel first
 workers=${NBWORKER_TEST_WORKERS:-4}
 parallel=()

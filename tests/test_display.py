@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 from helpers import package_frames
 
 from nbworker import Session
-from nbworker.display import MAX_SHOWN, LiveStream, run_bundle
+from nbworker.display import MAX_SHOWN, run_bundle
 from nbworker.record import RECORD_MIMETYPE
 
 
@@ -60,26 +59,3 @@ def test_stream_view_lists_the_chunks() -> None:
     bundle = bundle_of(tokens)
     assert 'stream (2 chunks):\n  [0] "a"\n  [1] "b"' in bundle["text/plain"]
     json.dumps(bundle[RECORD_MIMETYPE])
-
-
-def test_live_stream_shows_a_held_back_chunk_during_a_pause() -> None:
-    updates: list[tuple[float, dict]] = []
-    live = LiveStream("tokens", lambda b: updates.append((time.perf_counter(), b)), interval=0.1)
-    live.add("first")  # shown at once
-    live.add("second")  # too soon: held back...
-    assert len(updates) == 1 and "1 chunks" in updates[0][1]["text/plain"]
-    time.sleep(0.3)  # ...and shown during the pause, not when the next chunk comes
-    assert len(updates) == 2 and "2 chunks" in updates[1][1]["text/plain"]
-    assert updates[1][0] - updates[0][0] < 0.25
-    live.close({"text/plain": "final"})
-    assert updates[-1][1] == {"text/plain": "final"}
-
-
-def test_live_stream_sends_nothing_after_close() -> None:
-    updates: list[dict] = []
-    live = LiveStream("tokens", updates.append, interval=0.05)
-    live.add(1)
-    live.add(2)  # a timer is pending
-    live.close({"text/plain": "final"})
-    time.sleep(0.15)
-    assert updates[-1] == {"text/plain": "final"}

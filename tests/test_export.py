@@ -285,7 +285,7 @@ def test_rp_export_exports_the_notebook_named_or_the_one_jupyter_names(
             "",
             "%rp_export: this kernel does not know its notebook's path; give it: %rp_export NOTEBOOK.ipynb",
         ),
-        ("--bogus", "unrecognized arguments: --bogus"),
+        ("--bogus", "%rp_export: unrecognized arguments: --bogus"),
         ("nope.ipynb", "%rp_export: no such notebook: nope.ipynb"),
         (
             "sentiment.ipynb --handler zzz",

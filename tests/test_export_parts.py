@@ -290,28 +290,25 @@ def installed(name: str) -> str:
     return str(Version(metadata.version(name)).public)
 
 
+def torch_lines() -> list[str]:
+    """torch's pin as the installed build; a build of PyTorch's index (+cpu) names the index
+    first (tested in test_export_requirements.py)."""
+    version = metadata.version("torch")
+    label = Version(version).local
+    index = [f"--extra-index-url https://download.pytorch.org/whl/{label}"] if label else []
+    return [*index, f"torch=={version}"]
+
+
 def test_imported_modules_are_pinned_to_their_installed_distributions() -> None:
     lines, _ = pinned_requirements(["numpy", "yaml", "torch", "numpy.linalg", "json", "os"])
+    *index, torch = torch_lines()
     assert lines == [
+        *index,
         f"numpy=={installed('numpy')}",
         f"PyYAML=={installed('PyYAML')}",
         f"runpod=={installed('runpod')}",
-        f"torch=={installed('torch')}",
+        torch,
     ]
-
-
-def test_a_local_build_label_is_dropped_from_the_pin_with_a_note() -> None:
-    version = Version(metadata.version("torch"))
-    lines, notes = pinned_requirements(["torch"])
-    assert f"torch=={version.public}" in lines
-    assert not any("+" in line for line in lines)
-    dropped = [note for note in notes if "local build label" in note]
-    if version.local is None:
-        assert dropped == []
-    else:
-        assert dropped == [
-            f"torch: the local build label +{version.local} of the installed {version} was dropped: torch=={version.public} installs the default build from the index"
-        ]
 
 
 def test_runpod_is_always_there_and_stdlib_is_never() -> None:
@@ -399,7 +396,9 @@ def test_requirements_are_deduplicated_sorted_and_deterministic() -> None:
         shuffled = modules[:]
         random.Random(seed).shuffle(shuffled)
         assert pinned_requirements(set(shuffled), specs) == first
-    lines = first[0]
+    *index, _ = torch_lines()
+    lines = first[0][len(index) :]
+    assert first[0][: len(index)] == index
     assert len(lines) == len(set(lines)) == 5
     names = [line.split("==")[0] for line in lines]
     assert names == sorted(names, key=str.lower)

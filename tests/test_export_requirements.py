@@ -1,4 +1,5 @@
-"""requirements.txt pins the runpod the kernel has, and says so when that is a pre-release.
+"""requirements.txt pins the runpod the kernel has, and says so when that is a pre-release;
+a build of PyTorch's (torch 2.13.0+cpu, +cu128) is pinned with its label and its index.
 
 Runs under both SDK lines (scripts/test.sh: 1.12.0, scripts/test_sdk2.sh: 2.0.0rc2): what is
 expected follows the installed SDK. The other pins are tested in test_export_parts.py.
@@ -63,3 +64,87 @@ def test_any_pinned_pre_release_gets_a_note(
     assert ours == (
         [prerelease_note(f"nbworker-probe=={version}", "pip-installed")] if prerelease else []
     )
+
+
+def pytorch_note(pin: str, label: str) -> str:
+    where = (
+        "the worker computes on the CPU, as the notebook did (export where torch is a CUDA "
+        "build for a GPU worker)"
+        if label == "cpu"
+        else "the worker gets the build the notebook ran on"
+    )
+    return (
+        f"{pin} is PyTorch's {label} build: requirements.txt pins it with its label, from "
+        f"PyTorch's index (--extra-index-url https://download.pytorch.org/whl/{label}), so {where}"
+    )
+
+
+@pytest.mark.parametrize("label", ["cpu", "cu128", "cu118", "rocm6.4", "xpu"])
+def test_a_pytorch_build_is_pinned_with_its_label_from_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label: str
+) -> None:
+    install_distribution(tmp_path, "torchaudio", f"2.13.0+{label}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lines, notes = pinned_requirements([], ["torchaudio"])
+    assert lines == [
+        f"--extra-index-url https://download.pytorch.org/whl/{label}",
+        f"runpod=={RUNPOD}",
+        f"torchaudio==2.13.0+{label}",
+    ]
+    assert pytorch_note(f"torchaudio==2.13.0+{label}", label) in notes
+
+
+def test_builds_from_one_index_name_it_once_and_indexes_come_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_distribution(tmp_path, "torch", "2.13.0+cu128")
+    install_distribution(tmp_path, "torchvision", "0.28.0+cu128")
+    install_distribution(tmp_path, "torchaudio", "2.13.0+cpu")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lines, _ = pinned_requirements([], ["torchvision", "torchaudio", "torch"])
+    assert lines == [
+        "--extra-index-url https://download.pytorch.org/whl/cpu",
+        "--extra-index-url https://download.pytorch.org/whl/cu128",
+        f"runpod=={RUNPOD}",
+        "torch==2.13.0+cu128",
+        "torchaudio==2.13.0+cpu",
+        "torchvision==0.28.0+cu128",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [
+        ("nbworker-probe", "1.0+cpu"),
+        ("nbworker-probe", "1.0+ubuntu1"),
+        ("torchaudio", "2.0+local7"),
+    ],
+)
+def test_any_other_local_label_is_dropped_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, version: str
+) -> None:
+    """Only PyTorch's own distributions and build labels name PyTorch's index."""
+    install_distribution(tmp_path, name, version)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lines, notes = pinned_requirements([], [name])
+    public, label = version.split("+")
+    assert lines == sorted([f"{name}=={public}", f"runpod=={RUNPOD}"])
+    assert notes == [
+        f"{name}: the local build label +{label} of the installed {version} was dropped: "
+        f"{name}=={public} installs the default build from the index"
+    ]
+
+
+def test_the_installed_torch_is_pinned_as_the_build_it_is() -> None:
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        pytest.skip("torch is not installed")
+    label = Version(version).local
+    lines, notes = pinned_requirements(["torch"])
+    assert f"torch=={version}" in lines
+    if label is None:  # PyPI's build: nothing more to say
+        assert lines == [f"runpod=={RUNPOD}", f"torch=={version}"]
+    else:
+        assert lines[0] == f"--extra-index-url https://download.pytorch.org/whl/{label}"
+        assert pytorch_note(f"torch=={version}", label) in notes

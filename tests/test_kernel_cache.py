@@ -209,7 +209,7 @@ def test_cache_and_handlers_survive_reset_and_del(fresh_kernel: Kernel) -> None:
     cell = model_cell("s2_enc", SURVIVOR, counter="NBW_LOADS_S2")
     assert_lines(k.ok(cell), LOADED.format(name="s2_enc", memory="32 B on cpu", names="s2_net"))
     net_id = object_id(k, "s2_net")
-    assert "registered handler s2_handler (sync)" in k.ok(SURVIVOR_HANDLER).stdout
+    assert "registered `s2_handler` (sync)" in k.ok(SURVIVOR_HANDLER).stdout
     job = '%rp_test s2_handler {"input": {"x": [1, 2, 4]}}'
     before = k.ok(job).record()
     assert before["status"] == "COMPLETED", before
@@ -607,7 +607,7 @@ def test_papermill_runs_a_notebook_with_a_model_cell(tmp_path: Path) -> None:
     assert re.fullmatch(
         LOADED.format(name="pm_enc", memory="12 B on cpu", names="pm_net") + "\n", text(1)
     )
-    assert text(2) == "registered handler handler (sync)\n"
+    assert text(2) == "registered `handler` (sync)\n"
     assert re.fullmatch(
         HIT.format(name="pm_enc", memory="12 B on cpu", names="pm_net") + "\n", text(4)
     )

@@ -7,6 +7,7 @@ import json
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from kernel_client import strip_ansi
 from shell import RECORD_KEYS, Shell
 
 from nbworker.record import RECORD_MIMETYPE, Run
@@ -76,7 +77,7 @@ def test_handler_registers_by_the_rules(shell: Shell, cell: str, name: str, kind
     spec = shell.session.registry.get(name)
     assert spec.kind == kind
     assert spec.source.rstrip("\n") == cell
-    assert f"registered handler {name} ({kind.replace('_', ' ')})" in out
+    assert f"registered `{name}` ({kind.replace('_', ' ')})" in out
 
 
 def test_handler_name_argument_and_options(shell: Shell) -> None:
@@ -112,7 +113,7 @@ def test_a_concurrency_modifier_in_the_cell_is_picked_up_by_its_name(
     assert spec.concurrency_modifier is shell.ipython.user_ns["concurrency_modifier"]
     assert (spec.concurrency, spec.concurrency_modifier(1)) == (1, 3)
     assert out.splitlines()[0] == (
-        "registered handler generate (sync, concurrency_modifier concurrency_modifier)"
+        "registered `generate` (sync, concurrency_modifier concurrency_modifier)"
     )
 
 
@@ -220,7 +221,7 @@ def test_renaming_the_function_in_the_same_cell_replaces_the_old_name(shell: She
     shell.ok("%%handler\ndef other(job):\n    return 0", cell_id="cell-b")
     out = shell.ok("%%handler\ndef second(job):\n    return 2", cell_id="cell-a").captured.stdout
     assert shell.session.registry.names() == ["other", "second"]
-    assert "replaces first" in out
+    assert "replaces `first`" in out
 
 
 def test_several_handlers_and_the_default_rule(shell: Shell) -> None:
@@ -268,7 +269,7 @@ def test_several_handlers_and_the_default_rule(shell: Shell) -> None:
             "%%handler --concurrency 0\ndef handler(job): return 1",
             "%%handler: concurrency must be a whole number >= 1, not 0",
         ),
-        ("%%handler --bogus\ndef handler(job): pass", "unrecognized arguments: --bogus"),
+        ("%%handler --bogus\ndef handler(job): pass", "%%handler: unrecognized arguments: --bogus"),
         (
             "%%handler\ndef handler(job):\n    return 1\n  oops",
             "%%handler: IndentationError at line 4 of the cell: "
@@ -341,7 +342,9 @@ def test_rp_test_records_the_run_in_the_cell(shell: Shell) -> None:
     assert record["refresh_worker"] is False and record["duration_ms"] >= 0
     json.dumps(record, allow_nan=False)
     assert "COMPLETED" in data["text/plain"] and "&quot;echo&quot;" in data["text/html"]
-    assert isinstance(result.result, Run) and result.result.output == {"echo": {"text": "hello"}}
+    # a bare %rp_test line is not the cell's value (no empty `Out[n]:` in a terminal)
+    assert result.result is None
+    assert shell.session.history[-1].output == {"echo": {"text": "hello"}}
 
 
 def test_rp_test_returns_the_run_and_later_cells_display_it(shell: Shell) -> None:
@@ -383,7 +386,7 @@ def test_rp_test_streams_and_aggregates(shell: Shell) -> None:
         "%%handler --aggregate\nasync def handler(job):\n    for i in range(3):\n        yield {'i': i}"
     )
     result = shell.ok('%rp_test {"input": {}}')
-    assert result.captured.outputs[0].data["text/plain"].startswith("… IN_PROGRESS")
+    assert len(result.captured.outputs) == 1  # ended before the first tick: no live view
     record = shell.records(result)[-1]
     assert record["stream"] == [{"i": 0}, {"i": 1}, {"i": 2}]
     assert record["output"] == [{"i": 0}, {"i": 1}, {"i": 2}]
@@ -459,7 +462,7 @@ def test_rp_test_job_sources(shell: Shell, tmp_path) -> None:
             "%rp_test: cannot read /no/such/file.json: No such file or directory",
         ),
         ("%rp_test --var undefined_name", "%rp_test: no variable named 'undefined_name'"),
-        ('%rp_test {"input": {}} --bogus', "unrecognized arguments: --bogus"),
+        ('%rp_test {"input": {}} --bogus', "%rp_test: unrecognized arguments: --bogus"),
     ],
 )
 def test_rp_test_usage_errors(shell: Shell, line: str, message: str) -> None:
@@ -526,20 +529,179 @@ def test_a_magic_line_parsed_before_is_not_parsed_again_and_each_cell_gets_its_o
     from nbworker import magics
 
     parsed: list[str] = []
-    real = magics.parse_argstring
+    real = magics.arguments.words
 
-    def counting(magic, line):
+    def counting(line):
         parsed.append(line)
-        return real(magic, line)
+        return real(line)
 
-    monkeypatch.setattr(magics, "parse_argstring", counting)
+    monkeypatch.setattr(magics.arguments, "words", counting)
     shell.ok(ECHO)
     for _ in range(3):
         shell.ok('%rp_test {"input": {"text": "hi"}}')
     shell.ok('%rp_test --timeout 5 {"input": {"text": "hi"}}')
-    # %%handler's line, then %rp_test's options (before the JSON) of each kind: once each
-    assert len(parsed) == len(set(parsed)) == 3, parsed
+    # %%handler's line, then %rp_test's options (beside the JSON) of each kind: once each
+    assert parsed == ["", "", "--timeout 5"], parsed
     installed = shell.ipython.magics_manager.registry["NbworkerMagics"]
     first = installed._args(installed.rp_test, "--timeout 5")
     first.timeout = 99.0  # a copy: the next cell gets the line's own values
     assert installed._args(installed.rp_test, "--timeout 5").timeout == 5.0
+
+
+# ---------------------------------------------------------------- magic lines
+
+
+def test_a_trailing_comment_ends_every_magic_line(shell: Shell) -> None:
+    """README's first example: a `#` that begins a word, outside quotes and the JSON."""
+    out = shell.ok("%%model classifier   # runs once; re-running is a cache hit\nw = [1]")
+    assert shell.session.cache.names() == ["classifier"], out.captured.stdout
+    shell.ok('%%handler   # `handler`, sync\ndef handler(job):\n    return job["input"]')
+    record = shell.record('%rp_test {"input": {"text": "#1 # not a comment"}}  # a comment')
+    assert record["output"] == {"text": "#1 # not a comment"}
+    record = shell.record('%rp_test {"input": {"t": "}"}} --timeout 5 # a } in a string')
+    assert record["output"] == {"t": "}"}
+    assert (
+        "classifier"
+        in shell.ok("%rp_models  # what is cached").captured.outputs[0].data["text/plain"]
+    )
+    assert shell.ok("%rp_serve --stop  # nothing to stop").captured.stdout == "not serving\n"
+    message = shell.usage_error("%rp_export   # the notebook this kernel runs")
+    assert message.startswith("%rp_export: this kernel does not know its notebook's path")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        pytest.param("--var job#1", "no variable named 'job#1'", id="inside-a-word"),
+        pytest.param('-f "/no/such # file.json"  # c', "cannot read /no/such # file.json", id="dq"),
+        pytest.param("-f '/no/it\\'s # x.json", "cannot read /no/it\\s:", id="sq-no-escape"),
+        pytest.param('-f "/no/\\"q\\" # x.json" # c', 'cannot read /no/"q" # x.json', id="escaped"),
+        pytest.param("-f /no/a\\ \\#b.json # c", "cannot read /no/a #b.json", id="backslash"),
+        pytest.param('-f "/no/x.json', 'no closing quotation: -f "/no/x.json', id="unclosed"),
+        pytest.param('{"input": 1,} # c', "JOB_JSON is not valid JSON", id="bad-json"),
+        pytest.param("# all of it", "give the job once", id="all-comment"),
+    ],
+)
+def test_comments_quotes_and_json_on_an_rp_test_line(shell: Shell, line: str, message: str) -> None:
+    shell.ok(ECHO)
+    error = shell.usage_error(f"%rp_test {line}")
+    assert error.startswith("%rp_test: ") and message in error, error
+
+
+@pytest.mark.parametrize(
+    ("line", "options", "job"),
+    [
+        (
+            '{"input": {"text": "#1 # not a comment"}}  # a comment',
+            "",
+            '{"input": {"text": "#1 # not a comment"}}',
+        ),
+        (
+            '--timeout 5 {"input": {"t": "}"}} --no-compare # c',
+            "--timeout 5   --no-compare",
+            '{"input": {"t": "}"}}',
+        ),
+        ('[1, "#"] #c', "", '[1, "#"]'),
+        ('{"a": 1}#right after the JSON', "", '{"a": 1}'),
+        ('name # {"input": 1}', "name", None),
+        ("--var x#y --token 'a # b' \\#c # d", "--var x#y --token 'a # b' \\#c", None),
+        ('--token "a\\" # b" # c', '--token "a\\" # b"', None),
+        ('{"input": 1,} # bad JSON runs to the comment', "", '{"input": 1,} '),
+        ('{"input": "# unclosed', "", '{"input": "# unclosed'),
+        ("# all of it", "", None),
+    ],
+)
+def test_a_magic_line_splits_into_options_job_and_comment(
+    line: str, options: str, job: str | None
+) -> None:
+    from nbworker import arguments
+
+    assert arguments.split_job_json(line) == (options, job)
+    # export reads a `%%model` / `%%handler` line as the magic does
+    parsed = arguments.parse(arguments.MODEL, "classifier   # runs once", prog="%%model")
+    assert parsed.name == "classifier"
+
+
+def test_help_and_argument_errors_name_the_magic_as_it_is_written(shell: Shell) -> None:
+    for magic, usage in [
+        ("%%handler", "%%handler [--aggregate]"),
+        ("%%model", "%%model [--reload]"),
+    ]:
+        assert usage in shell.ok(f"{magic}?").captured.stdout
+    assert "  %rp_test [-f FILE.json]" in shell.ok("%rp_test?").captured.stdout
+    errors = {
+        "%%model\nx = 1": "%%model: the following arguments are required: name",
+        "%%handler --concurrency x\ndef handler(job): pass": "%%handler: argument --concurrency:",
+        "%rp_serve --port x": "%rp_serve: argument --port: invalid int value: 'x'",
+        "%rp_models --bogus": "%rp_models: unrecognized arguments: --bogus",
+        "%rp_export a b": "%rp_export: unrecognized arguments: b",
+        "%rp_panel now": "%rp_panel: takes no arguments, not 'now'",
+    }
+    for cell, start in errors.items():
+        message = shell.usage_error(cell)
+        assert message.startswith(start) and "\n" not in message, message
+
+
+# ---------------------------------------------------------------- the cell's value
+
+
+def test_a_bare_rp_test_line_is_not_the_cells_value(shell: Shell) -> None:
+    """The display hook writes `Out[n]: ` for a cell's value, as a terminal does: a bare
+    `%rp_test` gets none; `run = %rp_test` still gets the Run, shown when asked for."""
+    shell.ok(ECHO)
+    bare = shell.ok('%rp_test {"input": {"a": 1}}')
+    assert "Out[" not in bare.captured.stdout and bare.result is None
+    assert len(shell.records(bare)) == 1
+    looped = shell.ok('for n in range(2):\n    %rp_test {"input": {"n": 1}}\n%rp_test {"input": 2}')
+    assert "Out[" not in looped.captured.stdout and len(shell.records(looped)) == 3
+    assigned = shell.ok('run = %rp_test {"input": {"a": 2}}\nrun.output')
+    assert "Out[" in assigned.captured.stdout and assigned.result == {"echo": {"a": 2}}
+    shown = shell.ok("run")
+    assert "Out[" in shown.captured.stdout and isinstance(shown.result, Run)
+    # the transformer is there only for a cell that names rp_test, and leaves with the magics
+    quiet = shell.ipython.magics_manager.registry["NbworkerMagics"].quiet
+    assert quiet not in shell.ipython.ast_transformers
+    shell.ok("x = 1  # rp_test")
+    assert quiet in shell.ipython.ast_transformers
+    from nbworker.magics import uninstall
+
+    uninstall(shell.ipython)
+    assert quiet not in shell.ipython.ast_transformers
+
+
+def test_an_interrupted_run_shows_its_card_alone_and_fails_the_cell(shell: Shell) -> None:
+    """A KeyboardInterrupt (Ctrl-C, or the handler's own) cancels the run: the CANCELLED
+    card is the cell's one output, no traceback, and the cell fails (so "Run all" stops)."""
+    shell.ok("%%handler\ndef handler(job):\n    raise KeyboardInterrupt")
+    result = shell.run('%rp_test {"input": {}}')
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    (record,) = shell.records(result)
+    assert record["status"] == "CANCELLED" and len(result.captured.outputs) == 1
+    assert "Traceback" not in result.captured.stdout + result.captured.stderr
+    # any other KeyboardInterrupt is shown as IPython shows it
+    other = shell.run("raise KeyboardInterrupt('not a run')")
+    assert isinstance(other.error_in_exec, KeyboardInterrupt)
+    assert "KeyboardInterrupt: not a run" in strip_ansi(other.captured.stdout)
+
+
+def test_the_interrupt_handler_chains_to_the_one_before_and_gives_it_back(shell: Shell) -> None:
+    from nbworker.magics import install, uninstall
+
+    ipython = shell.ipython
+    seen: list[BaseException] = []
+    uninstall(ipython)
+    ipython.set_custom_exc(
+        (ValueError,),
+        lambda _shell, _etype, value, _tb, tb_offset=None: [seen.append(value) or "handled"],
+    )
+    before = (ipython.custom_exceptions, ipython.CustomTB)
+    try:
+        install(ipython, shell.session)
+        assert ipython.custom_exceptions == (ValueError, KeyboardInterrupt)
+        error = shell.run("raise ValueError('mine')").error_in_exec
+        assert seen == [error]
+        uninstall(ipython)
+        assert (ipython.custom_exceptions, ipython.CustomTB) == before
+    finally:
+        ipython.set_custom_exc((), None)
+        install(ipython, shell.session)

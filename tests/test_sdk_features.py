@@ -59,7 +59,7 @@ def handler(job):
 
 def test_rp_debugger_handler_runs_every_time(shell: Shell) -> None:
     result = shell.ok("%%handler\n" + DEBUGGED)
-    assert "registered handler handler (sync)" in result.captured.stdout
+    assert "registered `handler` (sync)" in result.captured.stdout
     for text in ("a b", "c d e", "f"):
         got = record(shell, f'%rp_test {{"input": {{"text": "{text}"}}}}')
         assert got["status"] == "COMPLETED", got["error"]

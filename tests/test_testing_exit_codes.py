@@ -155,8 +155,12 @@ def test_k_matching_nothing_exits_5_naming_the_pattern(
     [
         (["missing.ipynb"], "no such notebook or folder: missing.ipynb"),
         (["notes.txt"], "not a notebook (*.ipynb): notes.txt"),
-        (["empty"], "no notebook (*.ipynb) under empty (hidden ones skipped)"),
-        (["only-hidden"], "no notebook (*.ipynb) under only-hidden (hidden ones skipped)"),
+        (["empty"], "empty is a folder with no notebook (*.ipynb) in it or under it"),
+        (
+            ["only-hidden"],
+            "only-hidden is a folder with no notebook to test: its 1 *.ipynb file(s) are hidden "
+            "(a dot-name, .ipynb_checkpoints) or in exported workers; name one to test it",
+        ),
         (["empty.ipynb", "--rtol", "-1"], "--rtol must be >= 0, not -1.0"),
         (["empty.ipynb", "--timeout", "0"], "--timeout must be positive, not 0.0"),
         (["empty.ipynb", "-j", "0"], "--jobs must be at least 1, not 0"),

@@ -310,3 +310,59 @@ def test_a_replay_imports_neither_nbformat_nor_papermill_nor_jsonschema(tmp_path
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found == {"code": 0, "results": ["passed"], "imported": []}
+
+
+TCP_WARNING = "susceptible to eavesdropping"  # ipykernel's, at the start of a TCP kernel
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets: TCP on 127.0.0.1 elsewhere")
+def test_a_kernel_talks_over_unix_sockets_in_a_private_folder(tmp_path: Path) -> None:
+    """Not TCP (ipykernel warns of it unencrypted at every start), and not jupyter_client's
+    default `kernel-ipc-N` files, relative to the kernel's folder (the notebook's)."""
+    kernel = execute.Kernel("python3", str(tmp_path))
+    kernel.start()
+    try:
+        assert kernel.manager.transport == "ipc"
+        folder = Path(kernel.manager.ip).parent
+        assert folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700
+        kernel = execute.ready(kernel, attempts=1, notes=[])
+        cells = [cell("import os\nprint(os.getcwd())")]
+        assert kernel.run(cells, timeout=60).stopped is None
+        assert cells[0]["outputs"][0]["text"] == f"{tmp_path}\n"
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        kernel.stop()
+        kernel.close()
+    assert not folder.exists()
+
+
+PAPERMILL = """
+import sys
+
+import nbformat
+import papermill
+
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+nbformat.write(notebook, "in.ipynb")
+manager = {"nbworker": "nbworker.testing.execute.AsyncLocalKernelManager"}.get(sys.argv[1])
+options = {} if manager is None else {"kernel_manager_class": manager}
+papermill.execute_notebook("in.ipynb", "out.ipynb", kernel_name="python3", **options)
+print(nbformat.read("out.ipynb", as_version=4).cells[0].outputs[0].text, end="")
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets: TCP on 127.0.0.1 elsewhere")
+def test_papermill_with_nbworkers_kernel_manager_starts_no_tcp_kernel(tmp_path: Path) -> None:
+    """As scripts/demo.sh runs the quickstart notebook; papermill's default kernel manager
+    (TCP) shows the warning, so its absence is the manager's doing."""
+    for manager, warned in (("nbworker", False), ("default", True)):
+        done = subprocess.run(
+            [sys.executable, "-c", PAPERMILL, manager],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "42\n"
+        assert (TCP_WARNING in done.stderr) is warned, done.stderr

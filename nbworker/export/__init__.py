@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,30 @@ from nbworker.export.select import ExportError, Selection, select_cells
 from nbworker.export.write import Written, write_files
 
 __all__ = [
+    "STEPS",
     "ExportError",
     "ExportReport",
     "build_worker",
     "default_directory",
     "export_notebook",
 ]
+
+
+# What an export does, in order: `on_step` hears each as it begins (the command's progress).
+STEPS = (
+    "reading the notebook",
+    "reading its cells",
+    "scanning for secrets",
+    "tracing the cells the handler needs",
+    "pinning the requirements",
+    "rendering the files",
+    "scanning the files",
+    "writing the worker",
+)
+
+
+def _no_step(step: str) -> None:
+    """`on_step` when nobody listens."""
 
 
 @dataclass
@@ -143,20 +162,29 @@ def _check_records(cells: list[Cell]) -> None:
 
 
 def build_worker(
-    notebook: Any, *, handler: str | None = None, notebook_name: str | None = None
+    notebook: Any,
+    *,
+    handler: str | None = None,
+    notebook_name: str | None = None,
+    on_step: Callable[[str], None] = _no_step,
 ) -> ExportReport:
-    """The worker's files as text (relative path -> text), and the report; nothing written."""
+    """The worker's files as text (relative path -> text), and the report; nothing written.
+    `on_step` hears each of `STEPS` but the last as it begins."""
     from nbworker.export import docker, requirements, testfiles
     from nbworker.export.cases import example_job, hub_tests, select_cases
 
+    on_step(STEPS[0])
     nb, name = _read_notebook(notebook)
     name = _checked_name(notebook_name or name)
+    on_step(STEPS[1])
     cells = read_cells(nb)
     _check_records(cells)
     from nbworker.export import ipynb, secrets, trimmed
 
+    on_step(STEPS[2])
     copy = trimmed.trimmed_notebook(nb)
     _check_secrets(cells, nb, copy)
+    on_step(STEPS[3])
     selection: Selection = select_cells(cells, handler=handler)
     by_index = {cell.index: cell for cell in cells}
     taken = [by_index[index] for index in selection.taken]
@@ -164,6 +192,7 @@ def build_worker(
     from nbworker.export.handler import render_handler
 
     notes: list[str] = []
+    on_step(STEPS[4])
     modules = set().union(*(cell.imports for cell in taken))
     pip = [word for cell in taken for word in cell.pip]
     requirement_lines, requirement_notes = requirements.pinned_requirements(modules, pip)
@@ -172,6 +201,7 @@ def build_worker(
     base, reason = docker.base_image(cuda)
     notes.append(reason)
 
+    on_step(STEPS[5])
     records = [record for cell in cells for record in _with_options(cell)]
     try:
         cases = select_cases(records, handler=selection.name)
@@ -206,6 +236,7 @@ def build_worker(
             notebook_name=name,
         )
     )
+    on_step(STEPS[6])
     # a last check: nothing the notebook's records put into the files holds a credential
     # (the copy of the notebook holds only what _check_secrets read; nbworker's own test
     # files, the same in every worker, hold nothing of the notebook)
@@ -308,14 +339,16 @@ def export_notebook(
     *,
     handler: str | None = None,
     force: bool = False,
+    on_step: Callable[[str], None] = _no_step,
 ) -> ExportReport:
     """Export `notebook` (a path or an nbformat notebook) to the worker `directory`
-    (by default `<stem>-worker` beside a notebook given by path)."""
-    if directory is None:
-        if not isinstance(notebook, (str, os.PathLike)):
-            raise ExportError("give the worker directory: the notebook was not read from a path")
-        directory = default_directory(notebook)
-    report = build_worker(notebook, handler=handler)
+    (by default `<stem>-worker` beside a notebook given by path). `on_step` hears each of
+    `STEPS` as it begins."""
+    if directory is None and not isinstance(notebook, (str, os.PathLike)):
+        raise ExportError("give the worker directory: the notebook was not read from a path")
+    report = build_worker(notebook, handler=handler, on_step=on_step)  # a folder: refused here
+    directory = default_directory(notebook) if directory is None else directory
+    on_step(STEPS[7])
     report.directory = str(directory)
     report.written = write_files(Path(directory), report.files, force=force)
     return report

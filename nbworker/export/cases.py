@@ -90,6 +90,7 @@ def _case(record: Mapping[str, Any], name: str) -> dict[str, Any]:
         "refresh_worker": bool(record.get("refresh_worker", False)),
         "ignore": sorted(str(key) for key in ignore),
         "compare": bool(record.get("compare", True)),
+        **({"origin": record["origin"]} if record.get("origin") == "panel" else {}),
     }
 
 

@@ -5,11 +5,19 @@ each imported module is mapped to the distribution that provides it, and each
 `%pip install` argument to what it installed. What cannot be pinned (a URL, something not
 installed here) is kept or left out with a note saying so, and a pinned pre-release (runpod
 2.0.0rc2, say) gets a note too: the worker then runs on a version pip would not pick itself.
+
+PyPI serves no version with a local build label (`+ubuntu1`), so the label is dropped, with
+a note; except PyTorch's: torch 2.13.0+cpu or +cu128 is a build PyTorch serves from an index
+of its own, and the build decides where the worker computes (a CPU build never uses the GPU;
+PyPI's torch 2.13.0 is another build, with a CUDA of its own). So it is pinned with its label
+and requirements.txt names that index (`--extra-index-url`): the worker gets the build the
+notebook ran on.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
@@ -18,6 +26,12 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 __all__ = ["pinned_requirements"]
+
+# PyTorch's index of each build (https://pytorch.org/get-started/locally/): its wheels carry
+# the build as their local label (2.13.0+cpu, 2.13.0+cu128, 2.13.0+rocm6.4, 2.13.0+xpu).
+_PYTORCH_INDEX = "https://download.pytorch.org/whl/{label}"
+_PYTORCH_BUILDS = frozenset({"torch", "torchvision", "torchaudio"})
+_PYTORCH_LABEL = re.compile(r"cpu|cu\d+|rocm\d+(?:\.\d+)*|xpu")
 
 _FILE = "add what that file lists to requirements.txt by hand"
 _INDEX = "add it to requirements.txt by hand if packages come from there"
@@ -63,7 +77,8 @@ def pinned_requirements(
     modules: Iterable[str], pip_specs: Iterable[str] = ()
 ) -> tuple[list[str], list[str]]:
     """(requirement lines, notes): each third-party distribution the code imports or the
-    notebook pip-installed, pinned `Name==version` as installed here; runpod always."""
+    notebook pip-installed, pinned `Name==version` as installed here; runpod always. The
+    lines start with the `--extra-index-url` of PyTorch's index when a build is pinned."""
     pins = _Pins()
     if not pins.add_distribution("runpod", why="the worker runs on runpod"):
         pins.add_spec("runpod")  # kept unpinned, with a note
@@ -109,6 +124,7 @@ class _Pins:
     def __init__(self) -> None:
         self._pinned: dict[str, tuple[str, frozenset[str], str]] = {}  # name, extras, ==version
         self._kept: set[str] = set()  # lines kept as written
+        self._indexes: set[str] = set()  # PyTorch's indexes of the builds pinned
         self.notes: list[str] = []
 
     def note(self, text: str) -> None:
@@ -126,7 +142,9 @@ class _Pins:
         for name, extras, version in self._pinned.values():
             shown = f"{name}[{','.join(sorted(extras))}]" if extras else name
             entries.append((name, f"{shown}{version}"))
-        return [line for _, line in sorted(entries, key=lambda e: (e[0].lower(), e[1]))]
+        options = [f"--extra-index-url {url}" for url in sorted(self._indexes)]
+        ordered = sorted(entries, key=lambda e: (e[0].lower(), e[1]))
+        return options + [line for _, line in ordered]
 
     def add_distribution(
         self, name: str, *, why: str, extras: frozenset[str] = frozenset()
@@ -141,7 +159,7 @@ class _Pins:
         if key == "nbworker":
             self.note_nbworker()
             return True
-        version = self._public_version(own_name, distribution.version)
+        version = self._pinned_version(own_name, distribution.version)
         if key in self._pinned:
             extras |= self._pinned[key][1]
         self._pinned[key] = (own_name, extras, version)
@@ -195,13 +213,28 @@ class _Pins:
                 f"satisfy {requirement.specifier}; pinned to the installed version"
             )
 
-    def _public_version(self, name: str, version: str) -> str:
-        """`==X.Y.Z` without a local label like `+cpu` (a note says so); `===` if not PEP 440."""
+    def _pinned_version(self, name: str, version: str) -> str:
+        """`==X.Y.Z`; a local label like `+ubuntu1` dropped (a note says so) unless it is one of
+        PyTorch's builds (`+cpu`, `+cu128`), kept with its index; `===` if not PEP 440."""
         try:
             parsed = Version(version)
         except InvalidVersion:
             return f"==={version}"
         if parsed.local is None:
+            return f"=={version}"
+        if canonicalize_name(name) in _PYTORCH_BUILDS and _PYTORCH_LABEL.fullmatch(parsed.local):
+            url = _PYTORCH_INDEX.format(label=parsed.local)
+            self._indexes.add(url)
+            where = (
+                "the worker computes on the CPU, as the notebook did (export where torch is a "
+                "CUDA build for a GPU worker)"
+                if parsed.local == "cpu"
+                else "the worker gets the build the notebook ran on"
+            )
+            self.note(
+                f"{name}=={version} is PyTorch's {parsed.local} build: requirements.txt pins it "
+                f"with its label, from PyTorch's index (--extra-index-url {url}), so {where}"
+            )
             return f"=={version}"
         self.note(
             f"{name}: the local build label +{parsed.local} of the installed {version} was "

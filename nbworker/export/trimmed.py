@@ -2,10 +2,11 @@
 
 `tests/test_notebook.py` re-runs the copy with papermill, and `nbworker test` reads the runs
 it recorded: both need the cells' sources and the run records (the display_data holding
-`application/vnd.nbworker.run+json`). Everything else a notebook carries can hold what
+`application/vnd.nbworker.run+json`, and the panel's display of its runs,
+`application/vnd.nbworker.panel+json`). Everything else a notebook carries can hold what
 should not ship: a token printed in a stream, shown in an execute_result or a traceback,
 kept in widget state, an attachment, or cell metadata. So the copy keeps the sources, the
-cells' tags (papermill's `parameters`, nbworker's own), each record (that mimetype alone),
+cells' tags (papermill's `parameters`, nbworker's own), each record (those mimetypes alone),
 and of the notebook's metadata its kernelspec and language_info. What it keeps besides
 sources and records (`kept_fields`: the cells' ids and tags, that metadata) is scanned for
 credentials as the sources and records are.
@@ -17,11 +18,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from nbworker.record import RECORD_MIMETYPE
+from nbworker.record import PANEL_MIMETYPE, RECORD_MIMETYPE
 
 __all__ = ["kept_fields", "records_text", "trimmed_notebook"]
 
 _KEPT_METADATA = ("kernelspec", "language_info")
+_RECORDS = (RECORD_MIMETYPE, PANEL_MIMETYPE)  # an output's data kept in the copy
 
 
 def trimmed_notebook(notebook: Any) -> dict[str, Any]:
@@ -45,8 +47,8 @@ def trimmed_notebook(notebook: Any) -> dict[str, Any]:
         if cell["cell_type"] == "code":
             cell["execution_count"] = None
             cell["outputs"] = [
-                {"output_type": "display_data", "metadata": {}, "data": {RECORD_MIMETYPE: record}}
-                for record in _records(raw)
+                {"output_type": "display_data", "metadata": {}, "data": data}
+                for _, data in _numbered_records(raw)
             ]
         cells.append(cell)
     kept = notebook.get("metadata", {})
@@ -79,24 +81,23 @@ def _json_lines(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False, default=repr)
 
 
-def _records(cell: Any) -> Iterator[Any]:
-    for _, record in _numbered_records(cell):
-        yield record
-
-
-def _numbered_records(cell: Any) -> Iterator[tuple[int, Any]]:
-    """(output index, record) of each run record among a cell's outputs."""
+def _numbered_records(cell: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(output index, its records: the output's data under the record mimetypes alone) of
+    each output of a cell that holds a run record or a panel's runs."""
     for number, output in enumerate(cell.get("outputs", [])):
         data = output.get("data") if isinstance(output, dict) else None
-        if isinstance(data, dict) and RECORD_MIMETYPE in data:
-            yield number, data[RECORD_MIMETYPE]
+        if isinstance(data, dict):
+            kept = {mimetype: data[mimetype] for mimetype in _RECORDS if mimetype in data}
+            if kept:
+                yield number, kept
 
 
 def records_text(notebook: Any) -> list[tuple[int, int, str]]:
-    """(cell index, output index, JSON text) of each run record in `notebook`, one key a
-    line (so that a finding names a line of it), for the secret scan."""
+    """(cell index, output index, JSON text) of each run record (and each panel's runs) in
+    `notebook`, one key a line (so that a finding names a line of it), for the secret scan."""
     return [
         (index, number, _json_lines(record))
         for index, cell in enumerate(notebook["cells"])
-        for number, record in _numbered_records(cell)
+        for number, data in _numbered_records(cell)
+        for record in data.values()
     ]

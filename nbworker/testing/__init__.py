@@ -51,7 +51,7 @@ from nbworker.testing.model import (
     Result,
 )
 from nbworker.testing.notebook import NOT_VALID, replay_notebook
-from nbworker.testing.report import Progress, junit_xml, summary, verdict
+from nbworker.testing.report import Progress, Step, junit_xml, summary, verdict
 from nbworker.testing.worker import replay_worker
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "Options",
     "Progress",
     "Result",
+    "Step",
     "exit_code",
     "junit_xml",
     "notebooks_under",
@@ -117,7 +118,10 @@ def nothing_compared(reports: Iterable[NotebookReport], *, select: str | None = 
 
 
 def recorded_cases(notebook: Any, name: str) -> list[Case]:
-    """A case per recorded run; `MalformedRecord` for a record that is none."""
+    """A case per recorded run; `MalformedRecord` for a record that is none. A panel's run
+    is skipped in the notebook (a fresh run of it clicks no panel) and compared against the
+    worker only."""
+    from nbworker.record import PANEL_ORIGIN
     from nbworker.replay import expected_runs
 
     return [
@@ -128,6 +132,9 @@ def recorded_cases(notebook: Any, name: str) -> list[Case]:
             index,
             record["handler"],
             record["status"],
+            notebook_result=(
+                Result.SKIPPED if record.get("origin") == PANEL_ORIGIN else Result.NOT_RUN
+            ),
         )
         for expected in expected_runs(notebook)
         for index, record in enumerate(expected.records, 1)
@@ -145,20 +152,43 @@ def _selected(case: Case, pattern: str | None) -> bool:
 # ------------------------------------------------------------------------ notebooks
 
 
+class _Throttled:
+    """`on_step` at most every `interval` seconds, and at once when the phase changes: a
+    notebook of a thousand short cells ends cells far faster than a bar redraws."""
+
+    def __init__(self, on_step: Callable[[Step], None], interval: float = 0.1) -> None:
+        self.on_step, self.interval = on_step, interval
+        self.last: Step | None = None
+        self.sent = -interval
+
+    def __call__(self, step: Step) -> None:
+        now = time.monotonic()
+        if self.last is None or self.last.phase != step.phase or now - self.sent >= self.interval:
+            self.on_step(step)
+            self.sent = now
+        self.last = step
+
+
 def test_notebook(
-    path: str | os.PathLike[str], options: Options | None = None, *, name: str | None = None
+    path: str | os.PathLike[str],
+    options: Options | None = None,
+    *,
+    name: str | None = None,
+    on_step: Callable[[Step], None] | None = None,
 ) -> NotebookReport:
     """Replay one notebook's recorded runs in a fresh kernel and against its worker.
 
     `name` is what case ids and the summary call it, and where under `output_dir` the
     executed notebook goes: a relative path (default: the file name). A notebook none of
-    whose cases is selected (none recorded, or -k) is not run.
+    whose cases is selected (none recorded, or -k) is not run. `on_step` hears where the
+    replay is (`Step`: cells run, cases replayed, the worker's tests), a few times a second.
     """
     from nbworker.export import ipynb
 
     options = options or Options()
     path = Path(path)
     name = name or path.name
+    throttled = None if on_step is None else _Throttled(on_step)
     started = time.perf_counter()
     try:
         stored = ipynb.read(path)
@@ -185,11 +215,18 @@ def test_notebook(
     if options.notebook and options.output_dir:
         out = Path(options.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        report = replay_notebook(path, stored, cases, options, out, name=name)
+        report = replay_notebook(path, stored, cases, options, out, name=name, on_step=throttled)
     elif options.notebook:  # the executed notebook is not kept
         with tempfile.TemporaryDirectory(prefix="nbworker-out-") as scratch:
             report = replay_notebook(
-                path, stored, cases, options, Path(scratch), name=name, keep=False
+                path,
+                stored,
+                cases,
+                options,
+                Path(scratch),
+                name=name,
+                keep=False,
+                on_step=throttled,
             )
     else:
         report = NotebookReport(str(path), cases, name=name)
@@ -197,6 +234,9 @@ def test_notebook(
             case.notebook_result = Result.NOT_REPLAYED
     report.seconds = time.perf_counter() - started
     if options.worker and report.error is None:
+        if throttled is not None:
+            last = throttled.last or Step(name, "worker", 0, 0, len(cases), len(cases))
+            throttled(last._replace(phase="worker"))
         started = time.perf_counter()
         report.notes += replay_worker(path, stored, cases, options)
         report.worker_seconds = time.perf_counter() - started
@@ -208,9 +248,11 @@ def test_notebook(
     return report
 
 
-def _test_one(item: tuple[str, Options, str]) -> NotebookReport:
+def _test_one(item: tuple[str, Options, str], steps: Any = None) -> NotebookReport:
+    """One notebook of `test_notebooks`, in a pool process or not; its steps go to `steps`
+    (a queue of the parent's) when given."""
     path, options, name = item
-    return test_notebook(path, options, name=name)
+    return test_notebook(path, options, name=name, on_step=None if steps is None else steps.put)
 
 
 def notebooks_under(folder: str | os.PathLike[str]) -> list[Path]:
@@ -267,9 +309,12 @@ def test_notebooks(
     *,
     jobs: int | None = None,
     on_done: Callable[[NotebookReport], None] | None = None,
+    on_step: Callable[[Step], None] | None = None,
 ) -> list[NotebookReport]:
     """Replay several notebooks, in parallel across cores (one process, and one kernel,
-    per notebook at a time). Reports come back in the order of `paths`."""
+    per notebook at a time). Reports come back in the order of `paths`, each to `on_done`
+    as it ends; `on_step` hears where each replay is (see `test_notebook`), on a thread of
+    its own when the notebooks run in processes."""
     options = options or Options()
     items = [
         (str(path), options, name) for path, name in zip(paths, report_names(paths), strict=True)
@@ -277,8 +322,8 @@ def test_notebooks(
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(items)))
     if jobs == 1:
         reports = []
-        for item in items:
-            reports.append(_test_one(item))
+        for path, options, name in items:
+            reports.append(test_notebook(path, options, name=name, on_step=on_step))
             if on_done:
                 on_done(reports[-1])
         return reports
@@ -287,11 +332,43 @@ def test_notebooks(
 
     results: dict[int, NotebookReport] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with contextlib.ExitStack() as stack:
+        steps = None if on_step is None else stack.enter_context(_relayed(context, on_step))
+        pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs, mp_context=context))
         with spawnable_main():  # the processes start on submit
-            futures = {pool.submit(_test_one, item): index for index, item in enumerate(items)}
+            futures = {
+                pool.submit(_test_one, item, steps): index for index, item in enumerate(items)
+            }
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             if on_done:
                 on_done(results[futures[future]])
     return [results[index] for index in range(len(items))]
+
+
+@contextlib.contextmanager
+def _relayed(context: Any, on_step: Callable[[Step], None]) -> Iterator[Any]:
+    """A queue pool processes can put steps on (a manager's: it pickles as an argument),
+    and a thread handing each to `on_step` until the pool is done. The manager's process
+    ignores Ctrl-C, so that the pool and the command end first, in order."""
+    import signal
+    import threading
+    from multiprocessing.managers import SyncManager
+
+    manager = SyncManager(ctx=context)
+    manager.start(signal.signal, (signal.SIGINT, signal.SIG_IGN))
+    with manager:
+        steps = manager.Queue()
+
+        def relay() -> None:
+            with contextlib.suppress(EOFError, OSError):  # the manager gone: no more steps
+                while (step := steps.get()) is not None:
+                    on_step(step)
+
+        thread = threading.Thread(target=relay, name="nbworker-test-steps", daemon=True)
+        thread.start()
+        try:
+            yield steps
+        finally:
+            steps.put(None)
+            thread.join()

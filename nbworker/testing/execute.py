@@ -14,6 +14,10 @@ The kernel starts while the caller prepares the notebook (`Kernel.start`, then `
 and is told to shut down before the caller writes its report (`stop`, then `close`).
 Consecutive cells of a kind the caller names can go several to a request (`Batch`): the
 kernel then marks how each ended, and each gets what it would have got alone.
+
+Kernels talk over Unix sockets in a private folder (`LocalKernelManager`; TCP elsewhere):
+ipykernel warns at every start of a TCP kernel without CurveZMQ keys that it is
+"susceptible to eavesdropping"; a socket in a folder only this user can open is not.
 """
 
 from __future__ import annotations
@@ -22,13 +26,28 @@ import contextlib
 import datetime
 import os
 import queue
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BATCH_LIMIT", "Batch", "Kernel", "Run", "ready"]
+import zmq
+from jupyter_client.connect import ConnectionFileMixin, localhost
+from jupyter_client.manager import AsyncKernelManager, KernelManager
+from traitlets import default
+
+__all__ = [
+    "BATCH_LIMIT",
+    "AsyncLocalKernelManager",
+    "Batch",
+    "Kernel",
+    "LocalKernelManager",
+    "Run",
+    "code_cells",
+    "ready",
+]
 
 ALLOW_ERRORS_TAG = "raises-exception"  # nbclient's: the cell's error does not stop the run
 STARTUP_TIMEOUT = 60.0  # seconds, nbclient's default
@@ -65,6 +84,39 @@ class Run:
     failure: str | None = None  # what broke the run: a timeout, a dead kernel
 
 
+class _LocalTransport(ConnectionFileMixin):
+    """A kernel's transport: `ipc` where ZeroMQ has it (POSIX), its sockets in a fresh
+    0700 folder (jupyter_client's default `kernel-ipc` is relative to each side's working
+    directory, which differ); TCP on 127.0.0.1 elsewhere."""
+
+    folder_prefix = "nbworker-kernel-"
+
+    @default("transport")
+    def _local_transport(self) -> str:
+        return "ipc" if os.name == "posix" and zmq.has("ipc") else "tcp"
+
+    @default("ip")
+    def _local_ip(self) -> str:
+        if self.transport != "ipc":
+            return localhost()
+        return os.path.join(tempfile.mkdtemp(prefix=self.folder_prefix), "kernel")
+
+    def cleanup_ipc_files(self) -> None:
+        super().cleanup_ipc_files()
+        folder = os.path.dirname(self.ip)
+        if self.transport == "ipc" and os.path.basename(folder).startswith(self.folder_prefix):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class LocalKernelManager(_LocalTransport, KernelManager):
+    """jupyter_client's `KernelManager` on the local transport (`nbworker test`'s kernels)."""
+
+
+class AsyncLocalKernelManager(_LocalTransport, AsyncKernelManager):
+    """The same for nbclient and papermill (`kernel_manager_class=` takes its dotted name),
+    whose clients are asynchronous."""
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -74,16 +126,13 @@ class Kernel:
 
     def __init__(self, kernel_name: str, cwd: str) -> None:
         from jupyter_client.kernelspec import KernelSpecManager
-        from jupyter_client.manager import KernelManager
         from jupyter_core.paths import jupyter_path
 
         # jupyter_client's own kernel folders; it imports IPython (~0.1 s, before the
         # kernel is even launched) only to name the last one
-        ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(
-            os.path.expanduser("~"), ".ipython"
-        )
+        ipython_dir = os.environ.get("IPYTHONDIR") or os.path.expanduser("~/.ipython")
         folders = [*jupyter_path("kernels"), os.path.join(ipython_dir, "kernels")]
-        self.manager = KernelManager(
+        self.manager = LocalKernelManager(
             kernel_name=kernel_name, kernel_spec_manager=KernelSpecManager(kernel_dirs=folders)
         )
         self.cwd = cwd
@@ -162,19 +211,15 @@ class Kernel:
         timeout: float | None = None,
         allowed: Iterable[str] = (),
         on_error: Callable[[int, dict[str, Any]], None] | None = None,
+        on_cell: Callable[[int], None] | None = None,
         batch: Batch | None = None,
     ) -> Run:
         """Run the code cells in order, filling in their outputs and execution counts.
         `timeout` bounds each cell; `allowed` error names do not stop the run; `on_error`
-        sees each failed cell's index and reply content. Consecutive cells `batch` accepts
-        go in one request (see `Batch`)."""
-        allowed = frozenset(allowed)
-        run = Run()
-        code = [
-            index
-            for index, cell in enumerate(cells)
-            if cell.get("cell_type") == "code" and str(cell.get("source", "")).strip()
-        ]  # nbclient skips empty cells too
+        sees each failed cell's index and reply content, `on_cell` each cell's index as it
+        ends (progress). Consecutive cells `batch` accepts go in one request (see `Batch`)."""
+        allowed, ended = frozenset(allowed), on_cell or (lambda index: None)
+        run, code = Run(), code_cells(cells)
         position = 0
         while position < len(code):
             group = [code[position]]
@@ -189,8 +234,9 @@ class Kernel:
                 if len(group) == 1:
                     run.ran.add(group[0])
                     replies = [(group[0], self._execute(cells[group[0]], timeout))]
+                    ended(group[0])
                 else:
-                    replies = self._execute_batch(cells, group, timeout, allowed, batch, run)
+                    replies = self._execute_batch(cells, group, timeout, allowed, batch, run, ended)
             except _Stop as stop:
                 run.stopped = group[0] if stop.cell is None else stop.cell
                 run.failure = stop.reason
@@ -243,6 +289,7 @@ class Kernel:
         allowed: frozenset[str],
         batch: Any,
         run: Run,
+        ended: Callable[[int], None],
     ) -> list[tuple[int, dict[str, Any]]] | None:
         """The cells `group` names, in one request: the kernel marks how each ended (the
         next one starts then). Their replies (as an execute_reply's content) in order, up to
@@ -294,6 +341,7 @@ class Kernel:
                 current.timing["shell.execute_reply"] = _now()
             cells[group[position]]["execution_count"] = mark.get("execution_count")
             replies.append((group[position], dict(mark)))
+            ended(group[position])
             position += 1
             current = None
             failed = mark.get("status") == "error" and mark.get("ename") not in allowed
@@ -341,6 +389,15 @@ class Kernel:
                 )
             if not self.alive():
                 raise _Stop("DeadKernelError: Kernel died", dead=True)
+
+
+def code_cells(cells: list[dict[str, Any]]) -> list[int]:
+    """The cells `Kernel.run` runs: code cells with code (nbclient skips empty ones too)."""
+    return [
+        index
+        for index, cell in enumerate(cells)
+        if cell.get("cell_type") == "code" and str(cell.get("source", "")).strip()
+    ]
 
 
 class _Outputs:
@@ -436,8 +493,8 @@ def _read_ledger(path: str) -> int | None:
 
 def ready(kernel: Kernel, *, attempts: int, notes: list[str]) -> Kernel:
     """`kernel` (started) once it answers; started again, up to `attempts` starts in all,
-    each noted, when it dies before its first reply: most often one of the TCP ports
-    jupyter_client picked for it was taken meanwhile by another process. RuntimeError when
+    each noted, when it dies before its first reply (over TCP, most often because a port
+    jupyter_client picked for it was taken meanwhile by another process). RuntimeError when
     it dies at every start, or answers nothing in time."""
     for attempt in range(1, attempts + 1):
         try:

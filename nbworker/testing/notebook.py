@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nbworker.errors import ReplayMismatch
 from nbworker.testing.model import Case, NotebookReport, Options, Result
+from nbworker.testing.report import Step
 
 __all__ = ["KERNEL_START_ATTEMPTS", "REPLAY_TAG", "STOPPED_KEY", "replay_notebook"]
 
@@ -157,6 +159,38 @@ def _work_copy(stored: dict[str, Any]) -> dict[str, Any]:
     return dict(stored, cells=cells, metadata=copy.deepcopy(stored.get("metadata", {})))
 
 
+class _Counter:
+    """The cells a replay ran and the cases they replayed, told to `on_step` as each
+    cell ends."""
+
+    def __init__(
+        self, name: str, cells: list[Any], cases: int, on_step: Callable[[Step], None]
+    ) -> None:
+        from nbworker.replay import REPLAY_MIMETYPE
+        from nbworker.testing.execute import code_cells
+
+        self.name, self.cells, self.on_step = name, cells, on_step
+        self.mimetype = REPLAY_MIMETYPE
+        self.total = len(code_cells(cells))
+        self.cases_total = cases
+        self.ran = self.cases = self.failed = 0
+        on_step(self._step())
+
+    def ended(self, index: int) -> None:
+        self.ran += 1
+        for output in self.cells[index].get("outputs", []):
+            outcome = output.get("data", {}).get(self.mimetype)
+            if outcome is not None:
+                self.cases += 1
+                self.failed += outcome.get("result") == Result.FAILED
+        self.on_step(self._step())
+
+    def _step(self) -> Step:
+        return Step(
+            self.name, "notebook", self.ran, self.total, self.cases, self.cases_total, self.failed
+        )
+
+
 def replay_notebook(
     path: Path,
     stored: Any,
@@ -166,10 +200,12 @@ def replay_notebook(
     *,
     name: str = "",
     keep: bool = True,
+    on_step: Callable[[Step], None] | None = None,
 ) -> NotebookReport:
     """Run the notebook in a fresh kernel with replay on; fill in each case's result. The
     executed notebook is `out/NAME` (the report's name: its file name by default), written
-    when `keep`; the recorded runs the replay compares with go beside it."""
+    when `keep`; the recorded runs the replay compares with go beside it. `on_step` hears
+    of each cell that ends (progress)."""
     import json
 
     from nbworker.export import ipynb
@@ -208,11 +244,15 @@ def replay_notebook(
         except Exception as err:  # died at every start, or never answered
             report.error = f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
             return report
+        counter = (
+            None if on_step is None else _Counter(report.name, work["cells"], len(cases), on_step)
+        )
         run = kernel.run(
             work["cells"],
             timeout=options.timeout,
             allowed=[MISMATCH],  # a mismatch fails its cell, not the run
             on_error=lambda index, content: _note_cell_error(work["cells"][index], content),
+            on_cell=None if counter is None else counter.ended,
             batch=execute.Batch(_one_case, _run_cases, CELL_MIMETYPE),
         )
         kernel.stop()  # it exits while the report is written

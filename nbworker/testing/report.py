@@ -8,42 +8,98 @@ and layout stay as they are.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from nbworker.testing.model import PASSING, Case, NotebookReport, Result
 
-__all__ = ["Progress", "junit_xml", "summary", "verdict"]
+__all__ = ["Progress", "Step", "junit_xml", "summary", "verdict"]
 
 FAILING = (Result.FAILED, Result.ERROR)  # a side that says why in its detail
 NOT_PASSED = (Result.FAILED, Result.NOT_RUN)  # a failure in JUnit, as in the verdict
 
 
-class Progress:
-    """A bar over notebooks (cases counted as they come) on a terminal; a line per
-    notebook elsewhere (CI logs)."""
+class Step(NamedTuple):
+    """Where one notebook's replay is, for `Progress`: sent as it goes, from a pool process
+    too (a tuple pickles)."""
 
-    def __init__(self, notebooks: int) -> None:
-        self.passed = self.failed = 0
-        self.interactive = sys.stderr.isatty()
+    name: str  # the notebook, as its report calls it
+    phase: str  # "notebook": its cells run; "worker": the worker's tests run
+    cells: int  # code cells run so far
+    cells_total: int
+    cases: int  # cases replayed in the notebook so far
+    cases_total: int
+    failed: int = 0  # of those, the ones that did not pass
+
+
+class Progress:
+    """`nbworker test`'s progress on stderr. On a terminal (or with `bar=True`) a tqdm bar
+    over the cells run, with the cases replayed and the worker tests running; elsewhere
+    (CI logs) a line per notebook as it ends. `quiet`: neither. Safe from two threads (the
+    steps of pool processes arrive on one, the reports on another)."""
+
+    def __init__(self, notebooks: int, *, quiet: bool = False, bar: bool | None = None) -> None:
+        self.notebooks = notebooks
+        self.quiet = quiet
+        self.interactive = not quiet and (sys.stderr.isatty() if bar is None else bar)
+        self.steps: dict[str, Step] = {}
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()
         self.bar: Any = None
         if self.interactive:  # tqdm only then: its import is ~0.1 s of a CI run's start
-            from tqdm.auto import tqdm
+            from tqdm.std import tqdm
 
-            self.bar = tqdm(total=notebooks, unit="notebook", desc="nbworker test")
+            self.bar = tqdm(total=0, unit="cell", desc="nbworker test", file=sys.stderr)
+            self.bar.set_postfix_str("starting the kernel", refresh=True)
+
+    def step(self, step: Step) -> None:
+        """A notebook got further."""
+        with self.lock:
+            if self.bar is None or step.name in self.finished:
+                return
+            before = self.steps.get(step.name)
+            self.steps[step.name] = step
+            self._show(force=before is None or before.phase != step.phase)
 
     def done(self, report: NotebookReport) -> None:
-        passed = sum(case.passed for case in report.cases)
-        self.passed += passed
-        self.failed += len(report.cases) - passed
-        if self.bar is not None:
-            self.bar.set_postfix(cases=f"{self.passed} passed, {self.failed} failed")
-            self.bar.update(1)
-        if not self.interactive:
-            state = f"{passed}/{len(report.cases)} cases passed" if report.cases else "no case"
-            state = "ERROR" if report.error else state
-            took = report.seconds + report.worker_seconds
-            print(f"{report.name}: {state} ({took:.1f} s)", file=sys.stderr)
+        """A notebook ended: its report."""
+        with self.lock:
+            self.finished.add(report.name)
+            if self.bar is not None:
+                last = self.steps.get(report.name)
+                failed = sum(not case.passed for case in report.cases)
+                total = last.cells_total if last else 0
+                cases = len(report.cases)
+                self.steps[report.name] = Step(
+                    report.name, "done", total, total, cases, cases, failed
+                )
+                self._show(force=True)
+            elif not self.quiet:
+                passed = sum(case.passed for case in report.cases)
+                state = f"{passed}/{len(report.cases)} cases passed" if report.cases else "no case"
+                state = "ERROR" if report.error else state
+                took = report.seconds + report.worker_seconds
+                print(f"{report.name}: {state} ({took:.1f} s)", file=sys.stderr, flush=True)
+
+    def _show(self, *, force: bool) -> None:
+        steps = self.steps.values()
+        total = sum(step.cells_total for step in steps)
+        if total != self.bar.total:
+            self.bar.total = total
+        cases = sum(step.cases for step in steps)
+        words = [f"{len(self.finished)}/{self.notebooks} notebooks"] if self.notebooks > 1 else []
+        words.append(f"{cases}/{sum(step.cases_total for step in steps)} cases replayed")
+        failed = sum(step.failed for step in steps)
+        if failed:
+            words.append(f"{failed} failed")
+        working = [step.name for step in steps if step.phase == "worker"]
+        if working:
+            words.append(f"worker: {', '.join(working)}")
+        self.bar.set_postfix_str(", ".join(words), refresh=False)
+        self.bar.update(sum(step.cells for step in steps) - self.bar.n)  # at most 10 a second
+        if force:  # a new phase shows at once: the worker's tests may take a while
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
