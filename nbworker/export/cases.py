@@ -16,6 +16,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nbworker.record import PANEL_ORIGIN
+
 __all__ = [
     "CASES_FORMAT",
     "CASE_STATUSES",
@@ -90,7 +92,7 @@ def _case(record: Mapping[str, Any], name: str) -> dict[str, Any]:
         "refresh_worker": bool(record.get("refresh_worker", False)),
         "ignore": sorted(str(key) for key in ignore),
         "compare": bool(record.get("compare", True)),
-        **({"origin": record["origin"]} if record.get("origin") == "panel" else {}),
+        **({"origin": PANEL_ORIGIN} if record.get("origin") == PANEL_ORIGIN else {}),
     }
 
 
