@@ -329,7 +329,7 @@ from IPython.display import display as _bench_display
 from nbworker.display import run_bundle as _bench_run_bundle
 _bench_bundle = _bench_run_bundle(get_ipython().run_line_magic("rp_test", '{"input": {"x": 2}}'))
 get_ipython().register_magic_function(
-    lambda line, cell: print("registered handler handler (sync)"), "cell", "bench_noop"
+    lambda line, cell: print("registered `handler` (sync)"), "cell", "bench_noop"
 )
 """
 NOOP_CELL = handler_cell(1).replace("%%handler", "%%bench_noop", 1)
@@ -416,7 +416,8 @@ def bench_kernel_loop(kernel: Any, cold: float, quick: bool) -> None:
         if record["status"] != "COMPLETED" or record["output"] != {"y": 6 * k}:
             raise BenchFailure(f"%rp_test in the kernel gave {record}")
         for cell in ("handler", "noop"):
-            if not any("registered handler" in m["content"].get("text", "") for m in outputs[cell]):
+            printed = "".join(m["content"].get("text", "") for m in outputs[cell])
+            if "registered `handler`" not in printed:
                 raise BenchFailure(
                     f"the {cell} cell printed nothing in the kernel: {outputs[cell]}"
                 )

@@ -486,7 +486,7 @@ def check_handler(c: Context) -> None:
     printed = nb.run(MODEL_CELL)  # (c) cleared the cache; the notebook has this cell from (a)
     check("net: loaded" in printed, f"%%model net printed {printed!r}")
     printed = nb.run(HANDLER_CELL, keep=True)
-    check("registered handler handler" in printed, f"%%handler printed {printed!r}")
+    check("registered `handler`" in printed, f"%%handler printed {printed!r}")
     _, _, outputs = nb.kernel.execute(TEST_CELL, 300)
     nb.cells.append((TEST_CELL, outputs))
     records = [
@@ -567,7 +567,7 @@ def check_export(c: Context) -> None:
                 ok=ok,
             )
         )
-    version = torch_info["torch"].split("+")[0]
+    version = torch_info["torch"]  # with its build label (+cpu, +cu124): export pins the build
     pins = re.findall(r"^torch==(\S+)", (worker / "requirements.txt").read_text(), re.MULTILINE)
     figure(
         Row(

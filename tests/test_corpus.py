@@ -468,8 +468,9 @@ def paste_and_run(shell: Any, sdk: dict[str, Any], name: str) -> None:
         assert spec.concurrency_modifier(1) == sdk[name]["job_loop"]["concurrency_modifier(1)"]
     for number, case in enumerate(DECLARED[name]["CASES"]):
         shell.ipython.user_ns["corpus_job"] = case
-        result = shell.ok(f"%rp_test {handler_name} --var corpus_job")
-        run = result.result
+        # assigned, as a user keeps a run: a bare `%rp_test` line shows the run, returns None
+        result = shell.ok(f"corpus_run = %rp_test {handler_name} --var corpus_job")
+        run = shell.ipython.user_ns.pop("corpus_run")
         (record,) = shell.records(result)
         assert (record["status"], record["handler"]) == (run.status, handler_name)
         loop = sdk[name]["job_loop"].get(f"{name}-{number}", {})
