@@ -221,7 +221,7 @@ def bench_hit_shell(shell: Any, out: Captured, quick: bool, profile: bool) -> fl
     check(entry is not None and entry.load_seconds >= MODEL_SECONDS, f"bad entry {entry!r}")
     # The entry holds what the cell bound: `encoder` and (by nbworker's version) the modules
     # it imports, which are not data.
-    check(entry.data_names == ["encoder"], f"the cell bound {list(entry.objects)}")
+    check(entry.names == ["encoder"], f"the cell bound {list(entry.objects)}")
     encoder = shell.user_ns["encoder"]
     check(isinstance(encoder, torch.nn.Linear), f"encoder is a {type(encoder).__name__}")
     check(entry.memory == {"cpu": ENCODER_BYTES}, f"accounted {entry.memory}")
@@ -585,7 +585,7 @@ def bench_memory(shell: Any, out: Captured) -> None:
             a.steps.append(("loaded", rss()))
             loaded_line = out.take().strip()
             entry = cache.peek(name)
-            check(entry is not None and entry.data_names == [name], f"entry {entry!r}")
+            check(entry is not None and entry.names == [name], f"entry {entry!r}")
             accounted = entry.total_bytes
             actual = true_size(shell, name)
             del entry

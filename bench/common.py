@@ -470,7 +470,8 @@ class Kernel:
     def execute(self, code: str, timeout: float = 60) -> tuple[float, dict[str, Any], list[Any]]:
         """Send an execute_request; wait for its execute_reply and its idle status. Returns
         the round trip in seconds, the reply content and the IOPub output messages
-        (display_data, execute_result, stream, error) as {"msg_type", "content"} dicts."""
+        (display_data, update_display_data, execute_result, stream, error) as
+        {"msg_type", "content"} dicts."""
         start = time.perf_counter_ns()
         try:
             execution = self.kernel.execute(code, timeout=timeout)
@@ -482,7 +483,8 @@ class Kernel:
         outputs = [
             {"msg_type": m.msg_type, "content": m.content}
             for m in execution.messages
-            if m.msg_type in ("display_data", "execute_result", "stream", "error")
+            if m.msg_type
+            in ("display_data", "update_display_data", "execute_result", "stream", "error")
         ]
         return elapsed, execution.reply, outputs
 
