@@ -194,11 +194,13 @@ def test_a_handler_returning_a_self_referencing_dict(shell) -> None:
 
 
 def test_an_endless_generator_with_a_timeout(shell) -> None:
-    """a generator yielding 100-byte chunks forever, --timeout 0.5? held: TIMED_OUT within 2 s, the record under 1 MB."""
+    """a generator yielding 100-byte chunks forever, --timeout 0.5? held: TIMED_OUT (the
+    run ends: a bound far above the timeout, not a speed figure, as CI's load varies), the
+    record under 1 MB."""
     shell.ok('%%handler\ndef handler(job):\n    while True:\n        yield "x" * 100')
     started = time.monotonic()
     record = shell.record('%rp_test {"input": {}} --timeout 0.5')
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 20
     assert record["status"] == "TIMED_OUT"
     size = len(json.dumps(record))
     assert size < 1_000_000, f"the record of 0.5 s of chunks is {size} bytes"
@@ -529,7 +531,7 @@ def test_export_file_modes_follow_the_umask(
     modes = {
         p.relative_to(tmp_path / "w").as_posix(): oct(stat.S_IMODE(p.stat().st_mode))
         for p in (tmp_path / "w").rglob("*")
-        if p.is_file()
+        if p.is_file() and ".git" not in p.relative_to(tmp_path / "w").parts  # git's own
     }
     assert set(modes.values()) == {"0o644"}, modes
 
