@@ -1,9 +1,12 @@
-"""`nbworker export` and `nbworker test`: the command line. Imports stay lazy so that
-`nbworker --help` is quick; tqdm is imported only when a progress bar shows (on a terminal).
+"""`nbworker export`, `nbworker test` and `nbworker deploy`: the command line. Imports stay
+lazy so that `nbworker --help` is quick; tqdm is imported only when a progress bar shows (on a
+terminal).
 
 Every error is one line, `nbworker COMMAND: error: ...`, and an exit code: 2 a usage error
-(both commands); `export` 1 when the export failed; `test` 1 a case mismatched, 3 a
-notebook failed outside a test, 5 no case was compared; 130 interrupted (Ctrl-C).
+(every command); `export` 1 when the export failed; `test` 1 a case mismatched, 3 a
+notebook failed outside a test, 5 no case was compared; `deploy` 1 and 3 as `test` for its
+replay, 4 RunPod's API refused or failed a call, 6 no healthy endpoint by --wait; 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, NoReturn
 __all__ = ["main"]
 
 EXIT_INTERRUPTED = 130  # as a shell reports a command that SIGINT ended
+EXIT_BROKEN_PIPE = 141  # as a shell reports a command that SIGPIPE ended (`| head`)
 EXPORT_BAR_DELAY = 0.5  # seconds: an export done sooner shows no bar (nor imports tqdm)
 
 
@@ -41,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         "export",
         help="turn a notebook into a RunPod worker directory",
         description="Write handler.py, requirements.txt, Dockerfile, test_input.json, "
-        ".runpod/tests.json and tests/ for the notebook's handler.",
+        ".runpod/tests.json, .runpod/hub.json, tests/, README.md, a GitHub workflow running "
+        "the tests and .gitignore for the notebook's handler; a new folder also becomes a git "
+        "repository with a first commit (--no-git: not).",
     )
     export.add_argument("notebook", metavar="NOTEBOOK.ipynb")
     export.add_argument(
@@ -63,13 +69,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bar (it shows on a terminal only, for an export over 0.5 s)",
     )
+    export.add_argument(
+        "--git",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make the folder a git repository with a first commit (default: when export "
+        "makes the folder; never in a repository or inside one; nothing is pushed)",
+    )
+    export.add_argument(
+        "--category",
+        choices=("audio", "embedding", "language", "video", "image"),
+        help="RunPod Hub's category in .runpod/hub.json (default: what the imports say, "
+        "else language)",
+    )
     test = commands.add_parser(
         "test",
         help="replay the runs recorded in notebooks, in a fresh kernel and against the worker",
         description="Every %rp_test run recorded in a notebook is a test case. The notebook "
         "runs top to bottom in a fresh kernel, each %rp_test comparing its run "
         "with the recorded one; then the notebook is exported and the same cases run against "
-        "handler.py under the runpod SDK. A folder stands for every notebook under it. "
+        "handler.py under the runpod SDK. With --url or --endpoint the cases go to a running "
+        "server instead (neither the kernel nor the worker runs). A folder stands for every "
+        "notebook under it. "
         "Exit codes: 0 all passed, 1 a case mismatched, 2 usage error, 3 a notebook failed "
         "outside a test (a cell raised or stopped the run), 5 no case was compared.",
     )
@@ -82,12 +103,39 @@ def _parser() -> argparse.ArgumentParser:
     side = test.add_mutually_exclusive_group()
     side.add_argument("--notebook-only", action="store_true", help="skip the worker replay")
     side.add_argument("--worker-only", action="store_true", help="skip the notebook replay")
+    side.add_argument(
+        "--url",
+        metavar="URL",
+        help="replay against this running server instead of the kernel and the worker: "
+        "`python handler.py --rp_serve_api`, %%rp_serve, any RunPod-style server",
+    )
+    side.add_argument(
+        "--endpoint",
+        metavar="ID",
+        help="replay against this deployed endpoint instead of the kernel and the worker "
+        "(RUNPOD_API_KEY; RUNPOD_ENDPOINT_BASE_URL overrides https://api.runpod.ai/v2)",
+    )
+    test.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --url/--endpoint: jobs sent at once, after the first alone (default 4)",
+    )
+    test.add_argument(
+        "--handler",
+        metavar="NAME",
+        help="whose recorded cases are replayed (default: the handler export exports)",
+    )
     test.add_argument("--junit-xml", metavar="FILE", help="write the results as JUnit XML")
     test.add_argument(
         "-k", dest="select", metavar="PATTERN", help="only cases whose id or handler matches"
     )
     test.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="per cell, and per worker job"
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="per cell, and per worker job (with --url/--endpoint: per job, default 600)",
     )
     test.add_argument(
         "--rtol",
@@ -119,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         help="no progress on stderr (a bar of cells and cases on a terminal, else a line "
         "per notebook)",
     )
+    _deploy_parser(commands)
     return parser
 
 
@@ -197,12 +246,38 @@ def _test(args: argparse.Namespace) -> int:
         return testing.EXIT_USAGE
 
 
+def _check_remote(args: argparse.Namespace) -> None:
+    """--url / --endpoint and what goes with them: usage errors before anything runs."""
+    import os
+
+    remote = "--url" if args.url is not None else "--endpoint" if args.endpoint else None
+    if remote is None:
+        return
+    kernel_only = [
+        name
+        for name, given in (
+            ("-p", bool(args.parameter)),
+            ("--kernel", args.kernel is not None),
+            ("--output-dir", args.output_dir is not None),
+        )
+        if given
+    ]
+    if kernel_only:
+        raise _UsageError(f"{kernel_only[0]} is for the kernel replay, not with {remote}")
+    if args.endpoint is not None and not os.environ.get("RUNPOD_API_KEY"):
+        raise _UsageError("--endpoint needs RUNPOD_API_KEY set to your RunPod API key")
+    base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL")
+    if args.endpoint is not None and base and not base.startswith(("http://", "https://")):
+        raise _UsageError(f"RUNPOD_ENDPOINT_BASE_URL must be an http(s) URL, not {base!r}")
+
+
 def _run_tests(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nbworker import testing
 
     notebooks = _notebooks(args.notebooks)
+    _check_remote(args)
     if args.jobs is not None and args.jobs < 1:
         raise _UsageError(f"--jobs must be at least 1, not {args.jobs}")
     parameters = {}
@@ -243,10 +318,14 @@ def _run_tests(args: argparse.Namespace) -> int:
             output_dir=args.output_dir,
             parameters=parameters,
             kernel_name=args.kernel,
+            url=args.url,
+            endpoint=args.endpoint,
+            concurrency=args.concurrency,
+            handler=args.handler,
         )
     except ValueError as err:
         raise _UsageError(f"--{err}") from None
-    progress = testing.Progress(len(notebooks), quiet=args.no_progress)
+    progress = testing.Progress(len(notebooks), quiet=args.no_progress, remote=options.remote)
     try:
         reports = testing.test_notebooks(
             notebooks,
@@ -305,15 +384,24 @@ class _ExportBar:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from nbworker.export import STEPS, ExportError, export_notebook
+    import os
+
+    from nbworker.export import STEPS, ExportError, default_directory, export_notebook
 
     bar = _ExportBar(STEPS) if sys.stderr.isatty() and not args.no_progress else None
+    git = args.git
+    if git is None:  # on for a folder export makes; no notebook there: export says why
+        notebook_file = os.path.isfile(args.notebook)
+        folder = args.output or (default_directory(args.notebook) if notebook_file else None)
+        git = folder is not None and not os.path.lexists(folder)
     try:
         report = export_notebook(
             args.notebook,
             args.output,
             handler=args.handler,
             force=args.force,
+            category=args.category,
+            git=git,
             on_step=(lambda step: None) if bar is None else bar.step,
         )
     except ExportError as err:
@@ -330,15 +418,73 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_parser(commands: Any) -> None:
+    """`nbworker deploy`'s options: SOURCE, then those `%rp_deploy` takes too (deploy.OPTIONS)."""
+    from nbworker.deploy.plan import OPTIONS  # standard library only: --help stays quick
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="make a RunPod template and queue endpoint for a worker's image, then test it",
+        description="Create a template for IMAGE and a queue endpoint (or, with --endpoint, "
+        "point that endpoint at the new template) with the runpod SDK's create_template, "
+        "create_endpoint and update_endpoint_template (RUNPOD_API_KEY; RUNPOD_API_BASE_URL "
+        "overrides https://api.runpod.io); wait for its /health; replay the notebook's "
+        "recorded cases against it. --dry-run prints each call and sends nothing. Secrets go "
+        "as RunPod secret references (--secret KEY=NAME), never as values. Exit codes: 0 "
+        "deployed (and the replay passed, or had no case), 1 a case mismatched, 2 usage error, "
+        "3 the notebook failed outside a test (as `nbworker test`), 4 RunPod's API refused or "
+        "failed a call, 6 not healthy by --wait.",
+    )
+    deploy.add_argument(
+        "source",
+        metavar="NOTEBOOK.ipynb|WORKER_DIR",
+        help="the notebook (its cases; hub.json from its exported -worker folder) or the worker",
+    )
+    for names, options in OPTIONS:
+        deploy.add_argument(*names, **options)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from nbworker import deploy
+    from nbworker.errors import DeployError, DeployRefused, EndpointUnhealthy
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        plan = deploy.plan_from_args(args.source, args)
+        print(deploy.describe(plan, dry_run=args.dry_run), flush=True)
+        if args.dry_run:
+            return 0
+        result = deploy.deploy(plan, on_progress=say)
+    except DeployError as err:
+        say(f"nbworker deploy: error: {err}")
+        if isinstance(err, DeployRefused):
+            return deploy.EXIT_REFUSED
+        return deploy.EXIT_UNHEALTHY if isinstance(err, EndpointUnhealthy) else 2
+    print(result.summary())
+    return result.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `nbworker` command: its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "deploy":
+            return _deploy(args)
         return _test(args) if args.command == "test" else _export(args)
     except KeyboardInterrupt:
         print(f"nbworker {args.command}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `nbworker ... | head` closed the pipe: nothing more to say
+        import os
+
+        # Python flushes stdout again at exit: point it at /dev/null so that no second
+        # BrokenPipeError is printed then (the way Python's own docs end such a program).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

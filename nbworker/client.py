@@ -16,9 +16,9 @@ Every method returns the server's JSON answer as a dict (`stream` yields each ch
 - **The API key** is read from `RUNPOD_API_KEY` only for `endpoint_id=` (RunPod's API): a
   `url=` endpoint gets a key only when one is passed, so the RunPod key is never sent to an
   arbitrary server by accident. It goes out as `Authorization: Bearer <key>` and is kept out
-  of reprs, logs, exception messages and `session.headers`; any echo of it in an error body
-  is replaced by `***`. Exceptions are raised `from None`, so no request object holding
-  the header rides along in a traceback.
+  of reprs, logs, exception messages and `session.headers`; any echo of it in an answer
+  (an error body, a job's output or error) is replaced by `***`. Exceptions are raised
+  `from None`, so no request object holding the header rides along in a traceback.
 - **Retries** (`retries` extra attempts, delays `backoff * 2**n` capped at 30 s, or the
   server's `Retry-After`, seconds or an HTTP date; one over 60 s is not waited for: the
   error is raised) on connection errors, timeouts and HTTP 429/502/503/504
@@ -30,7 +30,8 @@ Every method returns the server's JSON answer as a dict (`stream` yields each ch
 - **GET or POST.** RunPod's API polls with GET /status and /stream; the SDK's
   `--rp_serve_api` server only accepts POST there. With `poll_method=None` the client tries
   GET and, on HTTP 405, switches to POST for the rest of its life. Pass "GET" or "POST" to fix it.
-- **Deadlines.** `run_sync(timeout=)` and `stream(timeout=)` bound the whole call: the
+- **Deadlines.** `run_sync(timeout=)`, `stream(timeout=)`, `run(timeout=)` and
+  `cancel(timeout=)` bound the whole call: the
   first request, every poll, retry and backoff fit in it (a request gets what is left of
   it as its own timeout), and running out raises `EndpointTimeout`.
 - **What is read.** Redirects are not followed (a 3xx is an error naming its `Location`),
@@ -57,7 +58,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -133,9 +134,8 @@ class Endpoint:
         self.poll_method = poll_method
         self.max_answer_bytes = max_answer_bytes
         self._auth = transport.Bearer(api_key) if api_key else None
-        self._shown_url = transport.without_password(
-            self.url
-        )  # the URL as messages and reprs say it
+        # the URL as messages and reprs say it
+        self._shown_url = transport.without_password(self.url)
 
     def __repr__(self) -> str:
         key = "set" if self._auth else "none"
@@ -146,21 +146,30 @@ class Endpoint:
         return self._auth is not None
 
     # ----------------------------------------------------------------- the API routes
-    def run(self, job: Any) -> dict[str, Any]:
+    def run(self, job: Any, *, timeout: float | None = None) -> dict[str, Any]:
         """POST /run: queue a job; the answer is `{"id", "status"}` (no string `id`: an
-        EndpointError, as there is no job to poll)."""
-        status_code, answer = self._request("POST", "/run", json=as_job(job), idempotent=False)
+        EndpointError, as there is no job to poll). `timeout`: a deadline, as run_sync's."""
+        deadline = None if timeout is None else transport.Deadline(timeout)
+        status_code, answer = self._request(
+            "POST", "/run", json=as_job(job), idempotent=False, deadline=deadline
+        )
         self._job_id(answer, "POST /run", status_code)
         return answer
 
     def run_sync(
-        self, job: Any, timeout: float | None = None, *, poll_interval: float = 0.25
+        self,
+        job: Any,
+        timeout: float | None = None,
+        *,
+        poll_interval: float = 0.25,
+        on_job: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """POST /runsync, then poll /status while the answer is IN_QUEUE/IN_PROGRESS.
 
         `timeout` is a deadline for the whole call: requests, polls and retries end by it,
         and EndpointTimeout is raised when it runs out (None: each request has the
-        endpoint's timeout and polling goes on until the job ends).
+        endpoint's timeout and polling goes on until the job ends). `on_job` hears the job's
+        id once when an answer leaves it running (so that a caller can cancel it).
         """
         deadline = None if timeout is None else transport.Deadline(timeout)
         status_code, result = self._request(
@@ -171,8 +180,12 @@ class Endpoint:
             timeout=max(self.timeout, timeout or 0),
             deadline=deadline,
         )
+        heard = None
         while (status := _status(result, "POST /runsync", status_code)) not in FINAL_STATUSES:
             job_id = self._job_id(result, "POST /runsync", status_code)
+            if on_job is not None and job_id != heard:
+                heard = job_id
+                on_job(job_id)
             if deadline is not None and deadline.left() <= 0:
                 raise EndpointTimeout(
                     f"job {job_id} still {status} after {deadline.seconds:g}s",
@@ -232,9 +245,11 @@ class Endpoint:
                 raise JobFailed(self._scrub_body(answer))
             _sleep(poll_interval if deadline is None else min(poll_interval, deadline.left()))
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        """POST /cancel/{id}."""
-        return self.request("POST", f"/cancel/{_job_path(job_id)}", idempotent=True)
+    def cancel(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """POST /cancel/{id}; `timeout`: a deadline, as run_sync's."""
+        deadline = None if timeout is None else transport.Deadline(timeout)
+        path = f"/cancel/{_job_path(job_id)}"
+        return self._request("POST", path, idempotent=True, deadline=deadline)[1]
 
     def health(self) -> dict[str, Any]:
         """GET /health: RunPod answers `{"jobs": {...}, "workers": {...}}`."""
@@ -397,6 +412,9 @@ class Endpoint:
             detail += f" ({note})" if note else ""
             message = self._message(what, f"HTTP {response.status_code}: {detail}")
             raise EndpointError(response.status_code, message, body=self._scrub_body(body))
+        raw = data.decode("utf-8", errors="replace") if self._auth and body is not None else ""
+        if self._auth is not None and self._auth.scrub(raw) != raw:  # the key echoed back
+            body = self._scrub_body(body)
         if not isinstance(body, dict):
             got = transport.html_page(response, text) or repr(
                 text if body is None else json.dumps(body)

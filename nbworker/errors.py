@@ -13,7 +13,11 @@
     │   └── QueueFull         %rp_serve holds as many jobs as it may (serve); HTTP 429
     ├── EndpointError     a server or endpoint answered an error (client) (.status_code)
     │   └── EndpointTimeout   no answer by the deadline (client)  (.timeout, .job_id, .status)
-    └── JobFailed         a streamed job ended FAILED/CANCELLED/TIMED_OUT (client) (.result)
+    ├── JobFailed         a streamed job ended FAILED/CANCELLED/TIMED_OUT (client) (.result)
+    └── DeployError       a deployment cannot be planned as asked (deploy)  (.option)
+        ├── DeployRefused     RunPod's API refused or failed a call (deploy) (.call, .status_code)
+        └── EndpointUnhealthy no worker ready by the end of the wait (deploy)
+                              (.endpoint_id, .waited, .health)
 
 `JobTimeout` (jobs) is not one either: a BaseException raised inside a handler whose time
 is up, so that `except Exception` in the handler cannot swallow it.
@@ -32,8 +36,11 @@ from typing import Any
 __all__ = [
     "CacheMiss",
     "CellError",
+    "DeployError",
+    "DeployRefused",
     "EndpointError",
     "EndpointTimeout",
+    "EndpointUnhealthy",
     "ExportError",
     "HandlerError",
     "HandlerNotFound",
@@ -226,3 +233,38 @@ class JobFailed(NbworkerError):
 
 
 MESSAGE_LIMIT = 300  # characters of an endpoint's error kept in a message (client's too)
+
+
+# --------------------------------------------------------------------- nbworker deploy (deploy)
+
+
+class DeployError(NbworkerError):
+    """A deployment cannot be planned as asked: a bad option or source, no API key. `option`
+    names the option at fault (`--env`, `--image`), or None. Nothing was sent."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class DeployRefused(DeployError):
+    """RunPod's API refused or failed the SDK call `call` (`create_template`...): a bad key,
+    an error in the answer, no answer; `status_code` is the HTTP status, when known."""
+
+    def __init__(self, message: str, *, call: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.call = call
+        self.status_code = status_code
+
+
+class EndpointUnhealthy(DeployError):
+    """The endpoint had no worker ready after `waited` seconds; `health` is its last
+    `/health` answer (None: none came)."""
+
+    def __init__(
+        self, message: str, *, endpoint_id: str, waited: float, health: Mapping[str, Any] | None
+    ) -> None:
+        super().__init__(message)
+        self.endpoint_id = endpoint_id
+        self.waited = waited
+        self.health = dict(health) if health is not None else None

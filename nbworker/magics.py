@@ -26,7 +26,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
-from nbworker import arguments, kernel, live, memory, replay
+from nbworker import arguments, deploy, kernel, live, memory, replay
 from nbworker import display as views
 from nbworker.cache import Entry
 from nbworker.errors import CellError, HandlerError, LoadCycle, NbworkerError
@@ -342,6 +342,32 @@ class NbworkerMagics(Magics):
             raise UsageError(f"%rp_export: {err}") from None
         age = views.ago(time.time() - os.path.getmtime(path)) + " ago"
         print(f"{report}\n(from {path} as saved {age}: edits not saved since are not in it)")
+
+    # ----------------------------------------------------------------- %rp_deploy
+
+    @_arguments([(("source",), {"nargs": "?", "help": "default: this notebook"}), *deploy.OPTIONS])
+    @no_var_expand
+    @line_magic
+    def rp_deploy(self, line: str) -> None:
+        """Make a RunPod template and queue endpoint for the worker's image (or, with
+        --endpoint, point that endpoint at the new template), wait for its health, replay the
+        recorded cases on it. --dry-run prints each SDK call and sends nothing. The same as
+        `nbworker deploy SOURCE --image IMAGE` on the command line (RUNPOD_API_KEY)."""
+        args = self._args(self.rp_deploy, line)
+        source = args.source or kernel.this_notebook(self.shell.user_ns)
+        if source is None:
+            raise UsageError("%rp_deploy: give the notebook or worker folder to deploy")
+        try:
+            plan = deploy.plan_from_args(source, args)
+            print(deploy.describe(plan, dry_run=args.dry_run), flush=True)
+            if args.dry_run:
+                return
+            result = deploy.deploy(plan, on_progress=lambda text: print(text, flush=True))
+        except NbworkerError as err:
+            raise _usage("%rp_deploy", err) from None
+        print(result.summary())
+        if result.exit_code:  # the cell fails, as `nbworker deploy` exits non-zero
+            raise UsageError(f"%rp_deploy: the replay on {result.endpoint_id} did not pass")
 
     # ----------------------------------------------------------------- %rp_serve
 

@@ -16,6 +16,8 @@ suites=(
   tests/test_testing.py            # nbworker test: the worker replay under the SDK
   tests/test_pytest_plugin.py      # pytest --nbworker: the same, as pytest items
   tests/test_export_requirements.py  # requirements.txt pins the installed runpod
+  tests/test_deploy.py             # nbworker deploy: the SDK's API calls (GraphQL on 1.12, REST on 2.0)
+  tests/test_remote_replay.py      # nbworker test --url against the SDK's --rp_serve_api
   tests/test_sdk_features.py       # rp_debugger, progress_update, prestart hooks, log capture
   tests/test_export_sdk_features.py  # concurrency_modifier and prestart hooks, exported
   tests/test_corpus.py             # our corpus workers under the SDK and under nbworker

@@ -156,8 +156,14 @@ def test_the_pytest_plugin_help_says_rp_test_with_one_percent(tmp_path: Path) ->
         (
             ["deploy"],
             2,
-            "nbworker: error: argument COMMAND: invalid choice: 'deploy' (choose from export, test) "
-            "(see nbworker --help)",
+            "nbworker deploy: error: the following arguments are required: "
+            "NOTEBOOK.ipynb|WORKER_DIR, --image (see nbworker deploy --help)",
+        ),
+        (
+            ["ship"],
+            2,
+            "nbworker: error: argument COMMAND: invalid choice: 'ship' "
+            "(choose from export, test, deploy) (see nbworker --help)",
         ),
     ],
 )
@@ -167,7 +173,8 @@ def test_every_error_is_one_line_with_its_exit_code(
     done = command(*args, cwd=tmp_path)
     assert (done.returncode, done.stdout) == (code, ""), done.stderr
     # argparse quotes the choices on some Pythons ('export', 'test'), not on others
-    assert done.stderr.replace("'export', 'test'", "export, test") == line + "\n"
+    unquoted = done.stderr.replace("'export', 'test', 'deploy'", "export, test, deploy")
+    assert unquoted == line + "\n"
 
 
 def test_a_folder_whose_notebooks_are_all_left_out_says_so(tmp_path: Path) -> None:
@@ -336,3 +343,29 @@ def test_ctrl_c_ends_nbworker_test_in_one_line_with_130(tmp_path: Path) -> None:
     assert code == cli.EXIT_INTERRUPTED, stdout + shown
     assert shown.rstrip().splitlines()[-1] == "nbworker test: interrupted", shown
     assert "Traceback" not in shown and stdout == ""
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`nbworker export ... | head -1`: the pipe closes under a long report; the command
+    ends quietly (141, as a shell reports SIGPIPE), no BrokenPipeError traceback."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell(f"note {n}") for n in range(3000)]
+    notebook.cells.append(nbformat.v4.new_code_cell("%%handler\ndef handler(job):\n    return 1"))
+    nbformat.write(notebook, tmp_path / "long.ipynb")  # the report: a line per cell, > 64 KiB
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "nbworker.cli", "export", "long.ipynb", "--no-git"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.readline().startswith(b"export of long.ipynb")
+    reader.stdout.close()  # as `head -1` does once it has its line
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == cli.EXIT_BROKEN_PIPE, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

@@ -344,6 +344,8 @@ def test_the_templates_pass_ruff_and_are_what_a_fresh_export_writes() -> None:
         "handler_tests.py",
         "notebook_tests.py",
         "stream_handler_tests.py",
+        "worker.gitignore",  # the worker's .gitignore (tests/test_export_ship.py)
+        "worker_tests.yml",  # its GitHub workflow, checked against GitHub's schema there
     ]
     notebook_tests = (TEMPLATES / "notebook_tests.py").read_text(encoding="utf-8")
     examples = {"sentiment": "handler_tests.py", "streaming": "stream_handler_tests.py"}

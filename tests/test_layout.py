@@ -109,6 +109,10 @@ def test_nothing_imports_the_magics() -> None:
         ("nbworker.export", {"nbworker.jobs", "nbworker.session", "nbworker.display"}),
         ("nbworker.export.cells", {"nbworker.jobs"}),
         ("nbworker.client", {"nbworker.jobs", "nbworker.session"}),
+        ("nbworker.deploy", {"nbworker.jobs", "nbworker.session", "nbworker.display"}),
+        ("nbworker.deploy", {"nbworker.kernel"}),
+        ("nbworker.deploy.plan", {"nbworker.client", "nbworker.testing"}),  # planning: no network
+        ("nbworker.testing.remote", {"nbworker.jobs", "nbworker.session", "nbworker.kernel"}),
     ],
 )
 def test_arrows_run_down(module: str, forbidden: set[str]) -> None:

@@ -2,17 +2,21 @@
 
 `export_notebook("notebook.ipynb", "worker/")` writes the files a RunPod worker repository
 holds: `handler.py` (plain Python, no nbworker), `requirements.txt` pinned from this
-environment, `Dockerfile`, `test_input.json`, `.runpod/tests.json`, and tests that replay
-the runs recorded in the notebook. Pure functions over nbformat notebooks: no kernel runs.
+environment, `Dockerfile`, `test_input.json`, `.runpod/tests.json` and `.runpod/hub.json`
+(RunPod Hub), tests that replay the runs recorded in the notebook, a `README.md`, a GitHub
+workflow running those tests and a `.gitignore`; with `git=True` the folder becomes a git
+repository with a first commit. Pure functions over nbformat notebooks: no kernel runs.
 
-    read_cells -> select_cells -> render_handler, requirements, dockerfile, test files
-               -> write_files (atomic; never over a hand-edited file without force)
+    read_cells -> select_cells -> render_handler, requirements, dockerfile, test files,
+                  hub.json, README, workflow
+               -> write_files (atomic; never over a hand-edited file without force) -> git
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +65,7 @@ class ExportReport:
     files: dict[str, str]
     notes: list[str] = field(default_factory=list)
     written: Written | None = None
+    commit: str | None = None  # the first commit's id, when export made a git repository
 
     def __str__(self) -> str:
         lines = [f"export of {self.notebook}: handler `{self.handler}`"]
@@ -166,13 +171,19 @@ def build_worker(
     *,
     handler: str | None = None,
     notebook_name: str | None = None,
+    category: str | None = None,
     on_step: Callable[[str], None] = _no_step,
 ) -> ExportReport:
     """The worker's files as text (relative path -> text), and the report; nothing written.
-    `on_step` hears each of `STEPS` but the last as it begins."""
-    from nbworker.export import docker, requirements, testfiles
+    `category` is hub.json's (by default what the imports say). `on_step` hears each of
+    `STEPS` but the last as it begins."""
+    from nbworker.export import ci, docker, hub, readme, requirements, testfiles
     from nbworker.export.cases import example_job, hub_tests, select_cases
 
+    if category is not None and category not in hub.CATEGORIES:
+        raise ExportError(
+            f"category must be one of {', '.join(hub.CATEGORIES)} (RunPod Hub's), not {category!r}"
+        )
     on_step(STEPS[0])
     nb, name = _read_notebook(notebook)
     name = _checked_name(notebook_name or name)
@@ -200,6 +211,13 @@ def build_worker(
     cuda = docker.torch_cuda() if "torch" in modules else None
     base, reason = docker.base_image(cuda)
     notes.append(reason)
+    gpu = hub.needs_gpu(modules)
+    if gpu and any(re.match(r"torch==\S+\+cpu$", line) for line in requirement_lines):
+        notes.append(
+            "hub.json asks for a GPU (the handler's cells import a GPU framework) but "
+            "requirements.txt pins torch's CPU build, which never uses it: export where torch "
+            "is a CUDA build"
+        )
 
     on_step(STEPS[5])
     records = [record for cell in cells for record in _with_options(cell)]
@@ -221,21 +239,50 @@ def build_worker(
     if cases:
         files["test_input.json"] = example_job(cases)
         files[".runpod/tests.json"] = hub_tests(
-            cases, cuda_versions=docker.host_cuda_versions(base)
+            cases,
+            cuda_versions=docker.host_cuda_versions(base),
+            cpu_flavor=None if gpu else hub.CPU_FLAVOR,
         )
     else:
         notes.append(
             f"no %rp_test run of `{selection.name}` is recorded in the notebook: no "
             "test_input.json and no test cases were written"
         )
+    streaming = _streams(selection)
     files.update(
         testfiles.worker_tests(
-            cases=cases,
-            handler=selection.name,
-            streaming=_streams(selection),
-            notebook_name=name,
+            cases=cases, handler=selection.name, streaming=streaming, notebook_name=name
         )
     )
+    document, hub_notes = hub.hub_document(
+        notebook=nb,
+        notebook_name=name,
+        handler=selection.name,
+        handler_source=files["handler.py"],
+        modules=modules,
+        cuda_versions=docker.host_cuda_versions(base),
+        category=category,
+    )
+    notes += hub_notes
+    problems = hub.hub_problems(document)
+    if problems:  # nbworker's own mistake, never a file RunPod would refuse
+        raise ExportError(f".runpod/hub.json would not be valid: {'; '.join(problems)}")
+    files[".runpod/hub.json"] = hub.hub_json(document)
+    files["README.md"] = readme.worker_readme(
+        title=document["title"],
+        description=hub.notebook_description(nb),
+        notebook_name=name,
+        handler=selection.name,
+        streaming=streaming,
+        cases=cases,
+        env=document["config"]["env"],
+        runs_on=document["config"]["runsOn"],
+    )
+    files[ci.WORKFLOW] = ci.workflow(
+        python_version=ci.kernel_python(nb),
+        test_input_completes=any(case["status"] == "COMPLETED" for case in cases),
+    )
+    files[".gitignore"] = ci.gitignore()
     on_step(STEPS[6])
     # a last check: nothing the notebook's records put into the files holds a credential
     # (the copy of the notebook holds only what _check_secrets read; nbworker's own test
@@ -339,16 +386,28 @@ def export_notebook(
     *,
     handler: str | None = None,
     force: bool = False,
+    category: str | None = None,
+    git: bool = False,
     on_step: Callable[[str], None] = _no_step,
 ) -> ExportReport:
     """Export `notebook` (a path or an nbformat notebook) to the worker `directory`
-    (by default `<stem>-worker` beside a notebook given by path). `on_step` hears each of
-    `STEPS` as it begins."""
+    (by default `<stem>-worker` beside a notebook given by path). `category` is hub.json's
+    (by default what the imports say). With `git`, the folder becomes a git repository with
+    a first commit, unless it is one or lies inside one (`report.commit`, and a note).
+    `on_step` hears each of `STEPS` as it begins."""
     if directory is None and not isinstance(notebook, (str, os.PathLike)):
         raise ExportError("give the worker directory: the notebook was not read from a path")
-    report = build_worker(notebook, handler=handler, on_step=on_step)  # a folder: refused here
+    # a folder: refused here
+    report = build_worker(notebook, handler=handler, category=category, on_step=on_step)
     directory = default_directory(notebook) if directory is None else directory
     on_step(STEPS[7])
     report.directory = str(directory)
     report.written = write_files(Path(directory), report.files, force=force)
+    if git:
+        from nbworker.export.git import make_repository
+
+        report.commit, git_notes = make_repository(
+            Path(directory), notebook=report.notebook, changed=report.written.written
+        )
+        report.notes += git_notes
     return report

@@ -134,12 +134,14 @@ def hub_tests(
     gpu_type_id: str = DEFAULT_GPU_TYPE,
     gpu_count: int = 1,
     cuda_versions: Sequence[str] = DEFAULT_CUDA_VERSIONS,
+    cpu_flavor: str | None = None,
 ) -> str:
     """The text of `.runpod/tests.json`, the tests RunPod's Hub runs on a release.
 
     One test per COMPLETED case whose input is an object (the Hub sends jobs through the
     API, which refuses any other input); its `input` is the job's `input`. The list may
-    be empty: the caller decides whether to publish without Hub tests.
+    be empty: the caller decides whether to publish without Hub tests. With `cpu_flavor`
+    (a CPU worker, as hub.json says) the tests run on that CPU instead of a GPU.
     """
     if timeout_ms <= 0:
         raise ValueError(f"timeout_ms must be positive, not {timeout_ms}")
@@ -148,11 +150,13 @@ def hub_tests(
         for case in cases
         if case["status"] == "COMPLETED" and isinstance(case["job"].get("input"), dict)
     ]
-    config = {
+    config: dict[str, Any] = {
         "gpuTypeId": gpu_type_id,
         "gpuCount": gpu_count,
         "allowedCudaVersions": list(cuda_versions),
     }
+    if cpu_flavor is not None:
+        config = {"cpuFlavor": cpu_flavor}
     return _json_text({"tests": tests, "config": config})
 
 

@@ -7,6 +7,10 @@
    exported `tests/test_handler.py` replays the same cases against `handler.py` under the
    real runpod SDK, so drift between notebook and worker shows.
 
+Or, with `--url URL` / `--endpoint ID` (`Options.url` / `.endpoint`), neither: the cases
+go to a running server (`remote.py`: the worker under `--rp_serve_api`, `%rp_serve`, a
+deployed endpoint), and `replay_against(...)` (`against.py`) does that from a notebook cell.
+
 This module reads the cases a notebook holds, runs both replays per notebook
 (`test_notebook`) and notebooks in parallel processes (`test_notebooks`), and gives the exit
 code. The data is in `model.py`, the summary and JUnit XML in `report.py`, the pytest plugin
@@ -17,8 +21,9 @@ nbformat and papermill are not imported at all: `notebook.py`).
 Exit codes: 0 all passed, 1 a case mismatched (or the worker could not be built), 2 usage,
 3 a notebook failed outside a test (a cell raised, a UsageError included, the kernel died, a
 timeout: any cell that stopped the run; or it could not be replayed at all: unreadable, or a
-run record in it is malformed), 5 no case was compared at all (no run recorded, `-k`
-matching nothing, every case compared nowhere), as pytest's 5 for no tests.
+run record in it is malformed; or the server replayed against cannot be used), 5 no case
+was compared at all (no run recorded, `-k` matching nothing, every case compared nowhere),
+as pytest's 5 for no tests.
 
 The functions are named `test_*` as the command is; pytest would collect them as tests from
 a test module that imports them by name, so call them through the module
@@ -28,7 +33,6 @@ a test module that imports them by name, so call them through the module
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import sys
 import tempfile
@@ -38,8 +42,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nbworker.compare import DEFAULT_REL_TOL
 from nbworker.errors import MalformedRecord
+from nbworker.testing.against import ServerReplay, replay_session
 from nbworker.testing.model import (
+    DEFAULT_CONCURRENCY,
     EXIT_MISMATCH,
     EXIT_NO_CASES,
     EXIT_NOTEBOOK,
@@ -49,8 +56,10 @@ from nbworker.testing.model import (
     NotebookReport,
     Options,
     Result,
+    selected,
 )
 from nbworker.testing.notebook import NOT_VALID, replay_notebook
+from nbworker.testing.remote import replay_remote
 from nbworker.testing.report import Progress, Step, junit_xml, summary, verdict
 from nbworker.testing.worker import replay_worker
 
@@ -65,13 +74,16 @@ __all__ = [
     "Options",
     "Progress",
     "Result",
+    "ServerReplay",
     "Step",
     "exit_code",
     "junit_xml",
     "notebooks_under",
     "nothing_compared",
     "recorded_cases",
+    "replay_against",
     "replay_notebook",
+    "replay_remote",
     "replay_worker",
     "report_names",
     "summary",
@@ -108,6 +120,11 @@ def nothing_compared(reports: Iterable[NotebookReport], *, select: str | None = 
     if not cases:
         pattern = f" {select!r}" if select else ""
         return f"-k{pattern} matches none of the {recorded} recorded case(s) in {where}"
+    if any(report.remote is not None for report in reports):
+        return (
+            f"the {len(cases)} selected case(s) were sent to no server (see the table: "
+            "%rp_test --no-compare, an input that is no object, another handler's run)"
+        )
     return (
         f"the {len(cases)} selected case(s) were compared nowhere (see the table: "
         "%rp_test --no-compare, or a handler the worker does not export under --worker-only)"
@@ -141,12 +158,7 @@ def recorded_cases(notebook: Any, name: str) -> list[Case]:
     ]
 
 
-def _selected(case: Case, pattern: str | None) -> bool:
-    """-k: a substring of the case id or its handler, or a glob of the id."""
-    if not pattern:
-        return True
-    text = f"{case.id} {case.handler}".lower()
-    return pattern.lower() in text or fnmatch.fnmatch(case.id.lower(), pattern.lower())
+_selected = selected  # -k (model.py)
 
 
 # ------------------------------------------------------------------------ notebooks
@@ -176,7 +188,8 @@ def test_notebook(
     name: str | None = None,
     on_step: Callable[[Step], None] | None = None,
 ) -> NotebookReport:
-    """Replay one notebook's recorded runs in a fresh kernel and against its worker.
+    """Replay one notebook's recorded runs in a fresh kernel and against its worker (or,
+    with `options.url` / `options.endpoint`, against that server only: `remote.py`).
 
     `name` is what case ids and the summary call it, and where under `output_dir` the
     executed notebook goes: a relative path (default: the file name). A notebook none of
@@ -195,14 +208,14 @@ def test_notebook(
     except (OSError, ValueError) as err:  # not JSON, not a notebook, unreadable: it failed
         problem = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         error = f"not a readable notebook: {' '.join(str(problem).split())}"
-        return NotebookReport(str(path), error=error[:500], name=name)
+        return _failed(str(path), error[:500], name, options)
     try:
         cases = recorded_cases(stored, name)
     except MalformedRecord as err:  # hand-edited or hostile: nothing of it is replayed
-        return NotebookReport(str(path), error=str(err), name=name)
+        return _failed(str(path), str(err), name, options)
     except (AttributeError, KeyError, TypeError):  # outputs of a shape no notebook has
         problem = ipynb.schema_problem(stored) or "its cells are not what nbformat's schema allows"
-        return NotebookReport(str(path), error=f"{NOT_VALID}: {problem}"[:500], name=name)
+        return _failed(str(path), f"{NOT_VALID}: {problem}"[:500], name, options)
     selected = [case for case in cases if _selected(case, options.select)]
     if not selected:
         report = NotebookReport(str(path), name=name, deselected=len(cases))
@@ -212,6 +225,8 @@ def test_notebook(
             else "no %rp_test run is recorded in this notebook: nothing to replay"
         )
         return report
+    if options.remote is not None:  # against a server: neither the kernel nor the worker
+        return _test_remote(path, stored, cases, selected, options, name, throttled, started)
     if options.notebook and options.output_dir:
         out = Path(options.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -245,6 +260,78 @@ def test_notebook(
             case.notebook_result = case.worker_result = Result.DESELECTED
     report.cases = selected
     report.deselected = len(cases) - len(selected)
+    return report
+
+
+def _test_remote(
+    path: Path,
+    stored: Any,
+    cases: list[Case],
+    selected: list[Case],
+    options: Options,
+    name: str,
+    on_step: Callable[[Step], None] | None,
+    started: float,
+) -> NotebookReport:
+    """`test_notebook` against the server of `options.url` / `options.endpoint`."""
+    from nbworker.testing.remote import replay_remote
+
+    report = NotebookReport(str(path), selected, name=name, deselected=len(cases) - len(selected))
+
+    def on_case(done: int, total: int) -> None:
+        if on_step is not None:
+            on_step(Step(name, "server", done, total, done, total))
+
+    report.notes += replay_remote(path, stored, selected, options, report=report, on_case=on_case)
+    chosen = {id(case) for case in selected}
+    for case in cases:
+        if id(case) not in chosen:
+            case.notebook_result = case.worker_result = Result.DESELECTED
+            case.remote_result = Result.DESELECTED
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def replay_against(
+    notebook: str | os.PathLike[str] | None = None,
+    *,
+    url: str | None = None,
+    endpoint: str | None = None,
+    handler: str | None = None,
+    select: str | None = None,
+    timeout: float | None = None,
+    rtol: float = DEFAULT_REL_TOL,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    session: Any = None,
+) -> ServerReplay:
+    """Send recorded cases to a running server (`url`) or a deployed endpoint (`endpoint`,
+    with RUNPOD_API_KEY) and compare, as `nbworker test --url/--endpoint` does, from a
+    notebook cell (`against.py`): a report shown like `%rp_test`'s runs. `notebook`: a saved
+    notebook's runs; None: the runs of this kernel's session (or `session`'s). ValueError
+    (one line) for options that cannot be used."""
+    if url is None and endpoint is None:
+        raise ValueError("replay_against needs url= (a running server) or endpoint= (an id)")
+    if endpoint is not None and not os.environ.get("RUNPOD_API_KEY"):
+        raise ValueError("endpoint= needs RUNPOD_API_KEY set to your RunPod API key")
+    options = Options(
+        select=select,
+        timeout=timeout,
+        rtol=rtol,
+        url=url,
+        endpoint=endpoint,
+        concurrency=concurrency,
+        handler=handler,
+    )
+    if notebook is not None:
+        return ServerReplay(test_notebook(notebook, options))
+    return ServerReplay(replay_session(session, options))
+
+
+def _failed(path: str, error: str, name: str, options: Options) -> NotebookReport:
+    """The report of a notebook that could not be replayed at all (its table headed for the
+    server under --url / --endpoint, as its cases would have been)."""
+    report = NotebookReport(path, error=error, name=name)
+    report.remote = options.remote
     return report
 
 

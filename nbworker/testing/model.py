@@ -9,6 +9,9 @@ importing the orchestration that imports them (no import circle).
 
 from __future__ import annotations
 
+import fnmatch
+import re
+import statistics
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -17,18 +20,27 @@ from typing import Any
 from nbworker.compare import DEFAULT_REL_TOL
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_REMOTE_TIMEOUT",
     "EXIT_MISMATCH",
     "EXIT_NOTEBOOK",
     "EXIT_NO_CASES",
     "EXIT_OK",
     "EXIT_USAGE",
+    "MAX_TIMEOUT",
     "Case",
     "NotebookReport",
     "Options",
     "Result",
+    "selected",
 ]
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_NOTEBOOK, EXIT_NO_CASES = 0, 1, 2, 3, 5
+DEFAULT_CONCURRENCY = 4  # jobs in flight at once against a server (--concurrency)
+DEFAULT_REMOTE_TIMEOUT = 600.0  # seconds a case may take on a server without --timeout
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a socket's timeout overflows past ~1e10 s; inf is no number
+_URL = re.compile(r"https?://[^/\s?#]+(?:[/?#]\S*)?")  # http(s)://host[:port][/path]
+_ENDPOINT_ID = re.compile(r"[A-Za-z0-9_-]+")  # as nbworker.client takes it
 
 
 class Result(str, Enum):
@@ -69,6 +81,12 @@ class Options:
     output_dir: str | None = None  # executed notebooks (the report) go there
     parameters: dict[str, Any] = field(default_factory=dict)  # papermill -p
     kernel_name: str | None = None
+    # A running server to replay against instead of the kernel and the worker (remote.py):
+    # any RunPod-style server (`url`), or a deployed endpoint's id (`endpoint`).
+    url: str | None = None
+    endpoint: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY  # jobs sent at once to the server
+    handler: str | None = None  # whose cases: default the one export exports
 
     def __post_init__(self) -> None:
         """ValueError naming the option (as `rtol ...`), for each front end to prefix."""
@@ -76,6 +94,31 @@ class Options:
             raise ValueError(f"rtol must be >= 0, not {self.rtol}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be positive, not {self.timeout}")
+        if self.timeout is not None and not self.timeout <= MAX_TIMEOUT:  # inf, 1e12
+            raise ValueError(
+                f"timeout must be at most {MAX_TIMEOUT:g} (a week), not {self.timeout}"
+            )
+        if self.url is not None and self.endpoint is not None:
+            raise ValueError("url and endpoint exclude each other: give one")
+        if self.url is not None and not _URL.fullmatch(self.url):
+            raise ValueError(f"url must be http(s)://HOST[:PORT], not {self.url!r}")
+        if self.endpoint is not None and not _ENDPOINT_ID.fullmatch(self.endpoint):
+            raise ValueError(
+                f"endpoint must be an endpoint id (letters, digits, - and _), not {self.endpoint!r}"
+            )
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
+            raise ValueError(f"concurrency must be a whole number, not {self.concurrency!r}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+
+    @property
+    def remote(self) -> str | None:
+        """The server replayed against, as the report names it (None: kernel and worker)."""
+        if self.url is not None:
+            from nbworker.transport import without_password
+
+            return without_password(self.url)  # the report is printed, kept in CI logs
+        return None if self.endpoint is None else f"endpoint {self.endpoint}"
 
 
 @dataclass
@@ -94,6 +137,10 @@ class Case:
     worker_result: Result = Result.NOT_REPLAYED
     worker_detail: str = ""
     worker_seconds: float | None = None
+    # against a running server (`--url` / `--endpoint`): differences one a line
+    remote_result: Result = Result.NOT_REPLAYED
+    remote_detail: str = ""
+    remote_seconds: float | None = None  # the job's round trip
 
     @property
     def id(self) -> str:
@@ -102,12 +149,19 @@ class Case:
 
     @property
     def compared(self) -> bool:
-        """Whether either side compared this case with its record."""
-        return self.notebook_result in COMPARING or self.worker_result in COMPARING
+        """Whether any side compared this case with its record."""
+        return any(
+            result in COMPARING
+            for result in (self.notebook_result, self.worker_result, self.remote_result)
+        )
 
     @property
     def passed(self) -> bool:
-        return self.notebook_result in PASSING and self.worker_result in PASSING
+        return (
+            self.notebook_result in PASSING
+            and self.worker_result in PASSING
+            and self.remote_result in PASSING
+        )
 
 
 @dataclass
@@ -123,9 +177,35 @@ class NotebookReport:
     worker_seconds: float = 0.0
     name: str = ""  # in case ids and the summary: the file name, or a path where names clash
     deselected: int = 0  # recorded cases -k left out
+    # a replay against a server (remote.py): which one, and its times in seconds
+    remote: str | None = None  # the URL, or `endpoint ID`
+    remote_seconds: float = 0.0  # the whole remote replay
+    cold_start_seconds: float | None = None  # see remote.py: the first job's extra wait
+    job_seconds: list[float] = field(default_factory=list)  # round trips after the first
+    execution_seconds: list[float] = field(default_factory=list)  # the server's executionTime
 
     def __post_init__(self) -> None:
         self.name = self.name or Path(self.path).name
+
+    def job_times(self) -> str | None:
+        """The remote replay's times in a line (None when nothing was sent)."""
+        if self.remote is None or (not self.job_seconds and self.cold_start_seconds is None):
+            return None
+        words = []
+        if self.cold_start_seconds is not None:
+            words.append(f"cold start {self.cold_start_seconds:.2f} s")
+        if self.job_seconds:
+            times = self.job_seconds
+            words.append(
+                f"jobs: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
+                f"over {len(times)}"
+            )
+        if self.execution_seconds:
+            times = self.execution_seconds
+            words.append(
+                f"executionTime: median {statistics.median(times):.2f} s, max {max(times):.2f} s"
+            )
+        return "; ".join(words)
 
     @property
     def exit_code(self) -> int:
@@ -135,3 +215,11 @@ class NotebookReport:
         if not all(case.passed for case in self.cases):
             return EXIT_MISMATCH
         return EXIT_OK if any(case.compared for case in self.cases) else EXIT_NO_CASES
+
+
+def selected(case: Case, pattern: str | None) -> bool:
+    """-k: a substring of the case id or its handler, or a glob of the id."""
+    if not pattern:
+        return True
+    text = f"{case.id} {case.handler}".lower()
+    return pattern.lower() in text or fnmatch.fnmatch(case.id.lower(), pattern.lower())

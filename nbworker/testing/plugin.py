@@ -25,7 +25,7 @@ import pytest
 from nbworker.compare import DEFAULT_REL_TOL
 from nbworker.errors import MalformedRecord
 from nbworker.testing import recorded_cases, spawnable_main, test_notebook
-from nbworker.testing.model import Case, NotebookReport, Options, Result
+from nbworker.testing.model import DEFAULT_CONCURRENCY, Case, NotebookReport, Options, Result
 from nbworker.testing.report import verdict
 
 PYTEST_PLUGIN = "nbworker-replays"  # the per-run state (`Replays`), registered with --nbworker
@@ -56,7 +56,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="per notebook cell, and per worker job",
+        help="per notebook cell, and per worker job (per server job: default 600)",
+    )
+    group.addoption(
+        "--nbworker-url",
+        metavar="URL",
+        help="replay against this running server instead of the kernel and the worker "
+        "(python handler.py --rp_serve_api, %%rp_serve, any RunPod-style server)",
+    )
+    group.addoption(
+        "--nbworker-endpoint",
+        metavar="ID",
+        help="replay against this deployed endpoint instead of the kernel and the worker "
+        "(RUNPOD_API_KEY; RUNPOD_ENDPOINT_BASE_URL overrides the base URL)",
+    )
+    group.addoption(
+        "--nbworker-concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"jobs sent to the server at once (default {DEFAULT_CONCURRENCY})",
+    )
+    group.addoption(
+        "--nbworker-handler",
+        metavar="NAME",
+        help="whose recorded cases the worker or server replays (default: the one exported)",
     )
 
 
@@ -70,9 +94,23 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "--nbworker-notebook-only and --nbworker-worker-only exclude each other"
         )
+    url, endpoint = config.getoption("nbworker_url"), config.getoption("nbworker_endpoint")
+    remote = "--nbworker-url" if url else "--nbworker-endpoint" if endpoint else None
+    side = "--nbworker-notebook-only" if notebook_only else "--nbworker-worker-only"
+    if remote and (notebook_only or worker_only):
+        raise pytest.UsageError(f"{remote} replays against the server only: not with {side}")
+    if endpoint and not os.environ.get("RUNPOD_API_KEY"):
+        raise pytest.UsageError("--nbworker-endpoint needs RUNPOD_API_KEY set")
     try:
         options = Options(
-            notebook=not worker_only, worker=not notebook_only, timeout=timeout, rtol=rtol
+            notebook=not worker_only,
+            worker=not notebook_only,
+            timeout=timeout,
+            rtol=rtol,
+            url=url,
+            endpoint=endpoint,
+            concurrency=config.getoption("nbworker_concurrency"),
+            handler=config.getoption("nbworker_handler"),
         )
     except ValueError as err:
         raise pytest.UsageError(f"--nbworker-{err}") from None
@@ -244,7 +282,11 @@ class Replays:
         new = [path for path in dict.fromkeys(map(str, paths)) if path not in self.futures]
         if not new:
             return
-        if self.options.notebook and self.options.output_dir is None:
+        if (
+            self.options.notebook
+            and self.options.remote is None
+            and self.options.output_dir is None
+        ):
             # executed notebooks, the reports, go where pytest keeps its temporary files
             factory = getattr(self.config, "_tmp_path_factory", None)
             if factory is not None:
@@ -298,6 +340,12 @@ class Replays:
         return report
 
     def pytest_report_header(self, config: pytest.Config) -> str:
+        if self.options.remote is not None:
+            return (
+                f"nbworker: replaying recorded runs against {self.options.remote} "
+                f"(rtol {self.options.rtol:g}, timeout {self.options.timeout or 600:g} s a job, "
+                f"{self.options.concurrency} at once)"
+            )
         sides = [
             side
             for side, on in (
@@ -317,6 +365,9 @@ class Replays:
             if future.done() and not future.cancelled() and future.exception() is None:
                 report = future.result()[0]
                 notes += [f"{report.name}: {note}" for note in report.notes]
+                times = report.job_times()
+                if times is not None:
+                    notes.append(f"{report.name}: server {report.remote}: {times}")
         if notes:
             terminalreporter.write_sep("-", "nbworker notes")
             for note in notes:

@@ -25,7 +25,7 @@ class Step(NamedTuple):
     too (a tuple pickles)."""
 
     name: str  # the notebook, as its report calls it
-    phase: str  # "notebook": its cells run; "worker": the worker's tests run
+    phase: str  # "notebook": its cells run; "worker": the worker's tests; "server": its jobs
     cells: int  # code cells run so far
     cells_total: int
     cases: int  # cases replayed in the notebook so far
@@ -39,7 +39,14 @@ class Progress:
     (CI logs) a line per notebook as it ends. `quiet`: neither. Safe from two threads (the
     steps of pool processes arrive on one, the reports on another)."""
 
-    def __init__(self, notebooks: int, *, quiet: bool = False, bar: bool | None = None) -> None:
+    def __init__(
+        self,
+        notebooks: int,
+        *,
+        quiet: bool = False,
+        bar: bool | None = None,
+        remote: str | None = None,
+    ) -> None:
         self.notebooks = notebooks
         self.quiet = quiet
         self.interactive = not quiet and (sys.stderr.isatty() if bar is None else bar)
@@ -50,8 +57,10 @@ class Progress:
         if self.interactive:  # tqdm only then: its import is ~0.1 s of a CI run's start
             from tqdm.std import tqdm
 
-            self.bar = tqdm(total=0, unit="cell", desc="nbworker test", file=sys.stderr)
-            self.bar.set_postfix_str("starting the kernel", refresh=True)
+            unit = "cell" if remote is None else "case"  # against a server: jobs, no cells
+            self.bar = tqdm(total=0, unit=unit, desc="nbworker test", file=sys.stderr)
+            start = "starting the kernel" if remote is None else f"sending to {remote}"
+            self.bar.set_postfix_str(start, refresh=True)
 
     def step(self, step: Step) -> None:
         """A notebook got further."""
@@ -96,6 +105,9 @@ class Progress:
         working = [step.name for step in steps if step.phase == "worker"]
         if working:
             words.append(f"worker: {', '.join(working)}")
+        serving = [step.name for step in steps if step.phase == "server"]
+        if serving:
+            words.append(f"server: {', '.join(serving)}")
         self.bar.set_postfix_str(", ".join(words), refresh=False)
         self.bar.update(sum(step.cells for step in steps) - self.bar.n)  # at most 10 a second
         if force:  # a new phase shows at once: the worker's tests may take a while
@@ -106,10 +118,32 @@ class Progress:
             self.bar.close()
 
 
-def summary(reports: Sequence[NotebookReport]) -> str:
-    """The table people read: case, notebook result, worker result, time."""
-    rows = [("case", "handler", "notebook", "worker", "time (notebook run / worker test)")]
+def _remote_rows(reports: Sequence[NotebookReport]) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The table's rows and the differences of a replay against a server."""
+    rows: list[tuple[str, ...]] = [("case", "handler", "server", "time (round trip)")]
     details: list[str] = []
+    for report in reports:
+        for case in report.cases:
+            took = "" if case.remote_seconds is None else f"{case.remote_seconds:.2f} s"
+            rows.append((case.id, case.handler, str(case.remote_result), took))
+            if case.remote_result in FAILING:
+                lines = case.remote_detail.splitlines() or [str(case.remote_result)]
+                if len(lines) == 1:
+                    details.append(f"{case.id} (server): {lines[0]}")
+                else:
+                    details.append(f"{case.id} (server):")
+                    details += [f"    {line}" for line in lines]
+    return rows, details
+
+
+def summary(reports: Sequence[NotebookReport]) -> str:
+    """The table people read: case, notebook result, worker result, time (against a server:
+    case, server result, round trip; and the server's times)."""
+    if any(report.remote is not None for report in reports):
+        rows, details = _remote_rows(reports)
+        return _table(reports, rows, details)
+    rows = [("case", "handler", "notebook", "worker", "time (notebook run / worker test)")]
+    details = []
     for report in reports:
         for case in report.cases:
             took = []
@@ -131,6 +165,12 @@ def summary(reports: Sequence[NotebookReport]) -> str:
                 details += [f"    {line}" for line in case.differences]
             if case.worker_result in FAILING:
                 details.append(f"{case.id} (worker): {case.worker_detail}")
+    return _table(reports, rows, details)
+
+
+def _table(
+    reports: Sequence[NotebookReport], rows: Sequence[tuple[str, ...]], details: list[str]
+) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -147,6 +187,9 @@ def summary(reports: Sequence[NotebookReport]) -> str:
             lines.append(f"ERROR: {name}: {report.error}")
         if report.executed:
             lines.append(f"{name}: executed notebook in {report.executed}")
+        times = report.job_times()
+        if times is not None:
+            lines.append(f"{name}: server {report.remote}: {times}")
     cases = [case for report in reports for case in report.cases]
     failed = sum(not case.passed for case in cases)
     unchecked = sum(case.passed and not case.compared for case in cases)
@@ -181,6 +224,7 @@ def junit_xml(reports: Sequence[NotebookReport]) -> str:
                     (item.notebook_ms or 0.0) / 1000,
                 ),
                 ("worker", item.worker_result, item.worker_detail, item.worker_seconds or 0.0),
+                ("server", item.remote_result, item.remote_detail, item.remote_seconds or 0.0),
             ):
                 if result in (Result.NOT_REPLAYED, Result.DESELECTED):
                     continue
@@ -227,13 +271,19 @@ def verdict(case: Case, report: NotebookReport) -> tuple[Result, str]:
         lines += _side("worker", case.worker_detail.strip().splitlines() or [case.worker_result])
     elif case.worker_result not in PASSING:
         lines.append(f"worker: {case.worker_result}")
+    if case.remote_result in FAILING:
+        lines += _side("server", case.remote_detail.strip().splitlines() or [case.remote_result])
+    elif case.remote_result not in PASSING:
+        lines.append(f"server: {case.remote_result}")
     if lines:
         if case.notebook_result in NOT_PASSED:
             lines += executed
         return Result.FAILED, "\n".join(lines)
-    if Result.PASSED in (case.notebook_result, case.worker_result):
+    if Result.PASSED in (case.notebook_result, case.worker_result, case.remote_result):
         return Result.PASSED, ""
     # Neither side compared anything: say why, rather than pass.
+    if report.remote is not None:
+        return Result.SKIPPED, f"server: {case.remote_result} ({case.remote_detail or 'not sent'})"
     reasons = []
     if case.notebook_result == Result.SKIPPED:
         reasons.append("notebook: not compared (%rp_test --no-compare)")

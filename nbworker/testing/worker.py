@@ -33,7 +33,7 @@ def replay_worker(path: Path, stored: Any, cases: list[Case], options: Options) 
 
     with tempfile.TemporaryDirectory(prefix="nbworker-worker-") as folder:
         try:
-            report = export_notebook(path, folder)
+            report = export_notebook(path, folder, handler=options.handler)
         except ExportError as err:
             for case in cases:
                 case.worker_result, case.worker_detail = Result.ERROR, f"export failed: {err}"
