@@ -46,6 +46,11 @@ wanted = ("nbworker/py.typed", "nbworker/compare.py", "nbworker/export/templates
 missing += [
     f"wheel: {name}" for name in wanted if not any(path.startswith(name) for path in in_wheel)
 ]
+import pathlib  # every template export copies into a worker, each by name
+
+for template in sorted(pathlib.Path("nbworker/export/templates").iterdir()):
+    if template.is_file() and f"nbworker/export/templates/{template.name}" not in in_wheel:
+        missing.append(f"wheel: nbworker/export/templates/{template.name}")
 if not any(path.endswith(".dist-info/licenses/LICENSE") for path in in_wheel):
     missing.append("wheel: .dist-info/licenses/LICENSE")
 if missing:
