@@ -245,13 +245,22 @@ def test_an_ipv6_loopback_server_is_reached_past_a_proxy(
 def test_a_bad_endpoint_base_url_is_the_notebooks_error_not_a_traceback(
     capsys: pytest.CaptureFixture[str], doubling: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On the command line a usage error before anything runs (exit 2); from Python, the
+    notebook's error in one line (exit 3)."""
     monkeypatch.setenv("RUNPOD_API_KEY", KEY)
     monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", "ftp://127.0.0.1/v2")
     code = cli.main(["test", "--no-progress", str(doubling), "--endpoint", "abc"])
     out, err = capsys.readouterr()
-    assert code == 3, out + err
-    (error,) = [line for line in out.splitlines() if line.startswith("ERROR")]
-    assert "not an http(s) URL: 'ftp://127.0.0.1/v2/abc' (RUNPOD_ENDPOINT_BASE_URL)" in error
+    assert code == 2, out + err
+    assert err == (
+        "nbworker test: error: RUNPOD_ENDPOINT_BASE_URL must be an http(s) URL, "
+        "not 'ftp://127.0.0.1/v2'\n"
+    )
+    report = testing.test_notebook(doubling, Options(endpoint="abc"))
+    assert report.exit_code == 3
+    assert "not an http(s) URL: 'ftp://127.0.0.1/v2/abc' (RUNPOD_ENDPOINT_BASE_URL)" in str(
+        report.error
+    )
     assert "Traceback" not in out + err
 
 
