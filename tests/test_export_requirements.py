@@ -129,6 +129,8 @@ def test_any_other_local_label_is_dropped_with_a_note(
     lines, notes = pinned_requirements([], [name])
     public, label = version.split("+")
     assert lines == sorted([f"{name}=={public}", f"runpod=={RUNPOD}"])
+    # (under runpod 2.0rc2 a note says the SDK pinned is a pre-release: not this test's)
+    notes = [note for note in notes if not note.startswith(f"runpod=={RUNPOD} ")]
     assert notes == [
         f"{name}: the local build label +{label} of the installed {version} was dropped: "
         f"{name}=={public} installs the default build from the index"
