@@ -239,6 +239,10 @@ EXPECTED_FILES = {
     "tests/test_handler.py",
     "tests/test_notebook.py",
     "tests/requirements.txt",
+    ".runpod/hub.json",  # issue 16: what RunPod builds and the Hub lists, as it is
+    "README.md",
+    ".github/workflows/test.yml",
+    ".gitignore",
 }
 
 

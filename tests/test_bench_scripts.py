@@ -16,7 +16,7 @@ BENCH = ROOT / "bench"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["bench_core.py", "bench_cache.py"])
+@pytest.mark.parametrize("script", ["bench_core.py", "bench_cache.py", "bench_export.py"])
 def test_a_benchmark_runs_its_checks_through(script: str, tmp_path) -> None:
     rows = tmp_path / "rows.jsonl"
     env = dict(os.environ, NBWORKER_BENCH_ROWS=str(rows))

@@ -173,6 +173,8 @@ def _keyword(node: ast.Call, name: str) -> ast.AST | None:
 
 def environment_reads(source: str) -> list[EnvRead]:
     """Every read of an environment variable in the Python `source`, in line order."""
+    if "environ" not in source and "getenv" not in source:
+        return []  # every form read below names one of the two (a 1000-cell handler: ~45 ms)
     tree = ast.parse(source)
     reads = _Reads()
     reads.bind(tree)
