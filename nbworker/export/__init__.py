@@ -34,6 +34,8 @@ __all__ = [
     "build_worker",
     "default_directory",
     "export_notebook",
+    "handler_streams",
+    "records_with_options",
 ]
 
 
@@ -220,7 +222,7 @@ def build_worker(
         )
 
     on_step(STEPS[5])
-    records = [record for cell in cells for record in _with_options(cell)]
+    records = [record for cell in cells for record in records_with_options(cell)]
     try:
         cases = select_cases(records, handler=selection.name)
     except (TypeError, ValueError) as err:  # a record no run of the handler could leave
@@ -248,7 +250,7 @@ def build_worker(
             f"no %rp_test run of `{selection.name}` is recorded in the notebook: no "
             "test_input.json and no test cases were written"
         )
-    streaming = _streams(selection)
+    streaming = handler_streams(selection)
     files.update(
         testfiles.worker_tests(
             cases=cases, handler=selection.name, streaming=streaming, notebook_name=name
@@ -328,7 +330,7 @@ def _sdk_settings(cases: list[dict[str, Any]]) -> dict[str, str]:
     return {}
 
 
-def _with_options(cell: Cell) -> list[dict[str, Any]]:
+def records_with_options(cell: Cell) -> list[dict[str, Any]]:
     """The cell's records, each with its cell and the comparison options of the `%rp_test`
     line that made it (the n-th line made the n-th record; one line, in a loop, made all)."""
     if not cell.records:
@@ -347,7 +349,7 @@ def _with_options(cell: Cell) -> list[dict[str, Any]]:
     return records
 
 
-def _streams(selection: Selection) -> bool:
+def handler_streams(selection: Selection) -> bool:
     import ast
 
     tree = ast.parse(selection.handler.code)

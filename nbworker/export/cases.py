@@ -23,6 +23,7 @@ __all__ = [
     "CASE_STATUSES",
     "DEFAULT_CUDA_VERSIONS",
     "DEFAULT_GPU_TYPE",
+    "cases_by_place",
     "cases_json",
     "example_job",
     "hub_tests",
@@ -65,6 +66,23 @@ def select_cases(records: Sequence[Mapping[str, Any]], *, handler: str) -> list[
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: {err}") from None
     return cases
+
+
+def cases_by_place(
+    records: Sequence[Mapping[str, Any]], *, handler: str
+) -> dict[tuple[Any, int], dict[str, Any]]:
+    """`select_cases` of `records`, each case under the place of the run it was made of:
+    `(record["cell"], record["_index"])`, the cell and the run's 1-based number in it (the
+    caller sets both). How `nbworker test` matches a notebook's cases to the worker's."""
+    kept = [
+        record
+        for record in records
+        if record.get("handler") == handler and record.get("status") in CASE_STATUSES
+    ]
+    return {
+        (record["cell"], record["_index"]): case
+        for record, case in zip(kept, select_cases(kept, handler=handler), strict=True)
+    }
 
 
 def _case(record: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -105,21 +105,18 @@ class _Reads(ast.NodeVisitor):
                         self.getenv_names.add(target.id)
 
     def _is_environ(self, node: ast.AST) -> bool:
-        if isinstance(node, ast.Name):
-            return node.id in self.environ_names
-        return (
-            isinstance(node, ast.Attribute)
-            and node.attr == "environ"
-            and isinstance(node.value, ast.Name)
-            and node.value.id in self.os_names
-        )
+        return self._is_os(node, "environ", self.environ_names)
 
     def _is_getenv(self, node: ast.AST) -> bool:
+        return self._is_os(node, "getenv", self.getenv_names)
+
+    def _is_os(self, node: ast.AST, attribute: str, bound: set[str]) -> bool:
+        """`node` is `os.<attribute>` (os by any name it is bound to) or a name bound to it."""
         if isinstance(node, ast.Name):
-            return node.id in self.getenv_names
+            return node.id in bound
         return (
             isinstance(node, ast.Attribute)
-            and node.attr == "getenv"
+            and node.attr == attribute
             and isinstance(node.value, ast.Name)
             and node.value.id in self.os_names
         )

@@ -122,29 +122,20 @@ def plan_notebook(
 ) -> tuple[str, bool, list[Planned]]:
     """The handler whose cases are replayed (`handler`, or the one export would export),
     whether it streams, and a `Planned` per case; ExportError if no handler can be chosen."""
-    from nbworker.export import _streams, _with_options
-    from nbworker.export.cases import select_cases
+    from nbworker.export import handler_streams, records_with_options
+    from nbworker.export.cases import cases_by_place
     from nbworker.export.cells import read_cells
     from nbworker.export.select import Selection, choose_handler
 
     cells = read_cells(stored)
     chosen, name = choose_handler(cells, handler)
-    streaming = _streams(Selection(name=name, handler=chosen))
+    streaming = handler_streams(Selection(name=name, handler=chosen))
     records: list[dict[str, Any]] = []
     for cell in cells:
-        for number, record in enumerate(_with_options(cell), 1):
+        for number, record in enumerate(records_with_options(cell), 1):
             if isinstance(record, dict):
                 records.append(dict(record, _index=number))
-    kept = [
-        record
-        for record in records
-        if record.get("handler") == name and record.get("status") in ("COMPLETED", "FAILED")
-    ]
-    recorded = select_cases(kept, handler=name)  # ValueError: a record no run could leave
-    by_place = {
-        (record["cell"], record["_index"]): case
-        for record, case in zip(kept, recorded, strict=True)
-    }
+    by_place = cases_by_place(records, handler=name)  # ValueError: a record no run could leave
     return name, streaming, [Planned(case, by_place.get((case.cell, case.index))) for case in cases]
 
 

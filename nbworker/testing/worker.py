@@ -28,7 +28,7 @@ def replay_worker(path: Path, stored: Any, cases: list[Case], options: Options) 
     """Export the notebook and run the exported tests/test_handler.py; fill in each case's
     worker result. Returns notes."""
     from nbworker.export import ExportError, export_notebook
-    from nbworker.export.cases import CASE_STATUSES, select_cases
+    from nbworker.export.cases import cases_by_place
     from nbworker.replay import expected_runs
 
     with tempfile.TemporaryDirectory(prefix="nbworker-worker-") as folder:
@@ -43,16 +43,8 @@ def replay_worker(path: Path, stored: Any, cases: list[Case], options: Options) 
             for expected in expected_runs(stored)
             for index, record in enumerate(expected.records, 1)
         ]
-        kept = [
-            record
-            for record in records
-            if record.get("handler") == report.handler and record.get("status") in CASE_STATUSES
-        ]
-        exported = select_cases(kept, handler=report.handler)  # numbered as export numbers them
-        names = {
-            (record["cell"], record["_index"]): case["name"]
-            for record, case in zip(kept, exported, strict=True)
-        }
+        exported = cases_by_place(records, handler=report.handler)  # numbered as export does
+        names = {place: case["name"] for place, case in exported.items()}
         wanted = {names[(c.cell, c.index)]: c for c in cases if (c.cell, c.index) in names}
         for case in cases:
             if (case.cell, case.index) not in names:
